@@ -1,0 +1,155 @@
+"""A small, typed door to the Kubernetes API over the official `kubernetes` client.
+
+The generated per-kind APIs of the client return model objects whose shapes change between
+releases; the operator only needs JSON in and JSON out on a handful of paths, so it uses the
+client's configured `ApiClient` (auth, TLS, kubeconfig or in-cluster) to send plain requests.
+Every write carries one fixed field manager, documented for Argo CD's `managedFieldsManagers`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+FIELD_MANAGER = "stampede-operator"
+MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+JSON = dict[str, Any]
+
+
+class KubeError(Exception):
+    """An API call failed; `status` is the HTTP status (0 when the server could not be reached)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+@dataclass
+class RequestCounter:
+    """Counts requests by verb; the operator's own metrics and tests read it."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, verb: str) -> None:
+        with self.lock:
+            self.counts[verb] = self.counts.get(verb, 0) + 1
+
+
+def load_api_client() -> k8s.ApiClient:
+    """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config."""
+    try:
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+    return k8s.ApiClient()
+
+
+class Kube:
+    """Blocking JSON requests; callers run them in threads so the event loop never blocks."""
+
+    def __init__(self, api_client: k8s.ApiClient, *, timeout: float = 10.0) -> None:
+        self.api = api_client
+        self.timeout = timeout
+        self.counter = RequestCounter()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> JSON:
+        params = list((query or {}).items())
+        if method in ("POST", "PUT", "PATCH"):
+            params.append(("fieldManager", FIELD_MANAGER))
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        _, url, header_params, serialized, _ = self.api.param_serialize(
+            method=method, resource_path=path, query_params=params, header_params=headers, body=body,
+            auth_settings=["BearerToken"])
+        self.counter.add(method)
+        try:
+            response = self.api.call_api(method, url, header_params=header_params, body=serialized,
+                                         _request_timeout=self.timeout)
+            response.read()  # type: ignore[no-untyped-call]
+        except ApiException as error:
+            raise KubeError(int(error.status or 0), _reason(error)) from None
+        except Exception as error:  # urllib3 connection errors and timeouts
+            raise KubeError(0, f"cannot reach the API server: {type(error).__name__}") from None
+        data = response.data or b"{}"
+        if not 200 <= response.status <= 299:
+            raise KubeError(response.status, _reason_text(data.decode("utf-8", "replace")))
+        parsed: JSON = json.loads(data)
+        return parsed
+
+    def get(self, path: str, *, query: Mapping[str, str] | None = None) -> JSON:
+        return self.request("GET", path, query=query)
+
+    def merge(self, path: str, patch: JSON) -> JSON:
+        return self.request("PATCH", path, body=patch, content_type=MERGE)
+
+    def json_patch(self, path: str, ops: list[JSON]) -> JSON:
+        return self.request("PATCH", path, body=ops, content_type=JSON_PATCH)
+
+    def create(self, path: str, body: JSON) -> JSON:
+        return self.request("POST", path, body=body)
+
+
+def _reason(error: ApiException) -> str:
+    return _reason_text(error.body) if error.body else str(error.reason or error.status)
+
+
+def _reason_text(body: str | bytes | None) -> str:
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    try:
+        message = json.loads(text).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or text[:300] or "no message")
+
+
+# -- paths ---------------------------------------------------------------------------------------
+
+_GROUPS = {
+    "ConfigMap": ("api/v1", "configmaps"),
+    "Secret": ("api/v1", "secrets"),
+    "Deployment": ("apis/apps/v1", "deployments"),
+    "StatefulSet": ("apis/apps/v1", "statefulsets"),
+    "DaemonSet": ("apis/apps/v1", "daemonsets"),
+    "CronJob": ("apis/batch/v1", "cronjobs"),
+    "Job": ("apis/batch/v1", "jobs"),
+    "HorizontalPodAutoscaler": ("apis/autoscaling/v2", "horizontalpodautoscalers"),
+}
+
+
+def path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    """URL path of a namespaced object or collection of a kind the operator touches."""
+    prefix, plural = _GROUPS[kind]
+    out = f"/{prefix}/namespaces/{namespace}/{plural}"
+    if name is not None:
+        out += f"/{name}"
+    if subresource is not None:
+        out += f"/{subresource}"
+    return out

@@ -1,0 +1,72 @@
+"""Writes to StampedePolicy objects themselves: status, the rollback finalizer, and Secret reads.
+
+The finalizer is added only while changes are applied and removed with the last rollback, so an
+idle policy deletes at once, even while the operator is down.
+"""
+
+from __future__ import annotations
+
+from base64 import b64decode
+from typing import Any
+
+from ..api import GROUP, PLURAL, VERSION
+from .kube import JSON, Kube, KubeError, path
+
+FINALIZER = "stampede.aurum.io/rollback"
+
+
+def policy_path(namespace: str, name: str, subresource: str | None = None) -> str:
+    out = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+    return f"{out}/{subresource}" if subresource else out
+
+
+def merge_diff(old: Any, new: Any) -> Any:
+    """RFC 7386 merge patch turning `old` into `new` (None where a key disappeared)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = merge_diff(old[key], value) if isinstance(value, dict) and isinstance(old[key], dict) \
+                else value
+    return patch
+
+
+class Policies:
+    """Status, finalizer and Secret access for policies."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    def write_status(self, namespace: str, name: str, *, old: JSON, new: JSON) -> JSON | None:
+        """Patch only what changed in status; None when nothing did."""
+        patch = merge_diff(old, new)
+        if not patch:
+            return None
+        return self.kube.merge(policy_path(namespace, name, "status"), {"status": patch})
+
+    def set_finalizer(self, namespace: str, name: str, *, present: bool) -> None:
+        """Add or remove the rollback finalizer, keeping everyone else's."""
+        body = self.kube.get(policy_path(namespace, name))
+        meta = body.get("metadata") or {}
+        finalizers = list(meta.get("finalizers") or [])
+        if (FINALIZER in finalizers) == present:
+            return
+        finalizers = [*finalizers, FINALIZER] if present else [f for f in finalizers if f != FINALIZER]
+        self.kube.merge(policy_path(namespace, name), {
+            "metadata": {"resourceVersion": meta.get("resourceVersion"), "finalizers": finalizers or None}})
+
+    def read_secret(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret in the policy's namespace; raises KubeError naming what is missing."""
+        secret = self.kube.get(path("Secret", namespace, name))
+        data = secret.get("data") or {}
+        if key in data:
+            return b64decode(data[key]).decode("utf-8")
+        string_data = secret.get("stringData") or {}
+        if key in string_data:
+            return str(string_data[key])
+        raise KubeError(404, f"Secret {namespace}/{name} has no key {key!r}")

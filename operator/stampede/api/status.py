@@ -1,0 +1,208 @@
+"""The `StampedePolicy` status: what `kubectl describe` shows and everything needed after a restart.
+
+The operator keeps no state of its own: breach windows, the incident, every applied change with
+its original value, and the rollback progress all live here, so a killed operator continues the
+same incident and rolls back exactly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
+
+from .spec import Model, Severity
+
+
+def _parse_time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    else:
+        raise ValueError(f"invalid timestamp {value!r}: expected RFC 3339 text")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with a `Z`, keeping sub-second precision only when there is some."""
+    text = value.astimezone(UTC).replace(tzinfo=None).isoformat()
+    return text + "Z"
+
+
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_parse_time),
+    PlainSerializer(format_time, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+class State(StrEnum):
+    IDLE = "Idle"
+    INCIDENT = "Incident"
+    ROLLING_BACK = "RollingBack"
+
+
+class SignalStatus(Model):
+    """Last reading of one signal."""
+
+    name: str
+    """Signal name."""
+    value: str
+    """Last value as text, or `unknown`."""
+    error: str | None = None
+    """Why the value is unknown."""
+
+
+class Breach(Model):
+    """A severity condition that currently holds, and since when (the `for` window)."""
+
+    level: Severity
+    """Severity level the condition belongs to."""
+    condition: str
+    """The condition text."""
+    since: Timestamp
+    """First poll of the current unbroken run in which the condition held."""
+
+
+class IncidentStatus(Model):
+    """The incident in progress."""
+
+    id: str
+    """Unique per policy and stable across operator restarts."""
+    started_at: Timestamp
+    """When the incident opened."""
+    severity: Severity
+    """Highest severity reached (never falls during an incident)."""
+    phase: str = ""
+    """Latest phase entered."""
+    phase_started_at: Timestamp | None = None
+    """When the latest phase was entered."""
+    next_phase_at: Timestamp | None = None
+    """When the next phase is due, if any."""
+    escalated: bool = False
+    """Whether the incident was escalated."""
+    escalated_at: Timestamp | None = None
+    """When it was escalated."""
+    recovering_since: Timestamp | None = None
+    """Start of the current unbroken run of polls where every recovery condition held."""
+    recovered_at: Timestamp | None = None
+    """When recovery was confirmed and rollback started."""
+    last_rollback_at: Timestamp | None = None
+    """When the latest rollback step ran (for stepDelay)."""
+    max_phase: str = ""
+    """Furthest phase entered."""
+
+
+class WorkloadStatusRef(Model):
+    """A workload restarted with a ConfigMap change."""
+
+    kind: str
+    """Workload kind."""
+    name: str
+    """Workload name."""
+
+
+class AppliedChange(Model):
+    """One change made to a target, with what is needed to undo it exactly."""
+
+    action: str
+    """Action name from the spec."""
+    kind: str
+    """Kind of the changed object (ConfigMap, Deployment, StatefulSet, HorizontalPodAutoscaler, Job)."""
+    name: str
+    """Name of the changed object."""
+    incident: str = ""
+    """Incident the change was made for."""
+    applied_at: Timestamp
+    """When it was applied."""
+    original: dict[str, str | None] = Field(default_factory=dict)
+    """Values before the change; null means the key or field did not exist and is removed on rollback."""
+    applied: dict[str, str] = Field(default_factory=dict)
+    """Values this policy set."""
+    restart: list[WorkloadStatusRef] = Field(default_factory=list)
+    """Workloads rollout-restarted with this change (and again on rollback)."""
+    reverts: int = 0
+    """Times someone else reverted this change during the incident (drift)."""
+
+
+class HistoryEntry(Model):
+    """A finished incident."""
+
+    id: str
+    """Incident id."""
+    severity: Severity
+    """Highest severity reached."""
+    started_at: Timestamp
+    """When it opened."""
+    recovered_at: Timestamp | None = None
+    """When recovery was confirmed."""
+    closed_at: Timestamp
+    """When the last change was rolled back."""
+    duration_seconds: int
+    """From start to close."""
+    max_phase: str = ""
+    """Furthest phase entered."""
+    escalated: bool = False
+    """Whether it was escalated."""
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class StatusCondition(Model):
+    """A standard Kubernetes condition."""
+
+    type: str
+    """Ready, MetricsAvailable, IncidentActive, Escalated, Conflict or Suspended."""
+    status: ConditionStatus
+    """True, False or Unknown."""
+    reason: str = ""
+    """CamelCase reason."""
+    message: str = ""
+    """Human-readable sentence."""
+    last_transition_time: Timestamp
+    """When status last changed."""
+    observed_generation: int | None = None
+    """Spec generation the condition was computed from."""
+
+
+class PolicyStatus(Model):
+    """Observed state of a StampedePolicy."""
+
+    observed_generation: int | None = None
+    """The spec generation last acted on."""
+    state: State = State.IDLE
+    """Idle, Incident or RollingBack."""
+    severity: str = ""
+    """Current incident's severity (empty when idle)."""
+    phase: str = ""
+    """Current incident's phase (empty when idle)."""
+    last_poll_time: Timestamp | None = None
+    """Last poll (refreshed sparingly)."""
+    signals: list[SignalStatus] = Field(default_factory=list)
+    """Last value of every signal."""
+    breaching: list[Breach] = Field(default_factory=list)
+    """Severity conditions currently holding, with the start of their `for` window."""
+    incident: IncidentStatus | None = None
+    """The incident in progress."""
+    applied: list[AppliedChange] = Field(default_factory=list)
+    """Changes applied and not yet rolled back, oldest first."""
+    planned: list[AppliedChange] = Field(default_factory=list)
+    """DryRun only: the changes that would have been made."""
+    history: list[HistoryEntry] = Field(default_factory=list)
+    """The last 10 incidents."""
+    conditions: list[StatusCondition] = Field(default_factory=list)
+    """Standard conditions."""
+
+    def wire(self) -> dict[str, Any]:
+        """The status as it is written to the API server."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)

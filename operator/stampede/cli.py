@@ -1,0 +1,84 @@
+"""The `stampede` command: run the operator, print the CRD, lint and simulate policies.
+
+Each subcommand is a thin shell over a module that does the work, so tests call the same code.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="stampede-operator")
+def main() -> None:
+    """stampede-operator: detect cache stampedes from Prometheus and run the mitigation runbook."""
+
+
+@main.command()
+def crd() -> None:
+    """Print the StampedePolicy CustomResourceDefinition (generated from the models)."""
+    from .api.crd import render_crd_yaml
+
+    click.echo(render_crd_yaml(), nl=False)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--prometheus", "prometheus_url", metavar="URL",
+              help="Also test-run every query against this Prometheus.")
+def lint(files: tuple[str, ...], prometheus_url: str | None) -> None:
+    """Validate StampedePolicy YAML files offline; one line per problem, exit 1 on any."""
+    from .linting import lint_files
+
+    problems = lint_files(list(files), prometheus_url=prometheus_url)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{len(files)} file(s) OK")
+
+
+@main.command()
+@click.option("-n", "--namespace", "namespaces", multiple=True, metavar="NS",
+              help="Watch this namespace (repeatable).")
+@click.option("-A", "--all-namespaces", "all_namespaces", is_flag=True, help="Watch every namespace.")
+@click.option("--standalone", is_flag=True, help="No peering: run alone even if other instances exist.")
+@click.option("--peering", "peering_name", default="stampede-operator", show_default=True,
+              help="Peering object name for HA (ignored with --standalone).")
+@click.option("--priority", default=0, show_default=True, help="Peering priority of this instance.")
+@click.option("--metrics-port", default=9102, show_default=True, help="Port of /metrics (0 disables it).")
+@click.option("--liveness", "liveness", metavar="URL", default=None,
+              help="kopf health endpoint, e.g. http://0.0.0.0:8080/healthz.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def run(namespaces: tuple[str, ...], all_namespaces: bool, standalone: bool, peering_name: str, priority: int,
+        metrics_port: int, liveness: str | None, verbose: bool) -> None:
+    """Run the operator (kopf underneath; in-cluster config or KUBECONFIG)."""
+    import logging
+
+    import kopf
+
+    from .handlers import metrics
+    from .handlers import operator as _handlers  # noqa: F401 - importing registers the handlers
+    from .handlers.config import OperatorConfig
+
+    if bool(namespaces) == all_namespaces:
+        raise click.UsageError("give either -n NAMESPACE (repeatable) or -A, not both and not neither")
+    OperatorConfig.from_env()  # fail fast on a bad environment, before connecting anywhere
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if metrics_port:
+        metrics.serve(metrics_port)
+    kopf.run(
+        standalone=standalone,
+        namespaces=list(namespaces),
+        clusterwide=all_namespaces,
+        peering_name=None if standalone else peering_name,
+        priority=priority,
+        liveness_endpoint=liveness,
+    )
+
+
+if __name__ == "__main__":
+    main()

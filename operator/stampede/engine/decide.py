@@ -1,0 +1,404 @@
+"""One poll of one policy: the whole runbook as a state machine.
+
+`decide` takes the spec, the status (all state lives there), one poll's readings and `now`, and
+returns the new status, the actions to apply, the changes to undo and the events to emit. The
+caller performs the changes and records their outcome in `status.applied`; the engine never
+assumes a change succeeded, so a failed apply is simply planned again at the next poll.
+
+Rules, in the words of the runbook:
+- A severity level fires when any one of its conditions has held at every poll for `for`.
+  Unknown readings never hold, so they break a window rather than extend it.
+- Severity rises but never falls inside an incident.
+- Phases are cumulative and time-boxed from incident start; `minSeverity` skips milder incidents.
+- Escalation happens once, by age or by severity.
+- Recovery needs every recovery condition to hold at every poll for `for`, with no level firing;
+  then changes are undone newest first, `stepDelay` apart. A level firing during rollback opens a
+  new incident that keeps what is still applied.
+- `onMetricsError: Hold` freezes transitions while any signal is unknown; `Continue` lets phases
+  advance by time. Either way unknown is never healthy.
+- DryRun computes the same decisions; the caller records them in `status.planned` instead.
+- `suspend` keeps detection and reporting but asks for no change and no rollback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..api.durations import format_duration
+from ..api.spec import Action, Mode, OnMetricsError, PolicySpec, Severity
+from ..api.status import (
+    AppliedChange,
+    Breach,
+    HistoryEntry,
+    IncidentStatus,
+    PolicyStatus,
+    SignalStatus,
+    State,
+    StatusCondition,
+)
+from .conditions import condition_is, set_condition
+
+HISTORY_LIMIT = 10
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes event to emit on the policy."""
+
+    reason: str
+    message: str
+    warning: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one poll decided."""
+
+    status: PolicyStatus
+    apply: tuple[Action, ...] = ()
+    """Actions to apply now, in runbook order."""
+    undo: tuple[AppliedChange, ...] = ()
+    """Changes to roll back now (at most one per rollback step)."""
+    events: tuple[Event, ...] = ()
+    wake_at: datetime | None = None
+    """Earliest moment the engine wants another call besides the regular poll (phase, step, escalation)."""
+    incident_id: str | None = None
+    """The incident the applies belong to."""
+    phase_by_action: Mapping[str, str] = field(default_factory=dict)
+
+
+def incident_id_for(started_at: datetime) -> str:
+    """Incident ids are the start time: unique per policy (polls are ≥1 s apart) and label-safe."""
+    return started_at.strftime("%Y%m%d-%H%M%S")
+
+
+def format_value(value: float | None) -> str:
+    if value is None or math.isnan(value) or math.isinf(value):
+        return "unknown"
+    return f"{value:.6g}"
+
+
+def held_changes(spec: PolicySpec, status: PolicyStatus) -> list[AppliedChange]:
+    """The changes that count as made in the current mode (planned ones in DryRun)."""
+    return list(status.planned if spec.mode == Mode.DRY_RUN else status.applied)
+
+
+def decide(
+    *,
+    spec: PolicySpec,
+    status: PolicyStatus,
+    readings: Mapping[str, float | None],
+    now: datetime,
+    errors: Mapping[str, str] | None = None,
+    generation: int | None = None,
+) -> Decision:
+    """Advance the policy by one poll. See the module docstring for the rules."""
+    errors = errors or {}
+    values = {s.name: _clean(readings.get(s.name)) for s in spec.signals}
+    unknown = [name for name, value in values.items() if value is None]
+    hold = bool(unknown) and spec.on_metrics_error == OnMetricsError.HOLD
+    events: list[Event] = []
+
+    signals = [
+        SignalStatus(name=name, value=format_value(value),
+                     error=None if value is not None else errors.get(name, "no value"))
+        for name, value in values.items()
+    ]
+    conditions = list(status.conditions)
+    was_available = condition_is(conditions, "MetricsAvailable")
+    if unknown:
+        detail = "; ".join(f"{name}: {errors.get(name, 'no value')}" for name in unknown)
+        message = f"Signals unknown: {', '.join(unknown)} ({detail})."
+        conditions = set_condition(conditions, type_="MetricsAvailable", status=False, reason="SignalsUnknown",
+                                   message=message, now=now, generation=generation)
+        if was_available is not False:
+            action = "holding the incident state" if hold else "continuing by time"
+            events.append(Event("MetricsUnavailable", f"{message[:-1]}; {action}.", warning=True))
+    else:
+        conditions = set_condition(conditions, type_="MetricsAvailable", status=True, reason="AllSignalsKnown",
+                                   message=f"All {len(values)} signals have values.", now=now,
+                                   generation=generation)
+        if was_available is False:
+            events.append(Event("MetricsRestored", f"All {len(values)} signals have values again."))
+
+    breaching = _update_breaches(spec, status.breaching, values, now)
+    firing = _firing_level(spec, breaching, now)
+    work = _Work(spec=spec, status=status.model_copy(update={"breaching": breaching, "signals": signals}),
+                 now=now, values=values, events=events, generation=generation)
+
+    if not hold:
+        if status.state == State.IDLE and firing is not None:
+            work.open_incident(firing)
+        elif status.state == State.ROLLING_BACK and firing is not None:
+            work.close_incident(reason="a new incident opened during rollback")
+            work.open_incident(firing)
+        elif status.state == State.INCIDENT and firing is not None:
+            work.raise_severity(firing)
+        if work.status.state == State.INCIDENT:
+            work.advance_phases()
+            work.escalate()
+            work.track_recovery(firing_now=firing is not None)
+        if work.status.state == State.ROLLING_BACK:
+            work.roll_back()
+    elif work.status.state != State.IDLE:
+        work.track_recovery(firing_now=False, frozen=True)
+        work.plan_wake()
+
+    if work.status.state == State.INCIDENT and not hold:
+        work.plan_applies()
+    if spec.suspend:
+        work.apply, work.undo = [], []
+
+    conditions = _incident_conditions(work.status, conditions, spec, now, generation)
+    status_out = work.status.model_copy(update={"conditions": conditions})
+    return Decision(status=status_out, apply=tuple(work.apply), undo=tuple(work.undo),
+                    events=tuple(work.events), wake_at=work.wake_at,
+                    incident_id=status_out.incident.id if status_out.incident else None,
+                    phase_by_action=work.phase_by_action)
+
+
+def _clean(value: float | None) -> float | None:
+    if value is None or math.isnan(value) or math.isinf(value):
+        return None
+    return float(value)
+
+
+def _update_breaches(
+    spec: PolicySpec, previous: list[Breach], values: Mapping[str, float | None], now: datetime
+) -> list[Breach]:
+    since = {(b.level, b.condition): b.since for b in previous}
+    out: list[Breach] = []
+    for severity in spec.severities:
+        for condition in severity.parsed():
+            if condition.holds(values.get(condition.signal)):
+                start = since.get((severity.level, condition.text), now)
+                out.append(Breach(level=severity.level, condition=condition.text, since=start))
+    return out
+
+
+def _firing_level(spec: PolicySpec, breaching: list[Breach], now: datetime) -> Severity | None:
+    windows = {s.level: s.for_ for s in spec.severities}
+    fired = [b.level for b in breaching if now - b.since >= windows[b.level]]
+    return max(fired, key=lambda level: level.rank) if fired else None
+
+
+def _incident_conditions(
+    status: PolicyStatus, conditions: list[StatusCondition], spec: PolicySpec, now: datetime, generation: int | None
+) -> list[StatusCondition]:
+    incident = status.incident
+    if incident is None:
+        conditions = set_condition(conditions, type_="IncidentActive", status=False, reason="Idle",
+                                   message="No incident.", now=now, generation=generation)
+        conditions = set_condition(conditions, type_="Escalated", status=False, reason="NotEscalated",
+                                   message="No incident is escalated.", now=now, generation=generation)
+    else:
+        reason = "RollingBack" if status.state == State.ROLLING_BACK else "Incident"
+        conditions = set_condition(
+            conditions, type_="IncidentActive", status=True, reason=reason,
+            message=f"Incident {incident.id} at {incident.severity.value}, phase {incident.phase or '-'}"
+                    f" ({status.state.value}).",
+            now=now, generation=generation)
+        if incident.escalated:
+            conditions = set_condition(conditions, type_="Escalated", status=True, reason="Escalated",
+                                       message=f"Incident {incident.id} was escalated.", now=now,
+                                       generation=generation)
+        else:
+            conditions = set_condition(conditions, type_="Escalated", status=False, reason="NotEscalated",
+                                       message=f"Incident {incident.id} is not escalated.", now=now,
+                                       generation=generation)
+    if spec.suspend:
+        conditions = set_condition(conditions, type_="Suspended", status=True, reason="Suspended",
+                                   message="spec.suspend is true: polling and reporting only, no changes "
+                                           "and no rollback.", now=now, generation=generation)
+    else:
+        conditions = set_condition(conditions, type_="Suspended", status=False, reason="Active",
+                                   message="Changes are made as the policy prescribes.", now=now,
+                                   generation=generation)
+    return conditions
+
+
+class _Work:
+    """Mutable scratchpad for one decision, so each rule reads as a short method."""
+
+    def __init__(self, *, spec: PolicySpec, status: PolicyStatus, now: datetime,
+                 values: Mapping[str, float | None], events: list[Event], generation: int | None) -> None:
+        self.spec = spec
+        self.status = status
+        self.now = now
+        self.values = values
+        self.events = events
+        self.generation = generation
+        self.apply: list[Action] = []
+        self.undo: list[AppliedChange] = []
+        self.wake_at: datetime | None = None
+        self.phase_by_action: dict[str, str] = {}
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _emit(self, reason: str, message: str, *, warning: bool = False) -> None:
+        self.events.append(Event(reason, message, warning))
+
+    def _set_incident(self, **update: object) -> IncidentStatus:
+        assert self.status.incident is not None
+        incident = self.status.incident.model_copy(update=update)
+        self.status = self.status.model_copy(update={"incident": incident, "severity": incident.severity.value,
+                                                     "phase": incident.phase})
+        return incident
+
+    def _wake(self, when: datetime | None) -> None:
+        if when is not None and when > self.now and (self.wake_at is None or when < self.wake_at):
+            self.wake_at = when
+
+    def _readings_text(self, signals: list[str]) -> str:
+        return ", ".join(f"{name}={format_value(self.values.get(name))}" for name in signals)
+
+    def _phase_index(self, name: str) -> int:
+        return next((i for i, phase in enumerate(self.spec.phases) if phase.name == name), -1)
+
+    # -- transitions ---------------------------------------------------------------------------
+    def open_incident(self, level: Severity) -> None:
+        conditions = [b for b in self.status.breaching if b.level == level]
+        why = "; ".join(f"{b.condition} since {b.since:%H:%M:%S}" for b in conditions)
+        incident = IncidentStatus(id=incident_id_for(self.now), started_at=self.now, severity=level)
+        # Jobs are one per incident: a Job record from an interrupted rollback must not count
+        # for the new incident. Other changes are still applied and stay held.
+        applied = [c for c in self.status.applied if c.kind != "Job"]
+        planned = [c for c in self.status.planned if c.kind != "Job"]
+        self.status = self.status.model_copy(update={
+            "state": State.INCIDENT, "incident": incident, "severity": level.value, "phase": "",
+            "applied": applied, "planned": planned})
+        self._emit("IncidentOpened",
+                   f"Incident {incident.id} opened at {level.value}: {why} "
+                   f"({self._readings_text(sorted({c.condition.split()[0] for c in conditions}))}).",
+                   warning=True)
+
+    def raise_severity(self, level: Severity) -> None:
+        incident = self.status.incident
+        assert incident is not None
+        if level.rank > incident.severity.rank:
+            self._set_incident(severity=level)
+            self._emit("SeverityRaised",
+                       f"Incident {incident.id} severity raised from {incident.severity.value} to {level.value}.",
+                       warning=True)
+
+    def advance_phases(self) -> None:
+        incident = self.status.incident
+        assert incident is not None
+        age = self.now - incident.started_at
+        current = self._phase_index(incident.phase)
+        reached = max((i for i, p in enumerate(self.spec.phases) if p.after <= age), default=-1)
+        if reached > current:
+            for index in range(current + 1, reached + 1):
+                phase = self.spec.phases[index]
+                names = ", ".join(a.name for a in phase.actions)
+                self._emit("PhaseEntered", f"Incident {incident.id} entered phase {phase.name} "
+                                           f"({index + 1}/{len(self.spec.phases)}) after "
+                                           f"{format_duration(age)}: {names}.")
+            name = self.spec.phases[reached].name
+            furthest = max(reached, self._phase_index(incident.max_phase))
+            self._set_incident(phase=name, phase_started_at=self.now,
+                               max_phase=self.spec.phases[furthest].name)
+        incident = self.status.incident
+        assert incident is not None
+        index = self._phase_index(incident.phase)
+        next_at = (incident.started_at + self.spec.phases[index + 1].after
+                   if 0 <= index + 1 < len(self.spec.phases) else None)
+        if next_at != incident.next_phase_at:
+            self._set_incident(next_phase_at=next_at)
+        self._wake(next_at)
+
+    def escalate(self) -> None:
+        incident = self.status.incident
+        assert incident is not None
+        rule = self.spec.escalation
+        due_at = incident.started_at + rule.after
+        if incident.escalated:
+            return
+        by_severity = incident.severity.at_least(rule.at_severity)
+        if by_severity or self.now >= due_at:
+            why = (f"severity {incident.severity.value} reached {rule.at_severity.value}" if by_severity
+                   else f"open for more than {format_duration(rule.after)}")
+            self._set_incident(escalated=True, escalated_at=self.now)
+            self._emit("Escalated", f"Incident {incident.id} escalated: {why} (phase {incident.phase}).",
+                       warning=True)
+        else:
+            self._wake(due_at)
+
+    def track_recovery(self, *, firing_now: bool, frozen: bool = False) -> None:
+        incident = self.status.incident
+        assert incident is not None
+        if self.status.state != State.INCIDENT:
+            return
+        conditions = self.spec.recovery.parsed()
+        healthy = not frozen and not firing_now and all(c.holds(self.values.get(c.signal)) for c in conditions)
+        if not healthy:
+            if incident.recovering_since is not None:
+                self._set_incident(recovering_since=None)
+            return
+        since = incident.recovering_since or self.now
+        if incident.recovering_since is None:
+            self._set_incident(recovering_since=since)
+        if self.now - since >= self.spec.recovery.for_:
+            self._set_incident(recovered_at=self.now)
+            self.status = self.status.model_copy(update={"state": State.ROLLING_BACK})
+            held = held_changes(self.spec, self.status)
+            self._emit("RecoveryStarted",
+                       f"Incident {incident.id} recovered: {', '.join(self.spec.recovery.all)} held for "
+                       f"{format_duration(self.now - since)} "
+                       f"({self._readings_text(sorted({c.signal for c in conditions}))}); rolling back "
+                       f"{len(held)} change(s), {format_duration(self.spec.rollback.step_delay)} apart.")
+        else:
+            self._wake(since + self.spec.recovery.for_)
+
+    def roll_back(self) -> None:
+        incident = self.status.incident
+        assert incident is not None
+        held = sorted(self.status.applied + self.status.planned, key=lambda c: c.applied_at)
+        if not held:
+            self.close_incident(reason="every change was rolled back")
+            return
+        last = incident.last_rollback_at
+        step = self.spec.rollback.step_delay
+        if last is None or self.now - last >= step:
+            self.undo = [held[-1]]
+            self._set_incident(last_rollback_at=self.now)
+            # The last step closes the incident at the very next call rather than a poll later.
+            self.wake_at = self.now if len(held) == 1 else None
+            if len(held) > 1:
+                self._wake(self.now + step)
+        else:
+            self._wake(last + step)
+
+    def close_incident(self, *, reason: str) -> None:
+        incident = self.status.incident
+        assert incident is not None
+        duration = int((self.now - incident.started_at).total_seconds())
+        entry = HistoryEntry(id=incident.id, severity=incident.severity, started_at=incident.started_at,
+                             recovered_at=incident.recovered_at, closed_at=self.now, duration_seconds=duration,
+                             max_phase=incident.max_phase or incident.phase, escalated=incident.escalated)
+        history = [entry, *self.status.history][:HISTORY_LIMIT]
+        self.status = self.status.model_copy(update={
+            "state": State.IDLE, "incident": None, "severity": "", "phase": "", "history": history})
+        took = format_duration(self.now - incident.started_at)
+        self._emit("IncidentClosed",
+                   f"Incident {incident.id} ({incident.severity.value}) closed after {took}: {reason}; "
+                   f"furthest phase {entry.max_phase or '-'}{', escalated' if incident.escalated else ''}.")
+
+    def plan_wake(self) -> None:
+        incident = self.status.incident
+        if incident is not None:
+            self._wake(incident.next_phase_at)
+
+    def plan_applies(self) -> None:
+        incident = self.status.incident
+        assert incident is not None
+        current = self._phase_index(incident.phase)
+        held = {c.action for c in held_changes(self.spec, self.status)}
+        for phase in self.spec.phases[: current + 1]:
+            for action in phase.actions:
+                if action.name in held or not incident.severity.at_least(action.min_severity):
+                    continue
+                self.apply.append(action)
+                self.phase_by_action[action.name] = phase.name

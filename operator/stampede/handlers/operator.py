@@ -1,0 +1,123 @@
+"""kopf wiring: one daemon per StampedePolicy, rollback on deletion, startup settings.
+
+Importing this module registers the handlers with kopf's default registry; `stampede run`
+imports it and starts kopf.
+
+Why the daemon does not hold kopf's finalizer: kopf puts a finalizer on every object with a
+daemon, so deleting any policy would hang while the operator is down (forever, if it was
+uninstalled). Instead the policy carries `stampede.aurum.io/rollback` only while it has changes
+applied: an idle policy deletes at once; a policy with changes waits for the operator to roll them
+back (or for a user to remove the finalizer, leaving the annotated changes in place).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from ..actuators.kube import Kube, KubeError, load_api_client
+from ..actuators.policies import FINALIZER, Policies
+from ..actuators.targets import Actuators
+from ..api import GROUP, PLURAL, VERSION
+from ..sources.prometheus import PrometheusSource
+from . import metrics
+from .config import OperatorConfig
+from .runner import PolicyRunner, Shared
+
+log = logging.getLogger("stampede")
+ANNOTATION_PREFIX = "stampede.aurum.io"
+_deleted: set[str] = set()
+
+
+def _emit(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    kopf.event(dict(body), type=type_, reason=reason, message=message[:1000])  # type: ignore[arg-type]
+
+
+def _shared(memo: Any) -> Shared:
+    shared: Shared = memo["shared"]
+    return shared
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Operator settings, clients and the worker threads for blocking client calls."""
+    config = OperatorConfig.from_env()
+    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/kopf"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    # The kubernetes and Prometheus clients block; each call runs in a thread. The default pool
+    # (cores + 4) would queue a thousand policies behind six threads.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="stampede-io"))
+    kube = Kube(load_api_client())
+    memo["shared"] = Shared(config=config, actuators=Actuators(kube, max_replicas=config.max_replicas),
+                            policies=Policies(kube), source=PrometheusSource(max_workers=32), emit=_emit)
+    memo["kube"] = kube
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    if "shared" in memo:
+        _shared(memo).source.close()
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, id="poll", cancellation_timeout=30)
+async def poll(*, body: kopf.Body, name: str, namespace: str | None, uid: str, stopped: kopf.DaemonStopped,
+               memo: Any, **_: Any) -> None:
+    """The policy's poll loop; the body is kopf's live view, so spec edits apply at the next tick."""
+    runner = PolicyRunner(shared=_shared(memo), namespace=namespace or "", name=name)
+    while not stopped and uid not in _deleted:
+        try:
+            delay = await runner.tick(body)
+        except KubeError as error:
+            log.warning("%s/%s: poll failed: %s", namespace, name, error.message)
+            delay = 5.0
+        except Exception:  # one policy's bug must never take the operator or other policies down
+            log.exception("%s/%s: poll failed", namespace, name)
+            delay = 15.0
+        await stopped.wait(delay)
+    _deleted.discard(uid)
+
+
+# kopf would add its own finalizer for the daemon; see the module docstring for why it must not.
+_registry = kopf.get_default_registry()
+_registry._spawning._handlers[:] = [  # pinned kopf==1.45.2: the registry has no public setter
+    dataclasses.replace(h, requires_finalizer=False) for h in _registry._spawning._handlers]
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def forget_deleted(*, type: str, uid: str, name: str, namespace: str | None, **_: Any) -> None:
+    """Stop the loop of a policy that is gone (no finalizer means kopf may not stop the daemon itself)."""
+    if type == "DELETED":
+        _deleted.add(uid)
+        metrics.forget(namespace or "", name)
+
+
+def _has_rollback_finalizer(body: kopf.Body, **_: Any) -> bool:
+    return FINALIZER in (body.get("metadata", {}).get("finalizers") or [])
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, when=_has_rollback_finalizer, backoff=5)
+async def roll_back_on_delete(*, body: kopf.Body, name: str, namespace: str | None, retry: int, memo: Any,
+                              **_: Any) -> None:
+    """Deleting a policy with applied changes rolls them all back first, then lets it go."""
+    shared = _shared(memo)
+    namespace = namespace or ""
+    runner = PolicyRunner(shared=shared, namespace=namespace, name=name)
+    failed = await runner.roll_back_all(body)
+    if failed and retry + 1 < shared.config.deletion_attempts:
+        raise kopf.TemporaryError(f"rollback incomplete: {', '.join(failed)}", delay=5)
+    if failed:
+        _emit(body, "Warning", "RollbackSkipped",
+              f"Gave up rolling back {', '.join(failed)} after {retry + 1} attempts; the changes stay in place "
+              f"(annotated stampede.aurum.io/applied-by={name}) and the policy is released.")
+    await asyncio.to_thread(shared.policies.set_finalizer, namespace, name, present=False)

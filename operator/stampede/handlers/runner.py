@@ -1,0 +1,375 @@
+"""One policy's poll loop: read the body, query Prometheus, decide, act, report.
+
+kopf gives every policy its own daemon, so a slow Prometheus or API call of one policy never
+delays another, and the poll interval is re-read from the live body at every tick. All the state
+needed to continue lives in `status`; the only memory kept here is what must not be repeated
+(event de-duplication, the last status written) and is rebuilt harmlessly after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..actuators.kube import KubeError
+from ..actuators.policies import FINALIZER, Policies
+from ..actuators.targets import Actuators, Outcome, Target
+from ..api.spec import Mode, PolicySpec
+from ..api.status import AppliedChange, PolicyStatus, State
+from ..engine import Decision, Event, decide, set_condition
+from ..sources.prometheus import Auth, Endpoint, PrometheusSource, check_url_allowed
+from . import metrics
+from .config import OperatorConfig
+
+log = logging.getLogger("stampede")
+MAX_DRIFT_REVERTS = 3
+EventSink = Callable[[Mapping[str, Any], str, str, str], None]
+"""(body, type, reason, message) → posts a Kubernetes event on the policy."""
+
+
+class InvalidSpec(Exception):
+    """The spec cannot be acted on; the message names the field and value."""
+
+
+def spec_error_text(error: ValidationError) -> str:
+    """One line per problem, with the wire (camelCase) field path."""
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"] if part != "__root__")
+        where = "spec" + ("." + where if where else "")
+        message = item["msg"].removeprefix("Value error, ")
+        shown = "" if item["type"] == "value_error" else f" (got {item.get('input')!r})"
+        lines.append(f"{where}: {message}{shown}")
+    return "; ".join(lines)
+
+
+@dataclass
+class Shared:
+    """What every policy's loop shares: clients, settings, the event sink."""
+
+    config: OperatorConfig
+    actuators: Actuators
+    policies: Policies
+    source: PrometheusSource
+    emit: EventSink
+
+
+@dataclass
+class PolicyRunner:
+    shared: Shared
+    namespace: str
+    name: str
+    last_written: dict[str, Any] | None = None
+    last_write_at: float = 0.0
+    reported: dict[str, str] = field(default_factory=dict)
+    """Last message per (kind of problem, action): repeated failures are not re-posted every poll."""
+    invalid_generation: int | None = None
+
+    @property
+    def target(self) -> Target:
+        return Target(namespace=self.namespace, policy=self.name)
+
+    # -- the tick -------------------------------------------------------------------------------
+    async def tick(self, body: Mapping[str, Any], *, now: datetime | None = None) -> float:
+        """One poll; returns the seconds to sleep before the next one."""
+        started = time.monotonic()
+        generation = (body.get("metadata") or {}).get("generation")
+        raw_status = dict(body.get("status") or {})
+        if self.last_written is None:
+            self.last_written = raw_status
+        status = _parse_status(raw_status)
+        now = now or datetime.now(UTC)
+        try:
+            spec = self._spec(body)
+        except InvalidSpec as problem:
+            await self._report_invalid(body, status, str(problem), generation=generation, now=now)
+            return 15.0
+        self.invalid_generation = None
+
+        readings, errors = await self._read(spec, now=now)
+        decision = decide(spec=spec, status=status, readings=readings, now=now, errors=errors, generation=generation)
+        status = decision.status
+        for event in decision.events:
+            self._event(body, event)
+        status = await self._execute(body, spec, decision, now=now)
+        if status.state == State.INCIDENT and spec.mode == Mode.ENFORCE and not spec.suspend:
+            status = await self._correct_drift(body, status, now=now)
+        status = self._finish_conditions(spec, status, generation=generation, now=now)
+        await self._write(status, now=now, force=bool(decision.events))
+        if not status.applied and status.state == State.IDLE and FINALIZER in _finalizers(body):
+            await self._call(self.shared.policies.set_finalizer, self.namespace, self.name, present=False)
+        self._observe(spec, status, decision, readings, started)
+        return _next_delay(spec, decision, now=now)
+
+    def _spec(self, body: Mapping[str, Any]) -> PolicySpec:
+        try:
+            spec = PolicySpec.model_validate(body.get("spec") or {})
+        except ValidationError as error:
+            raise InvalidSpec(spec_error_text(error)) from None
+        url = spec.prometheus.url or self.shared.config.prometheus_url
+        if not url:
+            raise InvalidSpec("spec.prometheus.url: not set and the operator has no STAMPEDE_PROMETHEUS_URL")
+        if self.shared.config.allowed_prometheus_urls:
+            problem = check_url_allowed(url, self.shared.config.allowed_prometheus_urls)
+            if problem:
+                raise InvalidSpec(f"spec.prometheus.url: {problem}")
+        return spec
+
+    async def _report_invalid(self, body: Mapping[str, Any], status: PolicyStatus, message: str, *,
+                              generation: int | None, now: datetime) -> None:
+        conditions = set_condition(status.conditions, type_="Ready", status=False, reason="InvalidSpec",
+                                   message=message, now=now, generation=generation)
+        status = status.model_copy(update={"conditions": conditions, "observed_generation": generation})
+        if self.invalid_generation != generation:
+            self.invalid_generation = generation
+            self.shared.emit(body, "Warning", "InvalidSpec", f"Policy {self.name} is invalid: {message}")
+        await self._write(status, now=now, force=False)
+
+    async def _read(self, spec: PolicySpec, *, now: datetime) -> tuple[dict[str, float | None], dict[str, str]]:
+        queries = {s.name: s.query for s in spec.signals}
+        try:
+            auth = await self._auth(spec)
+        except KubeError as error:
+            reason = f"Prometheus credentials unavailable: {error.message}"
+            return dict.fromkeys(queries), dict.fromkeys(queries, reason)
+        url = spec.prometheus.url or self.shared.config.prometheus_url
+        assert url is not None
+        interval = spec.poll_interval.total_seconds()
+        round_key = (interval, math.floor(now.timestamp() / interval))
+        results = await self.shared.source.read(Endpoint(url=url, auth=auth), queries,
+                                                timeout=spec.prometheus.timeout.total_seconds(), round_key=round_key)
+        readings = {name: r.value for name, r in results.items()}
+        errors = {name: r.error or "unknown" for name, r in results.items() if r.value is None}
+        return readings, errors
+
+    async def _auth(self, spec: PolicySpec) -> Auth:
+        p = spec.prometheus
+        read = self.shared.policies.read_secret
+        token = basic = ca = None
+        if p.bearer_token_secret_ref:
+            token = await self._call(read, self.namespace, p.bearer_token_secret_ref.name,
+                                     p.bearer_token_secret_ref.key)
+        if p.basic_auth_secret_ref:
+            user = await self._call(read, self.namespace, p.basic_auth_secret_ref.name, "username")
+            password = await self._call(read, self.namespace, p.basic_auth_secret_ref.name, "password")
+            basic = (user, password)
+        if p.ca_secret_ref:
+            ca = await self._call(read, self.namespace, p.ca_secret_ref.name, p.ca_secret_ref.key)
+        return Auth(bearer_token=token, basic=basic, ca_pem=ca, insecure_skip_verify=p.insecure_skip_verify)
+
+    # -- acting ---------------------------------------------------------------------------------
+    async def _execute(self, body: Mapping[str, Any], spec: PolicySpec, decision: Decision, *,
+                       now: datetime) -> PolicyStatus:
+        status = decision.status
+        dry_run = spec.mode == Mode.DRY_RUN
+        for change in decision.undo:
+            outcome = await self._call(self.shared.actuators.undo, self.target, change, now=now,
+                                       dry_run=dry_run or change in status.planned)
+            self._outcome(body, change.action, outcome, kind=change.kind, result="rolled_back")
+            if outcome.ok:
+                metrics.ROLLBACKS_TOTAL.labels(self.namespace, self.name).inc()
+                status = _without(status, change)
+        if not decision.apply:
+            return status
+        if not dry_run:
+            try:
+                await self._call(self.shared.policies.set_finalizer, self.namespace, self.name, present=True)
+            except KubeError as error:
+                self._report(body, "finalizer", "ActionFailed",
+                             f"Cannot add finalizer {FINALIZER}: {error.message}; changes postponed.")
+                return status
+        incident = decision.incident_id or ""
+        for action in decision.apply:
+            outcome = await self._call(self.shared.actuators.apply, self.target, action, incident=incident,
+                                       now=now, dry_run=dry_run)
+            self._outcome(body, action.name, outcome, kind=action.kind, result="applied")
+            if outcome.ok and outcome.change is not None:
+                if dry_run:
+                    status = status.model_copy(update={"planned": [*status.planned, outcome.change]})
+                else:
+                    status = status.model_copy(update={"applied": [*status.applied, outcome.change]})
+        return status
+
+    async def _correct_drift(self, body: Mapping[str, Any], status: PolicyStatus, *, now: datetime) -> PolicyStatus:
+        applied: list[AppliedChange] = []
+        for change in status.applied:
+            if change.reverts >= MAX_DRIFT_REVERTS or change.kind == "Job":
+                applied.append(change)
+                continue
+            reverted = await self._call(self.shared.actuators.reverted, self.target, change)
+            if not reverted:
+                applied.append(change)
+                continue
+            if change.reverts + 1 >= MAX_DRIFT_REVERTS:
+                change = change.model_copy(update={"reverts": change.reverts + 1})
+                self._report(body, f"drift/{change.action}", "Conflict", _gitops_message(change, reverted))
+                applied.append(change)
+                continue
+            outcome = await self._call(self.shared.actuators.reapply, self.target, change, now=now)
+            self._outcome(body, change.action, outcome, kind=change.kind, result="reapplied")
+            applied.append(outcome.change if outcome.ok and outcome.change else change)
+        return status.model_copy(update={"applied": applied})
+
+    def _outcome(self, body: Mapping[str, Any], action: str, outcome: Outcome, *, kind: str, result: str) -> None:
+        metrics.ACTIONS_TOTAL.labels(self.namespace, self.name, kind,
+                                     result if outcome.ok else outcome.reason.lower()).inc()
+        if outcome.ok:
+            self.reported.pop(f"action/{action}", None)
+            self.shared.emit(body, "Warning" if outcome.reason == "RollbackSkipped" else "Normal",
+                             outcome.reason, outcome.message)
+        else:
+            self._report(body, f"action/{action}", outcome.reason, outcome.message)
+
+    def _report(self, body: Mapping[str, Any], key: str, reason: str, message: str) -> None:
+        """Post a warning once per distinct message, not at every poll."""
+        if self.reported.get(key) == message:
+            return
+        self.reported[key] = message
+        log.warning("%s/%s: %s", self.namespace, self.name, message)
+        self.shared.emit(body, "Warning", reason, message)
+
+    def _event(self, body: Mapping[str, Any], event: Event) -> None:
+        self.shared.emit(body, "Warning" if event.warning else "Normal", event.reason, event.message)
+
+    # -- reporting ------------------------------------------------------------------------------
+    def _finish_conditions(self, spec: PolicySpec, status: PolicyStatus, *, generation: int | None,
+                           now: datetime) -> PolicyStatus:
+        conditions = set_condition(status.conditions, type_="Ready", status=True, reason="Valid",
+                                   message="The spec is valid and polled every "
+                                           f"{spec.poll_interval.total_seconds():g}s.",
+                                   now=now, generation=generation)
+        conflicts = [m for k, m in sorted(self.reported.items())
+                     if k.startswith("drift/") or (k.startswith("action/") and "held by policy" in m)]
+        conditions = set_condition(conditions, type_="Conflict", status=bool(conflicts),
+                                   reason="Conflict" if conflicts else "NoConflict",
+                                   message=" ".join(conflicts) or "No other writer fights this policy.",
+                                   now=now, generation=generation)
+        planned = status.planned if spec.mode == Mode.DRY_RUN or status.state != State.IDLE else []
+        return status.model_copy(update={"conditions": conditions, "observed_generation": generation,
+                                         "planned": planned, "last_poll_time": now})
+
+    async def _write(self, status: PolicyStatus, *, now: datetime, force: bool) -> None:
+        new = status.wire()
+        old = self.last_written or {}
+        meaningful = _meaningful(new) != _meaningful(old)
+        due = time.monotonic() - self.last_write_at >= self.shared.config.status_refresh_seconds
+        if not (meaningful or force or due):
+            return
+        if not meaningful and not force and _signals_only(new) == _signals_only(old):
+            return
+        try:
+            await self._call(self.shared.policies.write_status, self.namespace, self.name, old=old, new=new)
+        except KubeError as error:
+            log.warning("%s/%s: status write failed: %s", self.namespace, self.name, error.message)
+            self.last_written = None if error.not_found else self.last_written
+            return
+        self.last_written = new
+        self.last_write_at = time.monotonic()
+
+    def _observe(self, spec: PolicySpec, status: PolicyStatus, decision: Decision,
+                 readings: Mapping[str, float | None], started: float) -> None:
+        labels = (self.namespace, self.name)
+        metrics.POLL_DURATION.labels(*labels).observe(time.monotonic() - started)
+        metrics.INCIDENT_ACTIVE.labels(*labels).set(1 if status.incident else 0)
+        for name, value in readings.items():
+            if value is None:
+                metrics.PROMETHEUS_ERRORS.labels(*labels, name).inc()
+            else:
+                metrics.SIGNAL_VALUE.labels(*labels, name).set(value)
+        for event in decision.events:
+            if event.reason == "IncidentOpened" and status.incident:
+                metrics.INCIDENTS_TOTAL.labels(*labels, status.incident.severity.value).inc()
+            if event.reason == "IncidentClosed" and status.history:
+                metrics.INCIDENT_DURATION.labels(*labels).observe(status.history[0].duration_seconds)
+        for (namespace, policy, phase, severity) in list(metrics.PHASE_INFO._metrics):
+            if (namespace, policy) == labels:
+                metrics.PHASE_INFO.remove(namespace, policy, phase, severity)
+        if status.incident:
+            metrics.PHASE_INFO.labels(*labels, status.incident.phase or "-",
+                                      status.incident.severity.value).set(1)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking client call in a worker thread."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    # -- deletion -------------------------------------------------------------------------------
+    async def roll_back_all(self, body: Mapping[str, Any], *, now: datetime | None = None) -> list[str]:
+        """Undo every applied change at once, newest first (the user asked for the policy to go).
+
+        Returns the changes that could not be undone; their records stay in status for the next try.
+        """
+        status = _parse_status(dict(body.get("status") or {}))
+        remaining = sorted(status.applied, key=lambda c: c.applied_at)
+        failed: list[AppliedChange] = []
+        now = now or datetime.now(UTC)
+        for change in reversed(remaining):
+            outcome = await self._call(self.shared.actuators.undo, self.target, change, now=now, dry_run=False)
+            self._outcome(body, change.action, outcome, kind=change.kind, result="rolled_back")
+            if not outcome.ok:
+                failed.append(change)
+        if self.last_written is None:
+            self.last_written = dict(body.get("status") or {})
+        await self._write(status.model_copy(update={"applied": list(reversed(failed))}), now=now, force=True)
+        return [f"{c.action} ({c.kind} {c.name})" for c in failed]
+
+
+def _parse_status(raw: Mapping[str, Any]) -> PolicyStatus:
+    try:
+        return PolicyStatus.model_validate(raw)
+    except ValidationError as error:
+        # A status edited by hand must not stop the loop; what cannot be parsed is started afresh,
+        # but applied changes are kept whenever they parse, so nothing is lost for rollback.
+        log.error("status could not be parsed (%s); keeping the applied changes that parse", error)
+        applied = []
+        for item in raw.get("applied") or []:
+            try:
+                applied.append(AppliedChange.model_validate(item))
+            except ValidationError:
+                continue
+        return PolicyStatus(applied=applied, state=State.ROLLING_BACK if applied else State.IDLE)
+
+
+def _without(status: PolicyStatus, change: AppliedChange) -> PolicyStatus:
+    return status.model_copy(update={
+        "applied": [c for c in status.applied if c.action != change.action],
+        "planned": [c for c in status.planned if c.action != change.action]})
+
+
+def _finalizers(body: Mapping[str, Any]) -> list[str]:
+    return list((body.get("metadata") or {}).get("finalizers") or [])
+
+
+def _meaningful(status: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k not in ("lastPollTime", "signals")}
+
+
+def _signals_only(status: Mapping[str, Any]) -> Any:
+    return status.get("signals")
+
+
+def _gitops_message(change: AppliedChange, fields: list[str]) -> str:
+    return (f"{change.kind} {change.name} ({', '.join(fields)}) was reverted {change.reverts} times during the "
+            f"incident; stopped re-applying action {change.action}. If a GitOps tool (e.g. Argo CD self-heal) "
+            f"reverts it, add ignoreDifferences with managedFieldsManagers: [stampede-operator] and the sync "
+            f"option RespectIgnoreDifferences=true to that Application.")
+
+
+def _next_delay(spec: PolicySpec, decision: Decision, *, now: datetime) -> float:
+    """Sleep to the next aligned tick of the interval, or earlier when the engine asked to wake."""
+    interval = spec.poll_interval.total_seconds()
+    stamp = now.timestamp()
+    next_tick = (math.floor(stamp / interval) + 1) * interval
+    if decision.wake_at is not None:
+        next_tick = min(next_tick, decision.wake_at.timestamp())
+    return max(0.0, next_tick - stamp)
+
+
+__all__ = ["InvalidSpec", "PolicyRunner", "Shared", "spec_error_text"]

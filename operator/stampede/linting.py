@@ -1,0 +1,234 @@
+"""`stampede lint`: check StampedePolicy YAML before it reaches a cluster.
+
+Policies live in Git and reach the cluster through Argo CD, where a mistake surfaces late (a sync
+error, or an `InvalidSpec` condition nobody is watching). Linting validates through exactly the
+models the operator uses, so "lint clean" means "the operator accepts it", and reports each problem
+as one line that names the file, the object and the wire-name path of the field (`spec.phases[0]
+.actions[1].scale.replicas`), ready for CI logs and editors. Files may be whole kustomize bundles:
+documents of other kinds are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from .api import API_VERSION, GROUP, KIND
+from .api.spec import PolicySpec, StampedePolicyDocument
+
+if TYPE_CHECKING:
+    from .sources.prometheus import Reading
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one file, printed as one line."""
+
+    file: str
+    object: str
+    path: str
+    message: str
+    line: int | None = None
+    """1-based line, when known (YAML syntax errors)."""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return ": ".join(part for part in (where, self.object, self.path, self.message) if part)
+
+
+@dataclass(frozen=True)
+class _Policy:
+    """A policy that validated, kept for the optional query check."""
+
+    file: str
+    object: str
+    spec: PolicySpec
+
+
+def lint_files(paths: list[str], *, prometheus_url: str | None = None) -> list[Problem]:
+    """Every problem in every file, in file order; with `prometheus_url`, also every failing query."""
+    problems: list[Problem] = []
+    policies: list[_Policy] = []
+    for path in paths:
+        problems += _lint_file(path, policies)
+    if prometheus_url is not None:
+        problems += _query_problems(policies, url=prometheus_url)
+    return problems
+
+
+def _lint_file(path: str, policies: list[_Policy]) -> list[Problem]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [Problem(file=path, object="", path="", message=f"cannot read the file: {exc}")]
+    problems: list[Problem] = []
+    try:
+        # Iterating lazily keeps the documents before a syntax error, so they are still checked.
+        for index, document in enumerate(yaml.load_all(text, Loader=_StrictLoader), start=1):
+            for obj in _objects(document):
+                problems += _lint_object(obj, file=path, index=index, policies=policies)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        detail = " ".join(part for part in (exc.context, exc.problem) if part)
+        problems.append(Problem(file=path, object="", path="", message=f"YAML syntax error: {detail}", line=line))
+    except yaml.YAMLError as exc:
+        problems.append(Problem(file=path, object="", path="", message=f"YAML syntax error: {exc}"))
+    return problems
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys, as `kubectl apply` does.
+
+    PyYAML silently keeps the last of two `data:` keys; the cluster would refuse the file, so lint must too.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _objects(document: Any) -> Iterator[Any]:
+    """The objects of one YAML document; `kind: List` (what `kubectl get -o yaml` prints) is unpacked."""
+    if document is None:
+        return
+    if isinstance(document, dict) and str(document.get("kind", "")).endswith("List") \
+            and isinstance(document.get("items"), list):
+        yield from document["items"]
+        return
+    yield document
+
+
+def _lint_object(obj: Any, *, file: str, index: int, policies: list[_Policy]) -> list[Problem]:
+    if not isinstance(obj, dict):
+        return [Problem(file=file, object=f"document {index}", path="",
+                        message="not a Kubernetes object (a mapping with apiVersion and kind)")]
+    kind, api_version = obj.get("kind"), obj.get("apiVersion")
+    label = _label(obj, index=index)
+    if kind != KIND:
+        if isinstance(api_version, str) and api_version.startswith(f"{GROUP}/"):
+            return [Problem(file=file, object=f"document {index}", path="kind",
+                            message=f"unknown kind {kind!r} in {GROUP} (expected {KIND!r})")]
+        return []
+    problems: list[Problem] = []
+    if api_version != API_VERSION:
+        problems.append(Problem(file=file, object=label, path="apiVersion",
+                                message=f"expected {API_VERSION!r} for kind {KIND} (got {api_version!r})"))
+    try:
+        document = StampedePolicyDocument.model_validate(obj)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            problems += [Problem(file=file, object=label, path=path, message=message)
+                         for path, message in _lines(error)]
+        return problems
+    if not problems:
+        policies.append(_Policy(file=file, object=label, spec=document.spec))
+    return problems
+
+
+def _label(obj: dict[str, Any], *, index: int) -> str:
+    metadata = obj.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    name, namespace = metadata.get("name"), metadata.get("namespace")
+    if not isinstance(name, str) or not name:
+        return f"{KIND} (document {index})"
+    return f"{KIND} {namespace}/{name}" if isinstance(namespace, str) and namespace else f"{KIND} {name}"
+
+
+# A message of the spec's cross-field validator starts with the path it is about: `phases[1].after: ...`.
+_PATH_PREFIX = re.compile(r"^(?P<path>[A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): (?P<rest>.*)$",
+                          re.DOTALL)
+_SEPARATOR = re.compile(r"; (?=[A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*: )")
+_IDENTIFIER = re.compile(r"^[A-Za-z_]\w*$")
+# Inputs not shown as "(got ...)": their message already says all there is to say.
+_NO_VALUE_SHOWN = {"missing", "extra_forbidden"}
+
+
+def _lines(error: ErrorDetails) -> list[tuple[str, str]]:
+    """(path, message) pairs for one pydantic error; a cross-field error becomes one pair per message."""
+    loc = list(error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if loc and loc[-1] == "[key]":
+        loc.pop()
+        message = f"invalid key: {message}"
+    path = _path(loc)
+    if error["type"] == "value_error":
+        pairs = []
+        for part in _SEPARATOR.split(message):
+            match = _PATH_PREFIX.match(part)
+            if match:
+                pairs.append((f"{path}.{match['path']}" if path else match["path"], match["rest"]))
+            else:
+                pairs.append((path, part))
+        return [(where, _with_value(text, error)) for where, text in pairs]
+    return [(path, _with_value(message, error))]
+
+
+def _path(loc: list[int | str]) -> str:
+    """`spec.phases[0].actions[1]` from pydantic's location (which uses the wire aliases)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _IDENTIFIER.match(part):
+            out += f".{part}" if out else part
+        else:
+            # Map keys such as ConfigMap keys may contain dots: quote them so the path stays unambiguous.
+            out += f"[{json.dumps(part)}]"
+    return out
+
+
+def _with_value(message: str, error: ErrorDetails) -> str:
+    value = error.get("input")
+    if error["type"] in _NO_VALUE_SHOWN or (value is not None and not isinstance(value, str | int | float | bool)):
+        return message
+    shown = repr(value)
+    if isinstance(value, str) and shown in message:
+        return message
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{message} (got {shown})"
+
+
+def _query_problems(policies: list[_Policy], *, url: str) -> list[Problem]:
+    """Run every signal's query once as an instant query; a signal that would be unknown is a problem."""
+    # Imported here: only `stampede lint --prometheus` needs an HTTP client, and only the sources layer
+    # talks to Prometheus.
+    from .sources.prometheus import Endpoint, PrometheusSource
+
+    async def read_all() -> list[dict[str, Reading]]:
+        source = PrometheusSource()
+        round_key = object()  # one round: a query repeated across policies is sent once
+        try:
+            return await asyncio.gather(*(
+                source.read(Endpoint(url=url), {signal.name: signal.query for signal in policy.spec.signals},
+                            timeout=policy.spec.prometheus.timeout.total_seconds(), round_key=round_key)
+                for policy in policies
+            ))
+        finally:
+            source.close()
+
+    problems: list[Problem] = []
+    for policy, readings in zip(policies, asyncio.run(read_all()), strict=True):
+        for i, signal in enumerate(policy.spec.signals):
+            reading = readings[signal.name]
+            if reading.value is None:
+                problems.append(Problem(file=policy.file, object=policy.object, path=f"spec.signals[{i}].query",
+                                        message=f"signal {signal.name!r} would be unknown: {reading.error}"))
+    return problems

@@ -1,0 +1,789 @@
+"""In-memory object store with the server-owned semantics of a real kube-apiserver.
+
+kmock's own `KubernetesEmulator` keeps objects as-is: no uid, resourceVersion, generation,
+generateName, finalizer-driven deletion, subresource isolation or optimistic concurrency, and it
+cannot replay watch history. kopf, the `kubernetes` client and kubectl depend on all of these,
+so the store implements them here, independently of HTTP (the server module only translates).
+
+All methods are synchronous and must be called from the event loop thread that runs the server:
+watch queues are plain `asyncio.Queue`s fed without locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import dataclasses
+import datetime
+import random
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+from . import patches
+from .resources import Catalogue, ResourceInfo, resources_from_crd
+
+Obj = dict[str, Any]
+ObjKey = tuple[str, str]  # (namespace or '', name)
+
+MERGE = "application/merge-patch+json"
+JSON = "application/json-patch+json"
+STRATEGIC = "application/strategic-merge-patch+json"
+APPLY = "application/apply-patch+yaml"
+
+
+class ApiError(Exception):
+    """An error the server reports as a `v1 Status` with the given HTTP code and reason."""
+
+    def __init__(
+        self, code: int, reason: str, message: str, *, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details or {}
+
+    def status(self) -> Obj:
+        body: Obj = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+def not_found(info: ResourceInfo, name: str) -> ApiError:
+    return ApiError(
+        404,
+        "NotFound",
+        f'{info.qualified} "{name}" not found',
+        details={"name": name, "group": info.group, "kind": info.plural},
+    )
+
+
+def conflict(info: ResourceInfo, name: str) -> ApiError:
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {info.qualified} "{name}": the object has been modified; '
+        "please apply your changes to the latest version and try again",
+        details={"name": name, "group": info.group, "kind": info.plural},
+    )
+
+
+def invalid(info: ResourceInfo, name: str, message: str) -> ApiError:
+    return ApiError(
+        422,
+        "Invalid",
+        f'{info.kind} "{name}" is invalid: {message}',
+        details={"name": name, "group": info.group, "kind": info.kind},
+    )
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _spec_part(obj: Obj) -> Obj:
+    """Everything generation tracks: the object without metadata and status."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "kind", "apiVersion")}
+
+
+def _comparable(obj: Obj) -> Obj:
+    """The object minus fields that change on every write, for no-op detection."""
+    result = {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("kind", "apiVersion")}
+    meta = result.setdefault("metadata", {})
+    for key in ("resourceVersion", "managedFields", "generation"):
+        meta.pop(key, None)
+    return result
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Change:
+    """One committed change; the history of these serves watch resumption."""
+
+    rv: int
+    type: str  # ADDED | MODIFIED | DELETED
+    key: tuple[str, str]  # (group, plural)
+    obj: Obj
+    old: Obj | None
+
+
+@dataclasses.dataclass(kw_only=True)
+class Watcher:
+    key: tuple[str, str]
+    namespace: str | None
+    labels: patches.Matcher
+    fields: patches.Matcher
+    queue: asyncio.Queue[tuple[str, Obj]] = dataclasses.field(default_factory=asyncio.Queue)
+
+    def translate(self, change: Change) -> tuple[str, Obj] | None:
+        """Map a change to what this watcher sees: selectors turn moves in/out into ADDED/DELETED."""
+        if change.key != self.key:
+            return None
+        new_in = self.accepts(change.obj)
+        old_in = change.old is not None and self.accepts(change.old)
+        if change.type == "MODIFIED":
+            if new_in and old_in:
+                return ("MODIFIED", change.obj)
+            if new_in:
+                return ("ADDED", change.obj)
+            if old_in:
+                return ("DELETED", change.obj)
+            return None
+        return (change.type, change.obj) if new_in else None
+
+    def accepts(self, obj: Obj) -> bool:
+        ns = obj.get("metadata", {}).get("namespace")
+        if self.namespace is not None and ns != self.namespace:
+            return False
+        return self.labels(obj) and self.fields(obj)
+
+
+class Store:
+    """Objects per resource, one global resourceVersion counter, bounded change history."""
+
+    def __init__(
+        self,
+        *,
+        catalogue: Catalogue | None = None,
+        history_size: int = 10_000,
+        auto_namespaces: bool = False,
+        simulate_controllers: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        self.catalogue = catalogue or Catalogue()
+        self.auto_namespaces = auto_namespaces
+        self.simulate_controllers = simulate_controllers
+        self._objects: dict[tuple[str, str], dict[ObjKey, Obj]] = collections.defaultdict(dict)
+        self._rv = 0
+        self._history: collections.deque[Change] = collections.deque(maxlen=history_size)
+        self._forgotten_rv = 0  # changes up to and including this RV are no longer replayable
+        self._watchers: list[Watcher] = []
+        self._random = random.Random(seed)
+        for ns in ("default", "kube-system", "kube-public"):
+            self.create(self.info("", "v1", "namespaces"), namespace=None, body={"metadata": {"name": ns}})
+
+    # -- lookups ----------------------------------------------------------------------------
+
+    @property
+    def resource_version(self) -> str:
+        return str(self._rv)
+
+    def info(self, group: str, version: str, plural: str) -> ResourceInfo:
+        info = self.catalogue.find(group, version, plural)
+        if info is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return info
+
+    def register_crd(self, crd: Obj) -> list[ResourceInfo]:
+        infos = resources_from_crd(crd)
+        for info in infos:
+            self.catalogue.add(info)
+        return infos
+
+    def _bucket(self, info: ResourceInfo) -> dict[ObjKey, Obj]:
+        return self._objects[info.key]
+
+    def _decorate(self, info: ResourceInfo, obj: Obj) -> Obj:
+        result = copy.deepcopy(obj)
+        result["apiVersion"] = info.api_version
+        result["kind"] = info.kind
+        return result
+
+    def get(self, info: ResourceInfo, *, namespace: str | None, name: str) -> Obj:
+        obj = self._bucket(info).get((namespace or "", name))
+        if obj is None:
+            raise not_found(info, name)
+        return self._decorate(info, obj)
+
+    def list(
+        self,
+        info: ResourceInfo,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[Obj]:
+        labels, fields = patches.label_selector(label_selector), patches.field_selector(field_selector)
+        result = []
+        for (ns, _), obj in sorted(self._bucket(info).items()):
+            if namespace is not None and ns != namespace:
+                continue
+            if labels(obj) and fields(obj):
+                result.append(self._decorate(info, obj))
+        return result
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def _commit(self, info: ResourceInfo, kind: str, obj: Obj, old: Obj | None) -> None:
+        change = Change(
+            rv=self._rv,
+            type=kind,
+            key=info.key,
+            obj=self._decorate(info, obj),
+            old=self._decorate(info, old) if old is not None else None,
+        )
+        if len(self._history) == self._history.maxlen:
+            self._forgotten_rv = self._history[0].rv
+        self._history.append(change)
+        for watcher in self._watchers:
+            event = watcher.translate(change)
+            if event is not None:
+                watcher.queue.put_nowait(event)
+
+    def _check_namespace(self, info: ResourceInfo, namespace: str | None) -> None:
+        if not info.namespaced:
+            return
+        if not namespace:
+            raise ApiError(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )
+        ns_info = self.info("", "v1", "namespaces")
+        existing = self._bucket(ns_info).get(("", namespace))
+        if existing is None:
+            if not self.auto_namespaces:
+                raise ApiError(
+                    404,
+                    "NotFound",
+                    f'namespaces "{namespace}" not found',
+                    details={"name": namespace, "kind": "namespaces"},
+                )
+            self.create(ns_info, namespace=None, body={"metadata": {"name": namespace}})
+        elif existing["metadata"].get("deletionTimestamp"):
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"unable to create new content in namespace {namespace} because it is being terminated",
+            )
+
+    @staticmethod
+    def _managed(meta: Obj, manager: str | None, operation: str, subresource: str | None) -> None:
+        if not manager:
+            return
+        entries = [
+            e
+            for e in meta.get("managedFields", [])
+            if not (
+                e.get("manager") == manager
+                and e.get("operation") == operation
+                and e.get("subresource") == subresource
+            )
+        ]
+        entry: Obj = {
+            "manager": manager,
+            "operation": operation,
+            "apiVersion": "",
+            "time": now_iso(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {},
+        }
+        if subresource:
+            entry["subresource"] = subresource
+        entries.append(entry)
+        meta["managedFields"] = entries
+
+    def create(
+        self,
+        info: ResourceInfo,
+        *,
+        namespace: str | None,
+        body: Any,
+        field_manager: str | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
+        obj = {k: copy.deepcopy(v) for k, v in body.items() if k not in ("kind", "apiVersion")}
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise ApiError(400, "BadRequest", "metadata must be an object")
+        body_ns = meta.get("namespace")
+        if info.namespaced:
+            if body_ns and namespace and body_ns != namespace:
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                )
+            namespace = namespace or body_ns
+        else:
+            namespace = None
+        if not meta.get("name"):
+            if meta.get("generateName"):
+                alphabet = "bcdfghjklmnpqrstvwxz2456789"
+                meta["name"] = meta["generateName"] + "".join(self._random.choice(alphabet) for _ in range(5))
+            else:
+                raise invalid(info, "", "metadata.name: Required value: name or generateName is required")
+        name = meta["name"]
+        self._check_namespace(info, namespace)
+        if (namespace or "", name) in self._bucket(info):
+            raise ApiError(
+                409,
+                "AlreadyExists",
+                f'{info.qualified} "{name}" already exists',
+                details={"name": name, "group": info.group, "kind": info.plural},
+            )
+        for key in (
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "managedFields",
+            "selfLink",
+        ):
+            meta.pop(key, None)
+        if info.namespaced:
+            meta["namespace"] = namespace
+        if info.status or info.custom:
+            obj.pop("status", None)  # status is server/controller-owned on creation
+        meta["uid"] = str(uuid.UUID(int=self._random.getrandbits(128), version=4))
+        meta["creationTimestamp"] = now_iso()
+        meta["generation"] = 1
+        self._managed(meta, field_manager, "Update", None)
+        self._defaults(info, obj)
+        if dry_run:
+            meta["resourceVersion"] = self.resource_version
+            return self._decorate(info, obj)
+        meta["resourceVersion"] = self._next_rv()
+        self._bucket(info)[(namespace or "", name)] = obj
+        self._commit(info, "ADDED", obj, None)
+        if info.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
+            self.register_crd(obj)
+        self._simulate(info, namespace=namespace, name=name)
+        return self._decorate(info, self._bucket(info)[(namespace or "", name)])
+
+    def _defaults(self, info: ResourceInfo, obj: Obj) -> None:
+        if info.key == ("", "namespaces"):
+            obj["status"] = {"phase": "Active"}
+            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+            obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
+        elif info.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
+            names = obj.get("spec", {}).get("names", {})
+            obj["status"] = {
+                "acceptedNames": names,
+                "storedVersions": [
+                    v["name"] for v in obj.get("spec", {}).get("versions", []) if v.get("storage")
+                ],
+                "conditions": [
+                    {
+                        "type": "Established",
+                        "status": "True",
+                        "lastTransitionTime": now_iso(),
+                        "reason": "InitialNamesAccepted",
+                        "message": "the initial names have been accepted",
+                    }
+                ],
+            }
+        elif info.key in (("apps", "deployments"), ("apps", "statefulsets")):
+            obj.setdefault("spec", {}).setdefault("replicas", 1)
+
+    def _simulate(self, info: ResourceInfo, *, namespace: str | None, name: str) -> None:
+        """A tiny stand-in for the workload controllers: status follows spec immediately."""
+        if not self.simulate_controllers or info.key not in (
+            ("apps", "deployments"),
+            ("apps", "statefulsets"),
+        ):
+            return
+        old = self._bucket(info).get((namespace or "", name))
+        if old is None or old["metadata"].get("deletionTimestamp"):
+            return
+        replicas = old.get("spec", {}).get("replicas", 1)
+        status = dict(old.get("status") or {})
+        wanted = {
+            "observedGeneration": old["metadata"].get("generation", 1),
+            "replicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+            "updatedReplicas": replicas,
+        }
+        if info.key == ("apps", "statefulsets"):
+            wanted["currentReplicas"] = replicas
+        if all(status.get(k) == v for k, v in wanted.items()):
+            return
+        status.update(wanted)
+        new = copy.deepcopy(old)
+        new["status"] = status
+        self._write(info, old=old, new=new, subresource="status", field_manager=None, operation="Update")
+
+    def _write(
+        self,
+        info: ResourceInfo,
+        *,
+        old: Obj,
+        new: Obj,
+        subresource: str | None,
+        field_manager: str | None,
+        operation: str,
+        dry_run: bool = False,
+    ) -> Obj:
+        """Turn a client-proposed new state into the stored one; the heart of update semantics."""
+        meta_old = old["metadata"]
+        name = meta_old["name"]
+        if not isinstance(new, dict) or not isinstance(new.get("metadata", {}), dict):
+            raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
+        proposed_rv = new.get("metadata", {}).get("resourceVersion")
+        if proposed_rv not in (None, "") and str(proposed_rv) != meta_old["resourceVersion"]:
+            raise conflict(info, name)
+        if new.get("metadata", {}).get("name", name) != name:
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the name of the object ({new['metadata']['name']}) does not "
+                f"match the name on the URL ({name})",
+            )
+
+        if subresource == "status":
+            result = copy.deepcopy(old)
+            if "status" in new:
+                result["status"] = copy.deepcopy(new["status"])
+            else:
+                result.pop("status", None)
+        else:
+            result = copy.deepcopy(new)
+            result.pop("kind", None)
+            result.pop("apiVersion", None)
+            if info.status:  # the main endpoint cannot touch the status when it is a subresource
+                if "status" in old:
+                    result["status"] = copy.deepcopy(old["status"])
+                else:
+                    result.pop("status", None)
+            meta = result.setdefault("metadata", {})
+            for key in (
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+                "name",
+                "managedFields",
+            ):
+                if key in meta_old:
+                    meta[key] = copy.deepcopy(meta_old[key])
+                else:
+                    meta.pop(key, None)
+            if meta_old.get("deletionTimestamp"):
+                added = set(meta.get("finalizers") or []) - set(meta_old.get("finalizers") or [])
+                if added:
+                    raise invalid(
+                        info,
+                        name,
+                        "metadata.finalizers: Forbidden: no new finalizers can be added "
+                        "if the object is being deleted",
+                    )
+
+        result["metadata"]["resourceVersion"] = meta_old["resourceVersion"]
+        if _comparable(result) == _comparable(old):
+            return self._decorate(info, old)  # a no-op write: no new RV, no watch event
+
+        if _spec_part(result) != _spec_part(old):
+            result["metadata"]["generation"] = meta_old.get("generation", 1) + 1
+        self._managed(result["metadata"], field_manager, operation, subresource)
+        if dry_run:
+            return self._decorate(info, result)
+        result["metadata"]["resourceVersion"] = self._next_rv()
+        obj_key = (meta_old.get("namespace") or "", name)
+        if result["metadata"].get("deletionTimestamp") and not result["metadata"].get("finalizers"):
+            del self._bucket(info)[obj_key]
+            self._commit(info, "DELETED", result, old)
+            self._after_delete(info, result)
+            return self._decorate(info, result)
+        self._bucket(info)[obj_key] = result
+        self._commit(info, "MODIFIED", result, old)
+        self._simulate(info, namespace=meta_old.get("namespace"), name=name)
+        return self._decorate(info, self._bucket(info).get(obj_key, result))
+
+    def _current(self, info: ResourceInfo, namespace: str | None, name: str) -> Obj:
+        obj = self._bucket(info).get((namespace or "", name) if info.namespaced else ("", name))
+        if obj is None:
+            raise not_found(info, name)
+        return obj
+
+    def replace(
+        self,
+        info: ResourceInfo,
+        *,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        subresource: str | None = None,
+        field_manager: str | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
+        old = self._current(info, namespace, name)
+        if subresource == "scale":
+            return self._scale_write(info, old, lambda _: body, field_manager=field_manager, dry_run=dry_run)
+        return self._write(
+            info,
+            old=old,
+            new=body,
+            subresource=subresource,
+            field_manager=field_manager,
+            operation="Update",
+            dry_run=dry_run,
+        )
+
+    def patch(
+        self,
+        info: ResourceInfo,
+        *,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        content_type: str,
+        subresource: str | None = None,
+        field_manager: str | None = None,
+        dry_run: bool = False,
+    ) -> Obj:
+        if content_type == STRATEGIC and info.custom:
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types include: "
+                f"{JSON}, {MERGE}, {APPLY}",
+            )
+        if content_type == APPLY:
+            try:
+                old = self._current(info, namespace, name)
+            except ApiError:
+                if subresource:
+                    raise
+                return self.create(
+                    info, namespace=namespace, body=body, field_manager=field_manager, dry_run=dry_run
+                )
+        else:
+            old = self._current(info, namespace, name)
+
+        def apply(current: Obj) -> Obj:
+            try:
+                if content_type == JSON:
+                    return patches.json_patch(current, body)
+                if not isinstance(body, dict):
+                    raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
+                if content_type in (STRATEGIC, APPLY):
+                    return cast(Obj, patches.strategic_merge_patch(current, body))
+                if content_type == MERGE:
+                    return cast(Obj, patches.merge_patch(current, body))
+            except patches.PatchError as e:
+                raise ApiError(e.code, "Invalid" if e.code == 422 else "BadRequest", str(e)) from e
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format "
+                f"- unsupported content type {content_type!r}",
+            )
+
+        if subresource == "scale":
+            return self._scale_write(info, old, apply, field_manager=field_manager, dry_run=dry_run)
+        new = apply(self._decorate(info, old))
+        return self._write(
+            info,
+            old=old,
+            new=new,
+            subresource=subresource,
+            field_manager=field_manager,
+            operation="Apply" if content_type == APPLY else "Update",
+            dry_run=dry_run,
+        )
+
+    def delete(
+        self,
+        info: ResourceInfo,
+        *,
+        namespace: str | None,
+        name: str,
+        options: Mapping[str, Any] | None = None,
+        dry_run: bool = False,
+    ) -> tuple[Obj, bool]:
+        """Delete or mark for deletion; returns the object and whether it is really gone."""
+        old = self._current(info, namespace, name)
+        preconditions = (options or {}).get("preconditions") or {}
+        if preconditions.get("uid") and preconditions["uid"] != old["metadata"]["uid"]:
+            raise ApiError(
+                409,
+                "Conflict",
+                f"Precondition failed: UID in precondition: {preconditions['uid']}, "
+                f"UID in object meta: {old['metadata']['uid']}",
+            )
+        if (
+            preconditions.get("resourceVersion")
+            and preconditions["resourceVersion"] != old["metadata"]["resourceVersion"]
+        ):
+            raise conflict(info, name)
+        key = (old["metadata"].get("namespace") or "", name)
+        if old["metadata"].get("finalizers"):
+            if old["metadata"].get("deletionTimestamp"):
+                return self._decorate(info, old), False
+            new = copy.deepcopy(old)
+            new["metadata"]["deletionTimestamp"] = now_iso()
+            new["metadata"]["deletionGracePeriodSeconds"] = 0
+            new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+            if dry_run:
+                return self._decorate(info, new), False
+            new["metadata"]["resourceVersion"] = self._next_rv()
+            self._bucket(info)[key] = new
+            self._commit(info, "MODIFIED", new, old)
+            return self._decorate(info, new), False
+        if dry_run:
+            return self._decorate(info, old), True
+        gone = self._bucket(info).pop(key)
+        gone = copy.deepcopy(gone)
+        gone["metadata"]["resourceVersion"] = self._next_rv()
+        self._commit(info, "DELETED", gone, old)
+        self._after_delete(info, gone)
+        return self._decorate(info, gone), True
+
+    def _after_delete(self, info: ResourceInfo, obj: Obj) -> None:
+        if info.key == ("", "namespaces"):  # a namespace takes its content with it
+            ns = obj["metadata"]["name"]
+            for other in self.catalogue:
+                if other.namespaced:
+                    for obj_ns, obj_name in list(self._bucket(other)):
+                        if obj_ns == ns:
+                            self._force_delete(other, ns, obj_name)
+        elif info.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
+            self.catalogue.remove_crd(obj)
+
+    def _force_delete(self, info: ResourceInfo, namespace: str, name: str) -> None:
+        gone = copy.deepcopy(self._bucket(info).pop((namespace, name)))
+        gone["metadata"]["resourceVersion"] = self._next_rv()
+        self._commit(info, "DELETED", gone, gone)
+
+    # -- scale ------------------------------------------------------------------------------
+
+    def scale_of(self, info: ResourceInfo, obj: Obj) -> Obj:
+        if not info.scale:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        meta = obj["metadata"]
+        selector = (
+            patches.field_value(obj, info.label_selector_path.lstrip("."))
+            if info.label_selector_path
+            else None
+        )
+        if isinstance(selector, dict):  # a LabelSelector object is rendered as a selector string
+            selector = ",".join(f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items()))
+        status: Obj = {"replicas": patches.field_value(obj, info.status_replicas_path.lstrip(".")) or 0}
+        if selector:
+            status["selector"] = selector
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: meta[k]
+                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if k in meta
+            },
+            "spec": {"replicas": patches.field_value(obj, info.spec_replicas_path.lstrip(".")) or 0},
+            "status": status,
+        }
+
+    def _scale_write(
+        self,
+        info: ResourceInfo,
+        old: Obj,
+        fn: Callable[[Obj], Any],
+        *,
+        field_manager: str | None,
+        dry_run: bool,
+    ) -> Obj:
+        new_scale = fn(self.scale_of(info, old))
+        if not isinstance(new_scale, dict):
+            raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
+        rv = new_scale.get("metadata", {}).get("resourceVersion")
+        if rv not in (None, "") and str(rv) != old["metadata"]["resourceVersion"]:
+            raise conflict(info, old["metadata"]["name"])
+        replicas = (new_scale.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or replicas < 0:
+            raise invalid(info, old["metadata"]["name"], "spec.replicas: must be a non-negative integer")
+        new = copy.deepcopy(old)
+        node = new
+        *parents, leaf = info.spec_replicas_path.lstrip(".").split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = replicas
+        new["metadata"].pop("resourceVersion", None)
+        result = self._write(
+            info,
+            old=old,
+            new=new,
+            subresource=None,
+            field_manager=field_manager,
+            operation="Update",
+            dry_run=dry_run,
+        )
+        current = self._bucket(info).get((old["metadata"].get("namespace") or "", old["metadata"]["name"]))
+        return self.scale_of(info, current if current is not None and not dry_run else result)
+
+    # -- watching ---------------------------------------------------------------------------
+
+    def watch(
+        self,
+        info: ResourceInfo,
+        *,
+        namespace: str | None,
+        since: str | None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        send_initial: bool | None = None,
+    ) -> Watcher:
+        """Register a watcher and pre-fill its queue with the replay; raises 410 if `since` is too old.
+
+        Registration and replay happen in one synchronous step, so no change can slip between them.
+        """
+        watcher = Watcher(
+            key=info.key,
+            namespace=namespace,
+            labels=patches.label_selector(label_selector),
+            fields=patches.field_selector(field_selector),
+        )
+        if since in (None, "", "0") or send_initial:
+            for obj in self.list(
+                info, namespace=namespace, label_selector=label_selector, field_selector=field_selector
+            ):
+                watcher.queue.put_nowait(("ADDED", obj))
+        else:
+            try:
+                rv = int(since)
+            except ValueError:
+                raise ApiError(400, "BadRequest", f"invalid resource version: {since!r}") from None
+            if rv < self._forgotten_rv:
+                raise ApiError(410, "Expired", f"too old resource version: {rv} ({self._forgotten_rv + 1})")
+            for change in self._history:
+                if change.rv > rv:
+                    event = watcher.translate(change)
+                    if event is not None:
+                        watcher.queue.put_nowait(event)
+        self._watchers.append(watcher)
+        return watcher
+
+    def unwatch(self, watcher: Watcher) -> None:
+        if watcher in self._watchers:
+            self._watchers.remove(watcher)
+
+    def is_expired(self, since: str) -> bool:
+        try:
+            return int(since) < self._forgotten_rv
+        except ValueError:
+            return False
+
+    def compact(self) -> None:
+        """Forget the whole change history, as etcd compaction does; old watch RVs then get 410."""
+        self._history.clear()
+        self._forgotten_rv = self._rv

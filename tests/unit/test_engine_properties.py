@@ -1,0 +1,259 @@
+"""Invariants of the engine and of change arithmetic, over generated readings and ConfigMaps.
+
+Scenarios are sequences of segments, each a kind of readings held for some polls at some spacing,
+so that whole incidents (open, raise, phases, recovery, rollback, reopen) happen within one example.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stampede.api.spec import PolicySpec, Severity
+from stampede.api.status import State
+from stampede.engine.changes import apply_merge_patch, configmap_apply_patch, configmap_rollback, plan_configmap
+
+from .policies import HEALTHY, Cluster, Readings, Simulation, T0, at, readings, runbook_spec
+
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+KINDS: dict[str, Readings] = {
+    "healthy": HEALTHY,
+    "neutral": readings(hitRate=0.85, missRate=0.15),
+    "p2": readings(hitRate=0.7, missRate=0.3),
+    "p2-queue": readings(queueDepth=900.0),
+    "p1": readings(hitRate=0.85, missRate=0.9),
+    "p1-spike": readings(spikeRatio=5.0, hitRate=0.5),
+    "p0": readings(dbConnections=200.0),
+    "p0-p2": readings(dbConnections=200.0, hitRate=0.6, missRate=0.4),
+    "queue-unknown": readings(queueDepth=None),
+    "hit-nan": readings(hitRate=math.nan),
+    "all-unknown": dict.fromkeys(HEALTHY, None),
+}
+
+segments = st.lists(
+    st.tuples(st.sampled_from(sorted(KINDS)), st.integers(min_value=1, max_value=30),
+              st.sampled_from([1.0, 5.0, 15.0, 15.0, 15.0, 40.0])),
+    min_size=1, max_size=8,
+)
+specs = st.builds(
+    lambda mode, on_error, step: runbook_spec(mode=mode, onMetricsError=on_error, rollback={"stepDelay": step}),
+    st.sampled_from(["Enforce", "DryRun"]), st.sampled_from(["Hold", "Continue"]),
+    st.sampled_from(["0s", "10s", "30s", "2m"]),
+)
+
+
+def timeline(plan: list[tuple[str, int, float]]) -> list[tuple[float, Readings]]:
+    """(seconds after T0, readings) of every poll of a scenario."""
+    out: list[tuple[float, Readings]] = []
+    t = 0.0
+    for kind, count, gap in plan:
+        for _ in range(count):
+            out.append((t, KINDS[kind]))
+            t += gap
+    return out
+
+
+def phase_index(spec: PolicySpec, name: str) -> int:
+    return next((i for i, phase in enumerate(spec.phases) if phase.name == name), -1)
+
+
+# -- flapping ------------------------------------------------------------------------------------
+
+BREACH = {"hitRate": 0.5, "queueDepth": 900.0, "missRate": 0.9, "spikeRatio": 5.0, "dbConnections": 200.0}
+"""A breaching value per signal; in the runbook each signal belongs to one condition of one level."""
+WINDOW = {"hitRate": 120.0, "queueDepth": 120.0, "missRate": 60.0, "spikeRatio": 60.0, "dbConnections": 60.0}
+"""The `for` of the level each signal's condition belongs to."""
+
+
+@SETTINGS
+@given(
+    polls=st.lists(
+        st.tuples(st.floats(min_value=0.5, max_value=45.0), st.dictionaries(
+            st.sampled_from(sorted(BREACH)), st.sampled_from(["breach", "unknown"]), max_size=5)),
+        min_size=1, max_size=120),
+    on_error=st.sampled_from(["Hold", "Continue"]),
+)
+def test_a_signal_flapping_faster_than_for_never_opens_an_incident(
+    polls: list[tuple[float, dict[str, str]]], on_error: str
+) -> None:
+    sim = Simulation(runbook_spec(onMetricsError=on_error))
+    run_start: dict[str, float] = {}
+    t = 0.0
+    for gap, wanted in polls:
+        t += gap
+        values: dict[str, float | None] = dict(HEALTHY)
+        for signal, what in wanted.items():
+            if what == "unknown":
+                values[signal] = None
+                continue
+            # Keep every run of breaching polls of one condition shorter than its level's `for`.
+            start = run_start.get(signal, t)
+            if t - start < WINDOW[signal]:
+                values[signal] = BREACH[signal]
+        for signal in BREACH:
+            if values[signal] == BREACH[signal]:
+                run_start.setdefault(signal, t)
+            else:
+                run_start.pop(signal, None)
+        d = sim.poll(at(t), values)
+        assert d.status.state == State.IDLE
+        assert d.apply == ()
+    assert "IncidentOpened" not in sim.reasons()
+
+
+# -- monotonic incidents -------------------------------------------------------------------------
+
+@SETTINGS
+@given(spec=specs, plan=segments)
+def test_phases_never_go_backwards_and_severity_never_falls_inside_an_incident(
+    spec: PolicySpec, plan: list[tuple[str, int, float]]
+) -> None:
+    sim = Simulation(spec)
+    last: dict[str, tuple[int, int, bool]] = {}
+    for t, values in timeline(plan):
+        d = sim.poll(at(t), values)
+        incident = d.status.incident
+        if incident is None:
+            continue
+        now = (phase_index(spec, incident.phase), incident.severity.rank, incident.escalated)
+        if incident.id in last:
+            phase, rank, escalated = last[incident.id]
+            assert now[0] >= phase
+            assert now[1] >= rank
+            assert now[2] >= escalated
+        last[incident.id] = now
+        assert d.status.severity == incident.severity.value
+    opened = Counter(e.message.split()[1] for _, e in sim.events if e.reason == "IncidentOpened")
+    assert all(count == 1 for count in opened.values())
+    entered = Counter((e.message.split()[1], e.message.split()[4]) for _, e in sim.events
+                      if e.reason == "PhaseEntered")
+    assert all(count == 1 for count in entered.values())
+
+
+# -- ConfigMap arithmetic ------------------------------------------------------------------------
+
+keys = st.sampled_from([f"K{i}" for i in range(8)])
+values_ = st.sampled_from(["a", "b", "c", "true", "false", "", "30s"])
+configmaps = st.dictionaries(keys, values_, max_size=8)
+wanted_data = st.dictionaries(keys, values_, min_size=1, max_size=8)
+
+
+@SETTINGS
+@given(current=configmaps, wanted=wanted_data)
+def test_rolling_back_an_applied_configmap_change_restores_it_exactly(
+    current: dict[str, str], wanted: dict[str, str]
+) -> None:
+    original, applied = plan_configmap(current, wanted)
+    changed = apply_merge_patch(current, configmap_apply_patch(applied))
+    assert changed == {**current, **wanted}
+    patch, skipped = configmap_rollback(changed, original, applied)
+    assert skipped == []
+    assert apply_merge_patch(changed, patch) == current
+
+
+@SETTINGS
+@given(current=configmaps, changes=st.lists(wanted_data, min_size=1, max_size=4))
+def test_stacked_configmap_changes_rolled_back_newest_first_restore_it_exactly(
+    current: dict[str, str], changes: list[dict[str, str]]
+) -> None:
+    data = dict(current)
+    records = []
+    for wanted in changes:
+        original, applied = plan_configmap(data, wanted)
+        records.append((original, applied))
+        data = apply_merge_patch(data, configmap_apply_patch(applied))
+    for original, applied in reversed(records):
+        patch, skipped = configmap_rollback(data, original, applied)
+        assert skipped == []
+        data = apply_merge_patch(data, patch)
+    assert data == current
+
+
+@SETTINGS
+@given(current=configmaps, wanted=wanted_data, data=st.data())
+def test_rollback_skips_exactly_the_keys_edited_by_someone_else_and_leaves_their_value(
+    current: dict[str, str], wanted: dict[str, str], data: st.DataObject
+) -> None:
+    original, applied = plan_configmap(current, wanted)
+    changed = apply_merge_patch(current, configmap_apply_patch(applied))
+    edited = data.draw(st.sets(st.sampled_from(sorted(applied))) if applied else st.just(set()), label="edited")
+    foreign: dict[str, str | None] = {}
+    for key in sorted(edited):
+        # None: the foreign edit deleted the key.
+        foreign[key] = data.draw(st.one_of(st.none(), values_.filter(lambda v, k=key: v != applied[k])),
+                                 label=f"foreign {key}")
+    changed = apply_merge_patch(changed, foreign)
+    patch, skipped = configmap_rollback(changed, original, applied)
+    assert sorted(skipped) == sorted(edited)
+    restored = apply_merge_patch(changed, patch)
+    for key in set(current) | set(wanted):
+        if key in edited:
+            assert restored.get(key) == foreign[key]
+        else:
+            assert restored.get(key) == current.get(key)
+
+
+# -- restarts ------------------------------------------------------------------------------------
+
+@SETTINGS
+@given(spec=specs, plan=st.lists(
+    st.tuples(st.sampled_from(sorted(KINDS)), st.integers(min_value=1, max_value=30),
+              st.sampled_from([0.25, 1.5, 15.0, 15.0, 33.333])),
+    min_size=1, max_size=8))
+def test_continuing_from_a_round_tripped_status_gives_the_same_decisions(
+    spec: PolicySpec, plan: list[tuple[str, int, float]]
+) -> None:
+    in_memory = Simulation(spec)
+    restarted = Simulation(spec, roundtrip=True)  # parses status.wire() after every poll, asserting equality
+    for t, values in timeline(plan):
+        expected = in_memory.poll(at(t), values)
+        got = restarted.poll(at(t), values)
+        assert got == expected
+        assert restarted.status == in_memory.status
+
+
+# -- rollback completeness -------------------------------------------------------------------------
+
+@SETTINGS
+@given(spec=specs, plan=segments)
+def test_every_applied_change_is_undone_exactly_once_after_recovery(
+    spec: PolicySpec, plan: list[tuple[str, int, float]]
+) -> None:
+    cluster = Cluster(configmaps={"aurum-api-config": {"AURUM_API_CIRCUIT_BREAKER_ENABLED": "false", "OTHER": "x"},
+                                  "cache-config": {"CACHE_TTL_REGULAR": "900"}},
+                      replicas={"aurum-api": 3, "aurum-worker": 12})
+    before = cluster.snapshot()
+    sim = Simulation(spec, cluster=cluster, roundtrip=True)
+    moments = timeline(plan)
+    for t, values in moments:
+        sim.poll(at(t), values)
+    end = moments[-1][0] + 15
+    sim.run(start=end, until=end + 4 * 3600, values=HEALTHY, follow_wake=True)
+    assert sim.status.state == State.IDLE
+    assert sim.status.applied == []
+    assert sim.status.planned == []
+    applied = Counter((action, incident) for _, action, incident in sim.applies)
+    undone = Counter((action, incident) for _, action, incident in sim.undos)
+    assert max(applied.values(), default=0) <= 1
+    assert max(undone.values(), default=0) <= 1
+    jobs = {a.name for _, a in spec.actions() if a.job is not None}
+    # Job records are dropped, not undone, when a new incident opens during a rollback.
+    assert {k for k in applied if k[0] not in jobs} == {k for k in undone if k[0] not in jobs}
+    assert set(undone) <= set(applied)
+    assert cluster.snapshot() == before
+
+
+def test_the_scenarios_reach_every_part_of_the_lifecycle() -> None:
+    """Guard for the generators above: a plain scripted scenario touches every state and phase."""
+    sim = Simulation(runbook_spec(rollback={"stepDelay": "2m"}))
+    plan = [("p2", 100, 15.0), ("healthy", 22, 15.0), ("p0-p2", 6, 15.0), ("healthy", 200, 15.0)]
+    states = {sim.poll(at(t), values).status.state for t, values in timeline(plan)}
+    assert states == {State.IDLE, State.INCIDENT, State.ROLLING_BACK}
+    assert sim.status.history[0].severity == Severity.P0
+    assert sim.status.history[1].max_phase == "load-distribution"
+    assert T0 + timedelta(seconds=0) == at(0)
