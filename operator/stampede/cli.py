@@ -68,6 +68,8 @@ def run(namespaces: tuple[str, ...], all_namespaces: bool, standalone: bool, pee
     OperatorConfig.from_env()  # fail fast on a bad environment, before connecting anywhere
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # kopf reports every successful handler call at INFO; only problems matter here
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if metrics_port:
         metrics.serve(metrics_port)
     kopf.run(

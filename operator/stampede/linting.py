@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .sources.prometheus import Reading
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Problem:
     """One thing wrong with one file, printed as one line."""
 
@@ -45,7 +45,7 @@ class Problem:
         return ": ".join(part for part in (where, self.object, self.path, self.message) if part)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Policy:
     """A policy that validated, kept for the optional query check."""
 

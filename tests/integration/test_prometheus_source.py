@@ -250,6 +250,26 @@ async def test_a_proxy_error_page_is_summarised_not_dumped(source: PrometheusSou
     assert len(reading.error or "") < 300
 
 
+@pytest.mark.parametrize("url", ["not a url", "ftp://127.0.0.1/x", "http://"])
+async def test_an_invalid_url_is_unknown_with_a_readable_reason(source: PrometheusSource, url: str) -> None:
+    reading = await read_one(source, Endpoint(url=url), "up")
+
+    assert reading.kind == "connection"
+    assert "URL" in (reading.error or "")
+
+
+async def test_least_recently_used_clients_are_closed_beyond_the_limit() -> None:
+    limited = PrometheusSource(max_clients=2)
+    try:
+        with FakeHTTPServer(vector_response(1)) as server:
+            for token in ("a", "b", "c"):
+                endpoint = Endpoint(url=server.url, auth=Auth(bearer_token=token))
+                assert (await read_one(limited, endpoint, "up")).known
+        assert [e.auth.bearer_token for e in limited._clients] == ["b", "c"]
+    finally:
+        limited.close()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Authentication and secrets
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stampede.api.spec import Action, Mode, PolicySpec
-from stampede.api.status import AppliedChange, PolicyStatus
+from stampede.api.status import AppliedChange, PolicyStatus, State
 from stampede.engine.changes import apply_merge_patch, configmap_rollback, plan_configmap, scale_target
 from stampede.engine.decide import Decision, Event, decide
 
@@ -227,10 +227,12 @@ class Simulation:
         values: Readings | Callable[[float], Readings],
         every: float | None = None,
         follow_wake: bool = False,
+        stop: Callable[[Simulation], bool] | None = None,
     ) -> list[Decision]:
         """Poll from `start` to `until` seconds after T0 (inclusive), every pollInterval by default.
 
-        With `follow_wake`, also poll at each `wake_at` the engine asks for, as the operator does.
+        With `follow_wake`, also poll at each `wake_at` the engine asks for, as the operator does;
+        `stop` ends the run early once it returns True after a poll.
         """
         step = every if every is not None else self.spec.poll_interval.total_seconds()
         out: list[Decision] = []
@@ -241,6 +243,8 @@ class Simulation:
             reading = values(t) if callable(values) else values
             d = self.poll(at(t), reading)
             out.append(d)
+            if stop is not None and stop(self):
+                break
             if t >= regular:
                 regular = t + step
             nxt = regular
@@ -253,6 +257,10 @@ class Simulation:
                     nxt = wake
             t = nxt
         return out
+
+    def settled(self) -> bool:
+        """Idle with nothing held: every change is rolled back."""
+        return self.status.state == State.IDLE and not self.status.applied and not self.status.planned
 
     def reasons(self, since: datetime | None = None) -> list[str]:
         return [e.reason for when, e in self.events if since is None or when >= since]

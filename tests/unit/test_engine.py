@@ -494,6 +494,19 @@ def test_suspend_asks_for_no_rollback_and_resuming_rolls_back() -> None:
     assert condition(sim.status, "Suspended").status == ConditionStatus.FALSE
 
 
+def test_a_suspended_rollback_does_not_ask_to_be_called_again_at_once() -> None:
+    # The runner sleeps until wake_at: `now` with stepDelay 0 would be a busy loop for as long as
+    # the policy stays suspended, querying Prometheus on every turn.
+    sim = Simulation(runbook_spec(rollback={"stepDelay": "0s"}))
+    start = p2_incident(sim)
+    sim.spec = runbook_spec(suspend=True, rollback={"stepDelay": "0s"})
+    sim.run(start=start + 15, until=start + 600, values=HEALTHY)
+    assert sim.status.state == State.ROLLING_BACK
+    for when, d in sim.decisions[-10:]:
+        assert d.undo == ()
+        assert d.wake_at is None or d.wake_at > when
+
+
 # -- onMetricsError --------------------------------------------------------------------------------
 
 def test_hold_opens_no_incident_while_any_signal_is_unknown() -> None:

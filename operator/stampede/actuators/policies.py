@@ -42,6 +42,9 @@ class Policies:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
 
+    def read(self, namespace: str, name: str) -> JSON:
+        return self.kube.get(policy_path(namespace, name))
+
     def write_status(self, namespace: str, name: str, *, old: JSON, new: JSON) -> JSON | None:
         """Patch only what changed in status; None when nothing did."""
         patch = merge_diff(old, new)

@@ -348,12 +348,13 @@ class Actuators:
             original = change.original.get(field_name)
             if change.kind == "HorizontalPodAutoscaler":
                 body["spec"] = {field_name: int(original) if original is not None else None}
+        # The ledger goes first: the scale write below changes the resourceVersion this patch checks.
+        if key in _ledger(obj) or "spec" in body:
+            self.kube.merge(obj_path, body)
         if change.kind != "HorizontalPodAutoscaler" and restored:
             original = change.original.get("replicas")
             self.kube.merge(path(change.kind, target.namespace, change.name, "scale"),
                             {"spec": {"replicas": int(original) if original is not None else 1}})
-        if key in _ledger(obj) or "spec" in body:
-            self.kube.merge(obj_path, body)
         return _undo_outcome(change, restored=restored, skipped=skipped, restarted=[])
 
 

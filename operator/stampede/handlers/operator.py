@@ -113,7 +113,9 @@ async def roll_back_on_delete(*, body: kopf.Body, name: str, namespace: str | No
     shared = _shared(memo)
     namespace = namespace or ""
     runner = PolicyRunner(shared=shared, namespace=namespace, name=name)
-    failed = await runner.roll_back_all(body)
+    # The event's body may predate the daemon's last status write; read the object fresh.
+    fresh = await asyncio.to_thread(shared.policies.read, namespace, name)
+    failed = await runner.roll_back_all(fresh)
     if failed and retry + 1 < shared.config.deletion_attempts:
         raise kopf.TemporaryError(f"rollback incomplete: {', '.join(failed)}", delay=5)
     if failed:

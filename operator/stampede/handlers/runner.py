@@ -72,6 +72,8 @@ class PolicyRunner:
     reported: dict[str, str] = field(default_factory=dict)
     """Last message per (kind of problem, action): repeated failures are not re-posted every poll."""
     invalid_generation: int | None = None
+    current: PolicyStatus | None = None
+    """The status as this loop last computed it (written or still to be written)."""
 
     @property
     def target(self) -> Target:
@@ -82,10 +84,13 @@ class PolicyRunner:
         """One poll; returns the seconds to sleep before the next one."""
         started = time.monotonic()
         generation = (body.get("metadata") or {}).get("generation")
-        raw_status = dict(body.get("status") or {})
-        if self.last_written is None:
+        if self.current is None:
+            # Only the first tick trusts the body's status: kopf's live body lags behind this loop's
+            # own status writes, and this loop is the status's only writer while it runs.
+            raw_status = dict(body.get("status") or {})
             self.last_written = raw_status
-        status = _parse_status(raw_status)
+            self.current = _parse_status(raw_status)
+        status = self.current
         now = now or datetime.now(UTC)
         try:
             spec = self._spec(body)
@@ -96,6 +101,8 @@ class PolicyRunner:
 
         readings, errors = await self._read(spec, now=now)
         decision = decide(spec=spec, status=status, readings=readings, now=now, errors=errors, generation=generation)
+        if _deleting(body):  # the deletion handler rolls back; this loop must not race it
+            return 1.0
         status = decision.status
         for event in decision.events:
             self._event(body, event)
@@ -103,6 +110,7 @@ class PolicyRunner:
         if status.state == State.INCIDENT and spec.mode == Mode.ENFORCE and not spec.suspend:
             status = await self._correct_drift(body, status, now=now)
         status = self._finish_conditions(spec, status, generation=generation, now=now)
+        self.current = status
         await self._write(status, now=now, force=bool(decision.events))
         if not status.applied and status.state == State.IDLE and FINALIZER in _finalizers(body):
             await self._call(self.shared.policies.set_finalizer, self.namespace, self.name, present=False)
@@ -128,6 +136,7 @@ class PolicyRunner:
         conditions = set_condition(status.conditions, type_="Ready", status=False, reason="InvalidSpec",
                                    message=message, now=now, generation=generation)
         status = status.model_copy(update={"conditions": conditions, "observed_generation": generation})
+        self.current = status
         if self.invalid_generation != generation:
             self.invalid_generation = generation
             self.shared.emit(body, "Warning", "InvalidSpec", f"Policy {self.name} is invalid: {message}")
@@ -341,6 +350,10 @@ def _without(status: PolicyStatus, change: AppliedChange) -> PolicyStatus:
     return status.model_copy(update={
         "applied": [c for c in status.applied if c.action != change.action],
         "planned": [c for c in status.planned if c.action != change.action]})
+
+
+def _deleting(body: Mapping[str, Any]) -> bool:
+    return bool((body.get("metadata") or {}).get("deletionTimestamp"))
 
 
 def _finalizers(body: Mapping[str, Any]) -> list[str]:

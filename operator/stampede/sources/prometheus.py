@@ -288,6 +288,10 @@ def _reading_from_exception(exc: BaseException, *, url: str, timeout: float) -> 
         return Reading.unknown(
             ReadingKind.TIMEOUT, f"Prometheus at {url} did not answer within {timeout:g}s."
         )
+    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
+        return Reading.unknown(ReadingKind.CONNECTION, f"Prometheus URL {url!r} is not a valid http(s) URL.")
+    if isinstance(exc, requests.exceptions.InvalidSchema):
+        return Reading.unknown(ReadingKind.CONNECTION, f"Prometheus URL {url!r} must use http or https.")
     if isinstance(exc, requests.exceptions.SSLError):
         return Reading.unknown(
             ReadingKind.CONNECTION, f"TLS connection to Prometheus at {url} failed: {_innermost_reason(exc)}"
@@ -472,12 +476,15 @@ _RoundEntries = dict[tuple[Endpoint, str], asyncio.Future[Reading]]
 class PrometheusSource:
     """Concurrent, deduplicated instant and range queries against any number of Prometheus endpoints."""
 
-    def __init__(self, *, max_workers: int = 16, max_rounds: int = 4) -> None:
+    def __init__(self, *, max_workers: int = 16, max_rounds: int = 4, max_clients: int = 256) -> None:
         self._max_workers = max_workers
+        self._max_clients = max_clients
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="stampede-prometheus"
         )
-        self._clients: dict[Endpoint, _Client] = {}
+        # Least recently used first: rotated Secrets create new Endpoints, and the clients (and CA files) of
+        # the old ones must not pile up for the life of the operator.
+        self._clients: OrderedDict[Endpoint, _Client] = OrderedDict()
         self._clients_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._request_count = 0
@@ -572,7 +579,7 @@ class PrometheusSource:
         self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
         with self._clients_lock:
-            clients, self._clients = list(self._clients.values()), {}
+            clients, self._clients = list(self._clients.values()), OrderedDict()
         for client in clients:
             client.close()
         self._rounds.clear()
@@ -650,11 +657,20 @@ class PrometheusSource:
         return outcome
 
     def _client(self, endpoint: Endpoint) -> _Client:
+        evicted: list[_Client] = []
         with self._clients_lock:
             client = self._clients.get(endpoint)
             if client is None:
                 client = self._clients[endpoint] = _Client(endpoint, pool_size=self._max_workers)
-            return client
+                while len(self._clients) > self._max_clients:
+                    evicted.append(self._clients.popitem(last=False)[1])
+            else:
+                self._clients.move_to_end(endpoint)
+        # An evicted client has not been used for the longest time; a request still running on it would
+        # at worst fail once and be retried on the next poll with a fresh client.
+        for old in evicted:
+            old.close()
+        return client
 
 
 def _reusable(future: asyncio.Future[Reading], loop: asyncio.AbstractEventLoop) -> bool:
