@@ -497,10 +497,11 @@ def test_suspend_asks_for_no_rollback_and_resuming_rolls_back() -> None:
 def test_a_suspended_rollback_does_not_ask_to_be_called_again_at_once() -> None:
     # The runner sleeps until wake_at: `now` with stepDelay 0 would be a busy loop for as long as
     # the policy stays suspended, querying Prometheus on every turn.
-    sim = Simulation(runbook_spec(rollback={"stepDelay": "0s"}))
-    start = p2_incident(sim)
-    sim.spec = runbook_spec(suspend=True, rollback={"stepDelay": "0s"})
-    sim.run(start=start + 15, until=start + 600, values=HEALTHY)
+    sim = Simulation(tiny_spec(rollback={"stepDelay": "0s"}))
+    start = open_incident(sim, {"load": 20.0})
+    assert [c.action for c in sim.status.applied] == ["flag"]
+    sim.spec = tiny_spec(suspend=True, rollback={"stepDelay": "0s"})
+    sim.run(start=start + 15, until=start + 600, values={"load": 1.0})
     assert sim.status.state == State.ROLLING_BACK
     for when, d in sim.decisions[-10:]:
         assert d.undo == ()

@@ -17,7 +17,7 @@ from stampede.api.spec import PolicySpec, Severity
 from stampede.api.status import State
 from stampede.engine.changes import apply_merge_patch, configmap_apply_patch, configmap_rollback, plan_configmap
 
-from .policies import HEALTHY, Cluster, Readings, Simulation, T0, at, readings, runbook_spec
+from .policies import HEALTHY, Cluster, Readings, Simulation, T0, at, readings, runbook_spec, tiny_spec
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -110,13 +110,15 @@ def test_a_signal_flapping_faster_than_for_never_opens_an_incident(
 # -- monotonic incidents -------------------------------------------------------------------------
 
 @SETTINGS
-@given(spec=specs, plan=segments)
+@given(spec=specs, plan=segments, suspend_from=st.one_of(st.none(), st.integers(min_value=0, max_value=150)))
 def test_phases_never_go_backwards_and_severity_never_falls_inside_an_incident(
-    spec: PolicySpec, plan: list[tuple[str, int, float]]
+    spec: PolicySpec, plan: list[tuple[str, int, float]], suspend_from: int | None
 ) -> None:
     sim = Simulation(spec)
     last: dict[str, tuple[int, int, bool]] = {}
-    for t, values in timeline(plan):
+    for i, (t, values) in enumerate(timeline(plan)):
+        if i == suspend_from:
+            sim.spec = spec.model_copy(update={"suspend": True})
         d = sim.poll(at(t), values)
         # An immediate second call is only worth asking for right after an undo (to close at once).
         assert d.wake_at is None or d.wake_at > at(t) or d.undo
@@ -136,6 +138,28 @@ def test_phases_never_go_backwards_and_severity_never_falls_inside_an_incident(
     entered = Counter((e.message.split()[1], e.message.split()[4]) for _, e in sim.events
                       if e.reason == "PhaseEntered")
     assert all(count == 1 for count in entered.values())
+
+
+@SETTINGS
+@given(
+    plan=st.lists(st.tuples(st.sampled_from([1.0, 7.0, 20.0, None]), st.integers(min_value=1, max_value=8),
+                            st.sampled_from([1.0, 15.0, 60.0]), st.booleans()), min_size=1, max_size=20),
+    step=st.sampled_from(["0s", "30s"]),
+    fail_undo=st.booleans(),
+)
+def test_the_engine_asks_for_an_immediate_call_only_right_after_asking_for_an_undo(
+    plan: list[tuple[float | None, int, float, bool]], step: str, fail_undo: bool
+) -> None:
+    # The runner sleeps until wake_at; `now` without an undo to follow up would be a busy loop.
+    specs_by_suspend = {s: tiny_spec(suspend=s, rollback={"stepDelay": step}) for s in (False, True)}
+    sim = Simulation(specs_by_suspend[False], fail_undo={"flag", "more"} if fail_undo else set())
+    t = 0.0
+    for load, count, gap, suspend in plan:
+        sim.spec = specs_by_suspend[suspend]
+        for _ in range(count):
+            d = sim.poll(at(t), {"load": load})
+            assert d.wake_at is None or d.wake_at > at(t) or d.undo
+            t += gap
 
 
 # -- ConfigMap arithmetic ------------------------------------------------------------------------
