@@ -10,7 +10,7 @@ import math
 from collections import Counter
 from datetime import timedelta
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from stampede.api.spec import PolicySpec, Severity
@@ -147,6 +147,7 @@ def test_phases_never_go_backwards_and_severity_never_falls_inside_an_incident(
     step=st.sampled_from(["0s", "30s"]),
     fail_undo=st.booleans(),
 )
+@example(plan=[(20.0, 5, 15.0, False), (1.0, 2, 60.0, True)], step="0s", fail_undo=False)  # suspended last step
 def test_the_engine_asks_for_an_immediate_call_only_right_after_asking_for_an_undo(
     plan: list[tuple[float | None, int, float, bool]], step: str, fail_undo: bool
 ) -> None:

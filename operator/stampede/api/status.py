@@ -97,6 +97,8 @@ class IncidentStatus(Model):
     """When the latest rollback step ran (for stepDelay)."""
     max_phase: str = ""
     """Furthest phase entered."""
+    actions: list[str] = Field(default_factory=list)
+    """Actions applied during this incident, in order (for the resolution summary)."""
 
 
 class WorkloadStatusRef(Model):

@@ -151,6 +151,10 @@ def decide(
         work.plan_applies()
     if spec.suspend:
         work.apply, work.undo = [], []
+        # An immediate call only serves to close right after the last undo; with none asked for it would
+        # be a busy loop (stepDelay 0) or a wasted poll.
+        if work.wake_at is not None and work.wake_at <= now:
+            work.wake_at = None
 
     conditions = _incident_conditions(work.status, conditions, spec, now, generation)
     status_out = work.status.model_copy(update={"conditions": conditions})

@@ -23,8 +23,10 @@ from ..actuators.kube import KubeError
 from ..actuators.policies import FINALIZER, Policies
 from ..actuators.targets import Actuators, Outcome, Target
 from ..api.spec import Mode, PolicySpec
-from ..api.status import AppliedChange, PolicyStatus, State
+from ..api.status import AppliedChange, IncidentStatus, PolicyStatus, State
 from ..engine import Decision, Event, decide, set_condition
+from ..notifiers import messages
+from ..notifiers.webhook import post as webhook_post
 from ..sources.prometheus import Auth, Endpoint, PrometheusSource, check_url_allowed
 from . import metrics
 from .config import OperatorConfig
@@ -72,6 +74,7 @@ class PolicyRunner:
     reported: dict[str, str] = field(default_factory=dict)
     """Last message per (kind of problem, action): repeated failures are not re-posted every poll."""
     invalid_generation: int | None = None
+    background: set[asyncio.Task[None]] = field(default_factory=set)
     current: PolicyStatus | None = None
     """The status as this loop last computed it (written or still to be written)."""
 
@@ -103,10 +106,12 @@ class PolicyRunner:
         decision = decide(spec=spec, status=status, readings=readings, now=now, errors=errors, generation=generation)
         if _deleting(body):  # the deletion handler rolls back; this loop must not race it
             return 1.0
+        previous_incident = status.incident
         status = decision.status
         for event in decision.events:
             self._event(body, event)
         status = await self._execute(body, spec, decision, now=now)
+        self._notify(body, spec, status, decision.events, closed=previous_incident)
         if status.state == State.INCIDENT and spec.mode == Mode.ENFORCE and not spec.suspend:
             status = await self._correct_drift(body, status, now=now)
         status = self._finish_conditions(spec, status, generation=generation, now=now)
@@ -205,7 +210,50 @@ class PolicyRunner:
                     status = status.model_copy(update={"planned": [*status.planned, outcome.change]})
                 else:
                     status = status.model_copy(update={"applied": [*status.applied, outcome.change]})
+                if status.incident is not None and action.name not in status.incident.actions:
+                    taken = [*status.incident.actions, action.name]
+                    status = status.model_copy(update={"incident": status.incident.model_copy(update={"actions": taken})})
         return status
+
+    # -- notifications --------------------------------------------------------------------------
+    def _notify(self, body: Mapping[str, Any], spec: PolicySpec, status: PolicyStatus, events: tuple[Event, ...],
+                *, closed: IncidentStatus | None) -> None:
+        """Post the runbook's messages in the background; remediation never waits for them."""
+        webhook = spec.notifications.webhook if spec.notifications else None
+        if webhook is None:
+            return
+        texts = []
+        for event in events:
+            incident = status.incident or closed
+            if incident is None:
+                continue
+            ctx = messages.Context(namespace=self.namespace, policy=self.name, incident=incident.id,
+                                   severity=incident.severity.value, phase=incident.phase, mode=spec.mode.value)
+            if event.reason == "IncidentOpened":
+                texts.append(messages.detected(ctx, trigger=event.message))
+            elif event.reason == "PhaseEntered":
+                texts.append(messages.progress(ctx, detail=event.message))
+            elif event.reason == "Escalated":
+                texts.append(messages.escalated(ctx, reason=event.message))
+            elif event.reason == "IncidentClosed" and closed is not None:
+                texts.append(messages.resolved(ctx, summary=event.message, actions=closed.actions))
+        if texts:
+            task = asyncio.create_task(self._send(body, webhook.secret_ref.name, webhook.secret_ref.key, texts))
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+
+    async def _send(self, body: Mapping[str, Any], secret: str, key: str, texts: list[str]) -> None:
+        try:
+            url = await self._call(self.shared.policies.read_secret, self.namespace, secret, key)
+        except KubeError as error:
+            self.shared.emit(body, "Warning", "NotificationFailed",
+                             f"Notification not sent: webhook Secret {secret} key {key}: {error.message}.")
+            return
+        for text in texts:
+            problem = await webhook_post(url.strip(), text)
+            if problem:
+                self.shared.emit(body, "Warning", "NotificationFailed",
+                                 f"Notification to the webhook in Secret {secret} failed: {problem}.")
 
     async def _correct_drift(self, body: Mapping[str, Any], status: PolicyStatus, *, now: datetime) -> PolicyStatus:
         applied: list[AppliedChange] = []

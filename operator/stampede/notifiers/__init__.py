@@ -1,0 +1,1 @@
+"""Incident notifications to people (Slack-compatible webhooks)."""
