@@ -106,12 +106,12 @@ class PolicyRunner:
         decision = decide(spec=spec, status=status, readings=readings, now=now, errors=errors, generation=generation)
         if _deleting(body):  # the deletion handler rolls back; this loop must not race it
             return 1.0
-        previous_incident = status.incident
+        closing = status.incident
         status = decision.status
         for event in decision.events:
             self._event(body, event)
         status = await self._execute(body, spec, decision, now=now)
-        self._notify(body, spec, status, decision.events, closed=previous_incident)
+        self._notify(body, spec, status, decision.events, closed=closing)
         if status.state == State.INCIDENT and spec.mode == Mode.ENFORCE and not spec.suspend:
             status = await self._correct_drift(body, status, now=now)
         status = self._finish_conditions(spec, status, generation=generation, now=now)
@@ -211,8 +211,8 @@ class PolicyRunner:
                 else:
                     status = status.model_copy(update={"applied": [*status.applied, outcome.change]})
                 if status.incident is not None and action.name not in status.incident.actions:
-                    taken = [*status.incident.actions, action.name]
-                    status = status.model_copy(update={"incident": status.incident.model_copy(update={"actions": taken})})
+                    current = status.incident.model_copy(update={"actions": [*status.incident.actions, action.name]})
+                    status = status.model_copy(update={"incident": current})
         return status
 
     # -- notifications --------------------------------------------------------------------------
