@@ -1,0 +1,104 @@
+"""Notifications reach a Slack-compatible receiver, and failures come back as one sentence, never raise."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from stampede.notifiers import messages
+from stampede.notifiers.webhook import post
+
+CTX = messages.Context(namespace="aurum-dev", policy="aurum-cache", incident="20261127-101500", severity="P1",
+                       phase="immediate-mitigation", mode="Enforce")
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.status = 200
+        self.delay = 0.0
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    state = Receiver()
+
+    async def hook(request: web.Request) -> web.Response:
+        await asyncio.sleep(state.delay)
+        state.received.append(await request.json())
+        return web.Response(status=state.status, text="ok" if state.status < 300 else "invalid_token")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield state, f"http://127.0.0.1:{port}/hook"
+    await runner.cleanup()
+
+
+async def test_a_message_is_posted_as_slack_json_text(receiver: tuple[Receiver, str]) -> None:
+    state, url = receiver
+    assert await post(url, "hello") is None
+    assert state.received == [{"text": "hello"}]
+
+
+async def test_a_rejected_message_is_reported_with_the_http_status(receiver: tuple[Receiver, str]) -> None:
+    state, url = receiver
+    state.status = 403
+    problem = await post(url, "hello")
+    assert problem is not None
+    assert "403" in problem
+    assert "invalid_token" in problem
+
+
+async def test_a_slow_webhook_is_given_up_after_the_timeout(receiver: tuple[Receiver, str]) -> None:
+    state, url = receiver
+    state.delay = 2.0
+    problem = await post(url, "hello", seconds=0.3)
+    assert problem is not None
+    assert "did not answer" in problem
+
+
+async def test_an_unreachable_webhook_is_reported_without_its_url() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/secret-token-path"
+    problem = await post(url, "hello")
+    assert problem is not None
+    assert "could not be reached" in problem
+    assert "secret-token-path" not in problem
+
+
+async def test_a_malformed_url_is_reported_not_raised() -> None:
+    problem = await post("not a url", "hello")
+    assert problem is not None
+
+
+def test_the_detected_message_names_incident_severity_and_how_to_follow() -> None:
+    text = messages.detected(CTX, trigger="missRate > 0.8 held for 1m")
+    assert "Cache stampede detected" in text
+    assert "20261127-101500" in text
+    assert "P1" in text
+    assert "missRate > 0.8" in text
+    assert "kubectl describe stp aurum-cache -n aurum-dev" in text
+
+
+def test_the_resolved_message_lists_the_actions_taken() -> None:
+    text = messages.resolved(CTX, summary="closed after 27m", actions=["scale-api", "warm-cache"])
+    assert "resolved" in text
+    assert "scale-api, warm-cache" in text
+    assert "27m" in text
+
+
+def test_dry_run_messages_say_nothing_is_changed() -> None:
+    ctx = messages.Context(**{**CTX.__dict__, "mode": "DryRun"})
+    assert "DryRun" in messages.progress(ctx, detail="phase 2")
