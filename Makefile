@@ -49,7 +49,7 @@ verify-crds: install
 	  || { echo "crds/ is stale: run 'make crds' and commit the result"; exit 1; }
 
 demo: install prometheus
-	$(BIN)/python -m stampede.demo
+	$(BIN)/python -m demo
 
 run: install
 	$(BIN)/stampede run --standalone -A

@@ -82,5 +82,60 @@ def run(namespaces: tuple[str, ...], all_namespaces: bool, standalone: bool, pee
     )
 
 
+@main.command()
+@click.option("-f", "--filename", "policy_file", required=True, type=click.Path(dir_okay=False),
+              help="YAML file holding the StampedePolicy (the first one in the file is replayed).")
+@click.option("--prometheus", "prometheus_url", metavar="URL",
+              help="Prometheus to read history from (default: spec.prometheus.url, then STAMPEDE_PROMETHEUS_URL).")
+@click.option("--from", "start_text", required=True, metavar="T", help="Start: RFC 3339, now, or relative (-1h).")
+@click.option("--to", "end_text", default="now", show_default=True, metavar="T",
+              help="End: RFC 3339, now, or relative (-10m).")
+@click.option("--step", "step_text", metavar="D", help="Replay step, e.g. 15s (default: the policy's pollInterval).")
+@click.option("--output", "-o", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--false-opening-threshold", "false_text", default="5m", show_default=True, metavar="D",
+              help="Incidents closed sooner than this count as false openings.")
+def simulate(policy_file: str, prometheus_url: str | None, start_text: str, end_text: str, step_text: str | None,
+             output: str, false_text: str) -> None:
+    """Replay Prometheus history through the engine and print the incident timeline it would have produced."""
+    import json
+    import os
+    import shutil
+    from datetime import UTC, datetime
+
+    from .api.durations import parse_duration
+    from .simulate import SimulateError, load_policy, parse_time, read_history, render_table, replay
+
+    try:
+        name, spec = load_policy(policy_file)
+        now = datetime.now(UTC).replace(microsecond=0)
+        start, end = parse_time(start_text, now=now), parse_time(end_text, now=now)
+        if end <= start:
+            raise SimulateError(f"--to ({end_text}) must be after --from ({start_text})")
+        try:
+            step = parse_duration(step_text).total_seconds() if step_text else spec.poll_interval.total_seconds()
+            threshold = parse_duration(false_text)
+        except ValueError as exc:
+            raise SimulateError(str(exc)) from None
+        if step <= 0:
+            raise SimulateError("--step must be positive")
+        url = prometheus_url or spec.prometheus.url or os.environ.get("STAMPEDE_PROMETHEUS_URL")
+        if not url:
+            raise SimulateError("no Prometheus: give --prometheus URL (the policy sets no spec.prometheus.url)")
+    except SimulateError as problem:
+        click.echo(str(problem), err=True)
+        sys.exit(1)
+    history = read_history(spec, url=url, start=start, end=end, step=step)
+    result = replay(spec, history, policy=name, start=start, end=end, step=step, false_opening_threshold=threshold)
+    if result.steps and result.unknown_steps == result.steps:
+        reasons = sorted({reason for _, _, errors in history for reason in errors.values()})
+        click.echo(f"warning: every step had unknown signals, so nothing could be decided: {'; '.join(reasons[:3])}",
+                   err=True)
+    if output == "json":
+        click.echo(json.dumps(result.wire(), indent=2))
+    else:
+        width = shutil.get_terminal_size((160, 24)).columns if sys.stdout.isatty() else 160
+        click.echo(render_table(result, width=width), nl=False)
+
+
 if __name__ == "__main__":
     main()

@@ -298,10 +298,10 @@ class Simulation:
             patch, _skipped = configmap_rollback(current, change.original, change.applied)
             self.cluster.configmaps[change.name] = apply_merge_patch(current, patch)
         elif change.kind in ("Deployment", "StatefulSet") and "replicas" in change.applied:
-            if str(self.cluster.replicas.get(change.name)) == change.applied["replicas"]:
-                original = change.original.get("replicas")
-                if original is not None:
-                    self.cluster.replicas[change.name] = int(original)
+            original = change.original.get("replicas")
+            still_ours = str(self.cluster.replicas.get(change.name)) == change.applied["replicas"]
+            if still_ours and original is not None:
+                self.cluster.replicas[change.name] = int(original)
         # Jobs are left to finish.
 
 

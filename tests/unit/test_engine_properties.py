@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from datetime import timedelta
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -17,7 +16,7 @@ from stampede.api.spec import PolicySpec, Severity
 from stampede.api.status import State
 from stampede.engine.changes import apply_merge_patch, configmap_apply_patch, configmap_rollback, plan_configmap
 
-from .policies import HEALTHY, Cluster, Readings, Simulation, T0, at, readings, runbook_spec, tiny_spec
+from .policies import HEALTHY, Cluster, Readings, Simulation, at, readings, runbook_spec, tiny_spec
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -284,4 +283,3 @@ def test_the_scenarios_reach_every_part_of_the_lifecycle() -> None:
     assert states == {State.IDLE, State.INCIDENT, State.ROLLING_BACK}
     assert sim.status.history[0].severity == Severity.P0
     assert sim.status.history[1].max_phase == "load-distribution"
-    assert T0 + timedelta(seconds=0) == at(0)

@@ -216,12 +216,14 @@ class Actuators:
                     "metadata": {"resourceVersion": _meta(hpa).get("resourceVersion"), "annotations": annotations},
                     "spec": {"minReplicas": max(current, wanted)}})
         else:
+            version = _meta(workload).get("resourceVersion")
             if previous is None:
-                self.kube.merge(path(kind, target.namespace, obj_name), {
-                    "metadata": {"resourceVersion": _meta(workload).get("resourceVersion"),
-                                 "annotations": annotations}})
+                version = _meta(self.kube.merge(path(kind, target.namespace, obj_name), {
+                    "metadata": {"resourceVersion": version, "annotations": annotations}})).get("resourceVersion")
             if current < wanted:
-                self.kube.merge(path(kind, target.namespace, obj_name, "scale"), {"spec": {"replicas": wanted}})
+                # Conditional on the version read: a concurrent scale-up is never overwritten (scaled down).
+                self.kube.merge(path(kind, target.namespace, obj_name, "scale"),
+                                {"metadata": {"resourceVersion": version}, "spec": {"replicas": wanted}})
         return Outcome(True, "ActionApplied", f"Raised {what} (action {action.name}).", change)
 
     def _apply_job(self, target: Target, action: Action, *, incident: str, now: datetime,
@@ -276,20 +278,38 @@ class Actuators:
             data = obj.get("data") or {}
             return [k for k, v in change.applied.items() if data.get(k) != v]
         spec = obj.get("spec") or {}
-        return [f for f, v in change.applied.items() if int(spec.get(f) or 1) < int(v)]
+        return [f for f, v in change.applied.items() if _replicas(spec, f) < int(v)]
 
     def reapply(self, target: Target, change: AppliedChange, *, now: datetime) -> Outcome:
-        """Put a reverted change back, keeping its recorded originals."""
+        """Put a reverted change back, keeping its recorded originals (also in the ledger, if a revert
+        dropped it together with `applied-by`); conditional on the version read, never scaling down."""
+        obj_path = path(change.kind, target.namespace, change.name)
+        key = f"{target.policy}/{change.action}"
+        entry = {"incident": change.incident, "original": dict(change.original), "applied": dict(change.applied)}
         try:
+            obj = self.kube.get(obj_path)
+            meta: JSON = {"resourceVersion": _meta(obj).get("resourceVersion")}
+            if _ledger(obj).get(key) != entry or _annotations(obj).get(APPLIED_BY) != target.policy:
+                meta["annotations"] = _ledger_patch(obj, policy=target.policy, key=key, entry=entry)
+            spec = obj.get("spec") or {}
             if change.kind == "ConfigMap":
-                self.kube.merge(path("ConfigMap", target.namespace, change.name), {"data": change.applied})
+                self.kube.merge(obj_path, {"metadata": meta, "data": change.applied})
                 self._restart(target, change.restart, now=now)
             elif change.kind == "HorizontalPodAutoscaler":
-                self.kube.merge(path(change.kind, target.namespace, change.name),
-                                {"spec": {"minReplicas": int(change.applied["minReplicas"])}})
+                wanted = int(change.applied["minReplicas"])
+                body: JSON = {"metadata": meta}
+                if _replicas(spec, "minReplicas") < wanted:
+                    body["spec"] = {"minReplicas": wanted}
+                if "spec" in body or "annotations" in meta:
+                    self.kube.merge(obj_path, body)
             else:
-                self.kube.merge(path(change.kind, target.namespace, change.name, "scale"),
-                                {"spec": {"replicas": int(change.applied["replicas"])}})
+                wanted = int(change.applied["replicas"])
+                version = meta["resourceVersion"]
+                if "annotations" in meta:
+                    version = _meta(self.kube.merge(obj_path, {"metadata": meta})).get("resourceVersion")
+                if _replicas(spec, "replicas") < wanted:
+                    self.kube.merge(path(change.kind, target.namespace, change.name, "scale"),
+                                    {"metadata": {"resourceVersion": version}, "spec": {"replicas": wanted}})
         except KubeError as error:
             return Outcome(False, "ActionFailed", f"Re-applying action {change.action} to {change.kind} "
                                                   f"{change.name} failed: {error.message}.")
@@ -349,13 +369,22 @@ class Actuators:
             if change.kind == "HorizontalPodAutoscaler":
                 body["spec"] = {field_name: int(original) if original is not None else None}
         # The ledger goes first: the scale write below changes the resourceVersion this patch checks.
+        version = _meta(obj).get("resourceVersion")
         if key in _ledger(obj) or "spec" in body:
-            self.kube.merge(obj_path, body)
+            version = _meta(self.kube.merge(obj_path, body)).get("resourceVersion")
         if change.kind != "HorizontalPodAutoscaler" and restored:
             original = change.original.get("replicas")
+            # Conditional: someone scaling in between gets a 409 here, not their replicas overwritten.
             self.kube.merge(path(change.kind, target.namespace, change.name, "scale"),
-                            {"spec": {"replicas": int(original) if original is not None else 1}})
+                            {"metadata": {"resourceVersion": version},
+                             "spec": {"replicas": int(original) if original is not None else 1}})
         return _undo_outcome(change, restored=restored, skipped=skipped, restarted=[])
+
+
+def _replicas(spec: JSON, field_name: str) -> int:
+    """A replica count or HPA minReplicas as the API server defaults it: absent is 1, 0 is 0."""
+    value = spec.get(field_name)
+    return int(value) if value is not None else 1
 
 
 def replace_reverts(change: AppliedChange) -> AppliedChange:

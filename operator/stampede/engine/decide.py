@@ -366,11 +366,15 @@ class _Work:
         last = incident.last_rollback_at
         step = self.spec.rollback.step_delay
         if last is None or self.now - last >= step:
-            self.undo = [held[-1]]
+            # Jobs are left to finish, so they cost no step: they go with the next real undo.
+            count = 1
+            while count < len(held) and held[-count].kind == "Job":
+                count += 1
+            self.undo = held[-count:][::-1]
             self._set_incident(last_rollback_at=self.now)
             # The last step closes the incident at the very next call rather than a poll later.
-            self.wake_at = self.now if len(held) == 1 else None
-            if len(held) > 1:
+            self.wake_at = self.now if count == len(held) else None
+            if count < len(held):
                 self._wake(self.now + step)
         else:
             self._wake(last + step)

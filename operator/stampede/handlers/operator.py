@@ -48,7 +48,10 @@ def _shared(memo: Any) -> Shared:
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Operator settings, clients and the worker threads for blocking client calls."""
     config = OperatorConfig.from_env()
-    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/kopf"
+    # kopf calls on.delete handlers only while *its* finalizer blocks the deletion, so the rollback
+    # finalizer must be kopf's finalizer; `roll_back_on_delete`'s `when` filter keeps kopf from adding
+    # it to (or stripping it from) policies on its own: only the runner adds and removes it.
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
@@ -106,7 +109,7 @@ def _has_rollback_finalizer(body: kopf.Body, **_: Any) -> bool:
     return FINALIZER in (body.get("metadata", {}).get("finalizers") or [])
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, when=_has_rollback_finalizer, backoff=5)
+@kopf.on.delete(GROUP, VERSION, PLURAL, when=_has_rollback_finalizer, backoff=5)
 async def roll_back_on_delete(*, body: kopf.Body, name: str, namespace: str | None, retry: int, memo: Any,
                               **_: Any) -> None:
     """Deleting a policy with applied changes rolls them all back first, then lets it go."""

@@ -33,6 +33,7 @@ from .config import OperatorConfig
 
 log = logging.getLogger("stampede")
 MAX_DRIFT_REVERTS = 3
+MIN_DELAY = 0.2
 EventSink = Callable[[Mapping[str, Any], str, str, str], None]
 """(body, type, reason, message) → posts a Kubernetes event on the policy."""
 
@@ -430,7 +431,8 @@ def _next_delay(spec: PolicySpec, decision: Decision, *, now: datetime) -> float
     next_tick = (math.floor(stamp / interval) + 1) * interval
     if decision.wake_at is not None:
         next_tick = min(next_tick, decision.wake_at.timestamp())
-    return max(0.0, next_tick - stamp)
+    # A floor, so a change that keeps failing to roll back is retried, not spun on.
+    return max(MIN_DELAY, next_tick - stamp)
 
 
 __all__ = ["InvalidSpec", "PolicyRunner", "Shared", "spec_error_text"]

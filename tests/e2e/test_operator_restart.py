@@ -1,0 +1,53 @@
+"""A crashed operator loses nothing: the incident continues under the same id, no duplicate Job, exact rollback."""
+
+from __future__ import annotations
+
+from tests.e2e import policies
+from tests.e2e.conftest import Case
+from tests.e2e.stack import Stack
+
+PHASE_THREE = {"name": "reinforce", "after": "6s", "actions": [
+    {"name": "scale-worker", "scale": {"kind": "Deployment", "name": "aurum-worker", "replicas": 4}}]}
+
+
+def test_sigkill_mid_incident_continues_the_same_incident_without_a_duplicate_job(case: Case, stack: Stack) -> None:
+    assert stack.operator is not None
+    before = case.snapshot()
+    case.create_ready("survivor", phases=[policies.phase_one(), policies.phase_two(), PHASE_THREE])
+    mark = stack.harness.log.last_id
+    case.set(hit_rate=0.2)
+    opened = case.wait_status("survivor", "incident opened", lambda s: s.get("incident"))
+    incident_id = opened["incident"]["id"]
+
+    # Crash at the worst moment: right after the Job was created, before the status records it.
+    stack.wait_for("Job created", lambda: stack.harness.log.entries(since=mark, namespace=case.ns, verb="create",
+                                                                    resource="jobs"), timeout=30, interval=0.01)
+    stack.operator.kill()
+    (job,) = case.jobs("survivor")
+    stack.operator.start()
+
+    status = case.wait_status("survivor", "phase three applied after the restart",
+                              lambda s: s.get("phase") == "reinforce" and len(s.get("applied") or []) == 5, timeout=40)
+    assert status["incident"]["id"] == incident_id
+    assert [j["metadata"]["name"] for j in case.jobs("survivor")] == [job["metadata"]["name"]]
+    assert job["metadata"]["labels"]["stampede.aurum.io/incident"] == incident_id
+    assert case.snapshot()["Deployment/aurum-worker"]["replicas"] == 4
+    assert case.snapshot()[f"Deployment/{policies.API}"]["replicas"] == 6
+    applied = {c["action"]: c for c in status["applied"]}
+    assert applied["cache-lazy"]["original"] == {"CACHE_REFRESH_STRATEGY": "eager"}
+    assert applied["scale-api"]["original"] == {"replicas": "3"}
+
+    case.set(hit_rate=0.95)
+    final = case.wait_status("survivor", "incident closed", lambda s: s.get("state") == "Idle" and s.get("history"),
+                             timeout=40)
+    assert [h["id"] for h in final["history"]] == [incident_id]
+    assert len(case.events("survivor", "IncidentOpened")) == 1
+    after = case.snapshot()
+    assert after.pop("Jobs") == [job["metadata"]["name"]]  # Jobs are left to finish
+    before.pop("Jobs")
+    for key, value in before.items():
+        if key.startswith("ConfigMap/"):
+            assert after[key] == value, f"{key} not restored exactly"
+        else:
+            assert after[key]["replicas"] == value["replicas"], key
+            assert after[key]["annotations"] == value["annotations"], key

@@ -1,0 +1,86 @@
+"""Change arithmetic: what an action writes to its target and what the rollback writes back."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stampede.engine.changes import (
+    apply_merge_patch,
+    configmap_apply_patch,
+    configmap_rollback,
+    plan_configmap,
+    scale_target,
+)
+
+
+@pytest.mark.parametrize(("current", "wanted", "cap", "expected"), [
+    (2, 10, 50, 10),
+    (10, 10, 50, None),
+    (12, 10, 50, None),
+    (2, 80, 50, 50),
+    (50, 80, 50, None),
+    (60, 80, 50, None),
+])
+def test_scale_target_scales_up_to_the_wanted_replicas_within_the_cap(
+    current: int, wanted: int, cap: int, expected: int | None
+) -> None:
+    assert scale_target(current=current, wanted=wanted, cap=cap) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(current=st.integers(0, 200), wanted=st.integers(1, 200), cap=st.integers(1, 200))
+def test_scale_target_never_scales_down_and_never_exceeds_the_cap(current: int, wanted: int, cap: int) -> None:
+    target = scale_target(current=current, wanted=wanted, cap=cap)
+    if target is None:
+        assert current >= min(wanted, cap)
+    else:
+        assert current < target <= cap
+        assert target == min(wanted, cap)
+
+
+def test_plan_configmap_records_none_for_keys_that_did_not_exist() -> None:
+    original, applied = plan_configmap({"KEEP": "1"}, {"NEW": "on", "KEEP": "2"})
+    assert original == {"NEW": None, "KEEP": "1"}
+    assert applied == {"NEW": "on", "KEEP": "2"}
+
+
+def test_plan_configmap_leaves_out_keys_that_already_hold_the_wanted_value() -> None:
+    original, applied = plan_configmap({"SAME": "x", "OTHER": "y"}, {"SAME": "x", "CHANGED": "z"})
+    assert original == {"CHANGED": None}
+    assert applied == {"CHANGED": "z"}
+
+
+def test_plan_configmap_treats_an_empty_value_as_present() -> None:
+    original, applied = plan_configmap({"EMPTY": ""}, {"EMPTY": "set"})
+    assert original == {"EMPTY": ""}
+    assert applied == {"EMPTY": "set"}
+
+
+def test_rollback_removes_keys_that_did_not_exist_before() -> None:
+    current = {"KEEP": "1"}
+    original, applied = plan_configmap(current, {"NEW": "on", "KEEP": "2"})
+    changed = apply_merge_patch(current, configmap_apply_patch(applied))
+    patch, skipped = configmap_rollback(changed, original, applied)
+    assert patch == {"NEW": None, "KEEP": "1"}
+    assert skipped == []
+    assert apply_merge_patch(changed, patch) == current
+
+
+def test_rollback_skips_a_key_someone_else_changed_since_and_keeps_their_value() -> None:
+    original, applied = plan_configmap({"A": "1", "B": "1"}, {"A": "2", "B": "2"})
+    edited = {"A": "2", "B": "human"}
+    patch, skipped = configmap_rollback(edited, original, applied)
+    assert skipped == ["B"]
+    assert apply_merge_patch(edited, patch) == {"A": "1", "B": "human"}
+
+
+def test_rollback_skips_a_key_someone_else_deleted_since() -> None:
+    original, applied = plan_configmap({}, {"A": "2"})
+    patch, skipped = configmap_rollback({}, original, applied)
+    assert (patch, skipped) == ({}, ["A"])
+
+
+def test_a_merge_patch_null_deletes_and_a_missing_key_is_no_error() -> None:
+    assert apply_merge_patch({"A": "1", "B": "2"}, {"A": None, "C": None, "B": "3"}) == {"B": "3"}
