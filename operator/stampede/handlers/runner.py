@@ -100,7 +100,7 @@ class PolicyRunner:
             spec = self._spec(body)
         except InvalidSpec as problem:
             await self._report_invalid(body, status, str(problem), generation=generation, now=now)
-            return 15.0
+            return 5.0  # the live body picks up a fixed spec; look again soon
         self.invalid_generation = None
 
         readings, errors = await self._read(spec, now=now)
@@ -321,8 +321,6 @@ class PolicyRunner:
         due = time.monotonic() - self.last_write_at >= self.shared.config.status_refresh_seconds
         if not (meaningful or force or due):
             return
-        if not meaningful and not force and _signals_only(new) == _signals_only(old):
-            return
         try:
             await self._call(self.shared.policies.write_status, self.namespace, self.name, old=old, new=new)
         except KubeError as error:
@@ -411,10 +409,6 @@ def _finalizers(body: Mapping[str, Any]) -> list[str]:
 
 def _meaningful(status: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if k not in ("lastPollTime", "signals")}
-
-
-def _signals_only(status: Mapping[str, Any]) -> Any:
-    return status.get("signals")
 
 
 def _gitops_message(change: AppliedChange, fields: list[str]) -> str:
