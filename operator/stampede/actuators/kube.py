@@ -56,11 +56,14 @@ class RequestCounter:
 
 def load_api_client() -> k8s.ApiClient:
     """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config."""
+    configuration = k8s.Configuration()
     try:
-        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except k8s_config.ConfigException:
-        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
-    return k8s.ApiClient()
+        k8s_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    # urllib3's default retries would turn one slow GET into four timeouts; the next poll is the retry.
+    configuration.retries = 0
+    return k8s.ApiClient(configuration)
 
 
 class Kube:

@@ -82,6 +82,14 @@ def _ledger_patch(obj: JSON, *, policy: str, key: str, entry: dict[str, Any] | N
     return {APPLIED_BY: None, LEDGER: None}
 
 
+def label_value(text: str) -> str:
+    """A label-safe form of a name: names may be 253 characters, label values only 63."""
+    if len(text) <= 63:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{text[:54].rstrip('.-')}-{digest}"
+
+
 def job_name(cronjob: str, *, policy: str, incident: str) -> str:
     """One deterministic Job name per (policy, incident): a restarted operator finds, not duplicates, it."""
     digest = hashlib.sha256(f"{policy}/{incident}".encode()).hexdigest()[:8]
@@ -246,12 +254,13 @@ class Actuators:
             "apiVersion": "batch/v1", "kind": "Job",
             "metadata": {
                 "name": name, "namespace": target.namespace,
-                "labels": {**(template_meta.get("labels") or {}), POLICY_LABEL: target.policy,
+                "labels": {**(template_meta.get("labels") or {}), POLICY_LABEL: label_value(target.policy),
                            INCIDENT_LABEL: incident},
                 "annotations": {**(template_meta.get("annotations") or {}),
                                 "cronjob.kubernetes.io/instantiate": "manual"},
                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": meta.get("name"),
-                                     "uid": meta.get("uid"), "controller": False}],
+                                     "uid": meta.get("uid"), "controller": True,
+                                     "blockOwnerDeletion": True}],
             },
             "spec": job_spec,
         }
