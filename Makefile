@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint unit crds verify-crds demo run bench deploy prometheus clean
+.PHONY: install test lint unit crds verify-crds demo run bench deploy deploy-namespaced prometheus clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,7 +29,7 @@ prometheus:
 	  $$SUDO pkill -x prometheus >/dev/null 2>&1 || true; }
 
 lint: install
-	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff check operator tests bench deploy
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(MAKE) --no-print-directory verify-crds
@@ -43,10 +43,13 @@ unit: install
 
 crds: install
 	$(BIN)/stampede crd > crds/stampedepolicies.stampede.aurum.io.yaml
+	./deploy/sync-crds.sh
 
 verify-crds: install
 	@$(BIN)/stampede crd | diff -u crds/stampedepolicies.stampede.aurum.io.yaml - \
 	  || { echo "crds/ is stale: run 'make crds' and commit the result"; exit 1; }
+	@cmp -s crds/stampedepolicies.stampede.aurum.io.yaml deploy/base/crds/stampedepolicies.stampede.aurum.io.yaml \
+	  || { echo "deploy/base/crds is stale: run 'make crds' and commit the result"; exit 1; }
 
 demo: install prometheus
 	$(BIN)/python -m demo
@@ -59,6 +62,9 @@ bench: install prometheus
 
 deploy: install
 	$(BIN)/kubectl apply -k deploy/overlays/cluster
+
+deploy-namespaced: install
+	$(BIN)/kubectl apply -k deploy/overlays/namespaced
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -47,15 +47,17 @@ def lint(files: tuple[str, ...], prometheus_url: str | None) -> None:
 @click.option("--standalone", is_flag=True, help="No peering: run alone even if other instances exist.")
 @click.option("--peering", "peering_name", default="stampede-operator", show_default=True,
               help="Peering object name for HA (ignored with --standalone).")
-@click.option("--priority", default=0, show_default=True, help="Peering priority of this instance.")
+@click.option("--priority", type=int, default=None, envvar="STAMPEDE_PEERING_PRIORITY",
+              help="Peering priority of this instance (default: random, so replicas never tie and pause).")
 @click.option("--metrics-port", default=9102, show_default=True, help="Port of /metrics (0 disables it).")
 @click.option("--liveness", "liveness", metavar="URL", default=None,
               help="kopf health endpoint, e.g. http://0.0.0.0:8080/healthz.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def run(namespaces: tuple[str, ...], all_namespaces: bool, standalone: bool, peering_name: str, priority: int,
+def run(namespaces: tuple[str, ...], all_namespaces: bool, standalone: bool, peering_name: str, priority: int | None,
         metrics_port: int, liveness: str | None, verbose: bool) -> None:
     """Run the operator (kopf underneath; in-cluster config or KUBECONFIG)."""
     import logging
+    import random
 
     import kopf
 
@@ -72,6 +74,10 @@ def run(namespaces: tuple[str, ...], all_namespaces: bool, standalone: bool, pee
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if metrics_port:
         metrics.serve(metrics_port)
+    if priority is None:
+        # kopf pauses every instance that ties for the highest priority; a random draw per
+        # process (one in a billion to tie) lets two replicas elect one active instance.
+        priority = random.SystemRandom().randint(1, 1_000_000_000)
     kopf.run(
         standalone=standalone,
         namespaces=list(namespaces),

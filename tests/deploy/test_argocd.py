@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-import pytest
+import lupa.lua51 as lupa  # a test dependency: a missing lupa must fail, not skip
 import yaml
 
 from stampede.actuators.kube import FIELD_MANAGER
@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "deploy" / "argocd"
 HEALTH_KEY = "resource.customizations.health.stampede.aurum.io_StampedePolicy"
 
-lupa = pytest.importorskip("lupa.lua51")
 
 
 def _generator() -> Any:
