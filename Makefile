@@ -29,7 +29,7 @@ prometheus:
 	  $$SUDO pkill -x prometheus >/dev/null 2>&1 || true; }
 
 lint: install
-	$(BIN)/ruff check operator tests bench deploy
+	$(BIN)/ruff check operator tests bench deploy demo
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(MAKE) --no-print-directory verify-crds

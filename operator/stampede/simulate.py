@@ -35,12 +35,15 @@ from .sources.prometheus import Endpoint, PrometheusSource, Reading
 __all__ = [
     "IncidentRecord",
     "Replay",
+    "SimulateError",
     "SimulatedEvent",
     "load_policy",
     "parse_time",
     "read_history",
+    "render_table",
     "replay",
     "rfc3339",
+    "summary_lines",
 ]
 
 MAX_POINTS_PER_QUERY = 10_000

@@ -222,11 +222,14 @@ def test_an_invalid_policy_is_reported_like_lint_and_exits_1(prometheus: Prometh
     assert "must be at least 1s" in output
 
 
-def test_relative_times_are_accepted(prometheus: PrometheusServer, tmp_path: Path) -> None:
+def test_relative_times_are_accepted_and_a_window_without_data_is_reported(
+        prometheus: PrometheusServer, tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(policy("flap")))
     result = CliRunner().invoke(main, ["simulate", "-f", str(path), "--prometheus", prometheus.url,
                                        "--from", "-10m", "--to", "now", "-o", "json"])
 
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["summary"]["steps"] == 41
+    # 10 minutes at the policy's 15s pollInterval; this server holds no recent data, which is said on stderr.
+    assert json.loads(result.stdout)["summary"]["steps"] == 41
+    assert "every step had unknown signals" in result.stderr
