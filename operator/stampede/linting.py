@@ -16,7 +16,7 @@ import re
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 from pydantic import ValidationError
@@ -158,6 +158,15 @@ _SEPARATOR = re.compile(r"; (?=[A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+
 _IDENTIFIER = re.compile(r"^[A-Za-z_]\w*$")
 # Inputs not shown as "(got ...)": their message already says all there is to say.
 _NO_VALUE_SHOWN = {"missing", "extra_forbidden"}
+
+
+def validation_lines(error: ValidationError, *, root: str = "") -> list[str]:
+    """`path: message (got value)` lines for a validation error, paths prefixed with `root`."""
+    lines = []
+    for detail in error.errors():
+        prefixed = cast("ErrorDetails", {**detail, "loc": (root, *detail["loc"]) if root else detail["loc"]})
+        lines += [f"{where}: {text}" if where else text for where, text in _lines(prefixed)]
+    return lines
 
 
 def _lines(error: ErrorDetails) -> list[tuple[str, str]]:

@@ -34,6 +34,10 @@ _counter = itertools.count(1)
 def stack() -> Iterator[Stack]:
     with Stack(operator_env={"STAMPEDE_STATUS_REFRESH_SECONDS": str(STATUS_REFRESH_SECONDS)}) as running:
         yield running
+        keep = os.environ.get("STAMPEDE_E2E_KEEP_LOGS")  # a directory to keep the operator's logs in
+        if keep and running.operator is not None:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            (Path(keep) / "operator.log").write_text(running.operator.logs())
 
 
 @dataclass(frozen=True)

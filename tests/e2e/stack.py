@@ -8,6 +8,7 @@ script in its own process, talking HTTP to both.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import signal
@@ -117,10 +118,8 @@ class Stack:
             self.prometheus.close()
         if self.exporter:
             self.exporter.close()
-        try:
+        with contextlib.suppress(RuntimeError):  # the harness never started
             self.harness.__exit__(None, None, None)
-        except RuntimeError:  # the harness never started
-            pass
         self._tmp.cleanup()
 
     # -- object access through the official client ----------------------------------------------

@@ -13,7 +13,7 @@ def test_an_invalid_spec_is_not_ready_naming_the_field_and_a_valid_policy_keeps_
                               lambda s: condition(s, "Ready").get("reason") == "InvalidSpec")
     ready = condition(status, "Ready")
     assert ready["status"] == "False"
-    assert "spec.severities[1].any[0]" in ready["message"] and "latency" in ready["message"], ready
+    assert "severities[1].any[0]" in ready["message"] and "latency > 1" in ready["message"], ready
     (event,) = case.events("broken", "InvalidSpec")
     assert "latency" in event.message
 

@@ -117,7 +117,12 @@ async def roll_back_on_delete(*, body: kopf.Body, name: str, namespace: str | No
     namespace = namespace or ""
     runner = PolicyRunner(shared=shared, namespace=namespace, name=name)
     # The event's body may predate the daemon's last status write; read the object fresh.
-    fresh = await asyncio.to_thread(shared.policies.read, namespace, name)
+    try:
+        fresh = await asyncio.to_thread(shared.policies.read, namespace, name)
+    except KubeError as error:
+        if error.not_found:  # already released and gone; a stale event brought us here again
+            return
+        raise
     failed = await runner.roll_back_all(fresh)
     if failed and retry + 1 < shared.config.deletion_attempts:
         raise kopf.TemporaryError(f"rollback incomplete: {', '.join(failed)}", delay=5)
@@ -125,4 +130,5 @@ async def roll_back_on_delete(*, body: kopf.Body, name: str, namespace: str | No
         _emit(body, "Warning", "RollbackSkipped",
               f"Gave up rolling back {', '.join(failed)} after {retry + 1} attempts; the changes stay in place "
               f"(annotated stampede.aurum.io/applied-by={name}) and the policy is released.")
-    await asyncio.to_thread(shared.policies.set_finalizer, namespace, name, present=False)
+    # The rollback finalizer is kopf's finalizer: kopf removes it once this handler succeeds. Removing it
+    # here too would delete the object under kopf, which then re-runs this handler on a stale event.

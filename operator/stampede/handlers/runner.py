@@ -25,6 +25,7 @@ from ..actuators.targets import Actuators, Outcome, Target
 from ..api.spec import Mode, PolicySpec
 from ..api.status import AppliedChange, IncidentStatus, PolicyStatus, State
 from ..engine import Decision, Event, decide, set_condition
+from ..linting import validation_lines
 from ..notifiers import messages
 from ..notifiers.webhook import post as webhook_post
 from ..sources.prometheus import Auth, Endpoint, PrometheusSource, check_url_allowed
@@ -43,15 +44,8 @@ class InvalidSpec(Exception):
 
 
 def spec_error_text(error: ValidationError) -> str:
-    """One line per problem, with the wire (camelCase) field path."""
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"] if part != "__root__")
-        where = "spec" + ("." + where if where else "")
-        message = item["msg"].removeprefix("Value error, ")
-        shown = "" if item["type"] == "value_error" else f" (got {item.get('input')!r})"
-        lines.append(f"{where}: {message}{shown}")
-    return "; ".join(lines)
+    """The same `spec.path: message (got value)` lines `stampede lint` prints, joined on one line."""
+    return "; ".join(validation_lines(error, root="spec"))
 
 
 @dataclass
