@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.e2e import policies
 from tests.e2e.stack import GROUP, PLURAL, VERSION, Stack
+from tests.support.prometheus import free_port
 
 STATUS_REFRESH_SECONDS = 5
 HEALTHY_HIT_RATE = 0.95
@@ -31,8 +32,14 @@ _counter = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
-    with Stack(operator_env={"STAMPEDE_STATUS_REFRESH_SECONDS": str(STATUS_REFRESH_SECONDS)}) as running:
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def stack(metrics_port: int) -> Iterator[Stack]:
+    with Stack(operator_env={"STAMPEDE_STATUS_REFRESH_SECONDS": str(STATUS_REFRESH_SECONDS)},
+               operator_args=["--standalone", "-A", "--metrics-port", str(metrics_port)]) as running:
         yield running
         keep = os.environ.get("STAMPEDE_E2E_KEEP_LOGS")  # a directory to keep the operator's logs in
         if keep and running.operator is not None:

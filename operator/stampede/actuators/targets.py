@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from ..api.spec import Action
-from ..api.status import AppliedChange, WorkloadStatusRef, format_time
+from ..api.status import AppliedChange, WorkloadStatusRef, format_time, parse_time
 from ..engine.changes import configmap_rollback, plan_configmap, scale_target
 from .kube import JSON, Kube, KubeError, path
 
@@ -38,6 +38,8 @@ class Outcome:
     change: AppliedChange | None = None
     skipped: tuple[str, ...] = ()
     owner: str | None = None
+    warnings: tuple[str, ...] = ()
+    """Side effects that failed although the change itself succeeded (reported as ActionFailed)."""
 
 
 @dataclass(frozen=True)
@@ -147,27 +149,37 @@ class Actuators:
             return Outcome(True, "WouldApply", f"Would set {keys} in ConfigMap {spec.name} (action {action.name}).",
                            change)
         if applied and (previous is None or any(data.get(k) != v for k, v in applied.items())):
-            entry = {"incident": incident, "original": original, "applied": applied}
+            entry = {"incident": incident, "appliedAt": format_time(now), "original": original, "applied": applied}
             self.kube.merge(path("ConfigMap", target.namespace, spec.name), {
                 "metadata": {"resourceVersion": _meta(cm).get("resourceVersion"),
                              "annotations": _ledger_patch(cm, policy=target.policy, key=key, entry=entry)},
                 "data": applied})
-        restarted = self._restart(target, restart, now=now) if applied else []
+        restarted, failed = self._restart(target, restart, now=now) if applied else ([], [])
+        if failed:
+            # The keys are set (and in the ledger); the change is recorded only once its workloads have
+            # restarted, so the next poll runs this again: no key write, the restart retried.
+            return Outcome(False, "ActionFailed", f"Set {keys} in ConfigMap {spec.name} (action {action.name}), but "
+                                                  f"{'; '.join(failed)}; retrying at the next poll.")
         suffix = f"; restarted {', '.join(restarted)}" if restarted else ""
         return Outcome(True, "ActionApplied", f"Set {keys} in ConfigMap {spec.name} (action {action.name}){suffix}.",
                        change)
 
-    def _restart(self, target: Target, workloads: list[WorkloadStatusRef], *, now: datetime) -> list[str]:
-        """Rollout restart, as `kubectl rollout restart` does: stamp the pod template."""
-        done = []
+    def _restart(self, target: Target, workloads: list[WorkloadStatusRef], *,
+                 now: datetime) -> tuple[list[str], list[str]]:
+        """Rollout restart, as `kubectl rollout restart` does: stamp the pod template.
+
+        Returns the workloads restarted and one sentence per workload that could not be.
+        """
+        done, failed = [], []
         for workload in workloads:
             patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: format_time(now)}}}}}
             try:
                 self.kube.merge(path(workload.kind, target.namespace, workload.name), patch)
                 done.append(f"{workload.kind} {workload.name}")
             except KubeError as error:
-                done.append(f"{workload.kind} {workload.name} (restart failed: {error.message})")
-        return done
+                what = "not found" if error.not_found else f"failed ({error.status or 'unreachable'}): {error.message}"
+                failed.append(f"rollout restart of {workload.kind} {workload.name} {what}")
+        return done, failed
 
     def _find_hpa(self, target: Target, kind: str, name: str) -> JSON | None:
         hpas = self.kube.get(path("HorizontalPodAutoscaler", target.namespace)).get("items") or []
@@ -216,7 +228,7 @@ class Actuators:
         what = f"{field_name} of {obj_kind} {obj_name} from {current} to {wanted}{capped}"
         if dry_run:
             return Outcome(True, "WouldApply", f"Would raise {what} (action {action.name}).", change)
-        entry = {"incident": incident, "original": original, "applied": applied}
+        entry = {"incident": incident, "appliedAt": format_time(now), "original": original, "applied": applied}
         annotations = _ledger_patch(obj, policy=target.policy, key=key, entry=entry)
         if hpa is not None:
             if current < wanted or previous is None:
@@ -274,6 +286,44 @@ class Actuators:
         return Outcome(True, "ActionApplied", f"{verb} Job {name} from CronJob {spec.from_cron_job} for incident "
                                               f"{incident} (action {action.name}).", change)
 
+    # -- adoption -------------------------------------------------------------------------------
+    def adopt(self, target: Target, action: Action, *, now: datetime) -> AppliedChange | None:
+        """A change of this action found in its target's ledger: made, but never recorded in status.
+
+        That happens when the operator dies between a target write and the status write that records it;
+        the ledger holds the true originals, so the change can still be rolled back exactly.
+        """
+        key = f"{target.policy}/{action.name}"
+        restart: list[WorkloadStatusRef] = []
+        try:
+            if action.config_map is not None:
+                obj = self.kube.get(path("ConfigMap", target.namespace, action.config_map.name))
+                kind = "ConfigMap"
+                restart = [WorkloadStatusRef(kind=w.kind.value, name=w.name) for w in action.config_map.restart]
+            elif action.scale is not None:
+                kind = action.scale.kind.value
+                obj = self.kube.get(path(kind, target.namespace, action.scale.name))
+                if key not in _ledger(obj):
+                    hpa = self._find_hpa(target, kind, action.scale.name)
+                    if hpa is None:
+                        return None
+                    obj, kind = hpa, "HorizontalPodAutoscaler"
+            else:
+                return None
+        except KubeError:
+            return None
+        entry = _ledger(obj).get(key)
+        if not isinstance(entry, dict):
+            return None
+        try:
+            applied_at = parse_time(entry["appliedAt"]) if entry.get("appliedAt") else now
+        except ValueError:
+            applied_at = now
+        return AppliedChange(action=action.name, kind=kind, name=str(_meta(obj).get("name")),
+                             incident=str(entry.get("incident") or ""), applied_at=applied_at,
+                             original=dict(entry.get("original") or {}), applied=dict(entry.get("applied") or {}),
+                             restart=restart)
+
     # -- drift ----------------------------------------------------------------------------------
     def reverted(self, target: Target, change: AppliedChange) -> list[str] | None:
         """Fields of a change someone else reverted; None when the target cannot be read."""
@@ -294,7 +344,8 @@ class Actuators:
         dropped it together with `applied-by`); conditional on the version read, never scaling down."""
         obj_path = path(change.kind, target.namespace, change.name)
         key = f"{target.policy}/{change.action}"
-        entry = {"incident": change.incident, "original": dict(change.original), "applied": dict(change.applied)}
+        entry = {"incident": change.incident, "appliedAt": format_time(change.applied_at),
+                 "original": dict(change.original), "applied": dict(change.applied)}
         try:
             obj = self.kube.get(obj_path)
             meta: JSON = {"resourceVersion": _meta(obj).get("resourceVersion")}
@@ -303,7 +354,10 @@ class Actuators:
             spec = obj.get("spec") or {}
             if change.kind == "ConfigMap":
                 self.kube.merge(obj_path, {"metadata": meta, "data": change.applied})
-                self._restart(target, change.restart, now=now)
+                _, failed = self._restart(target, change.restart, now=now)
+                if failed:
+                    return Outcome(False, "ActionFailed", f"Re-applied action {change.action} to ConfigMap "
+                                                          f"{change.name}, but {'; '.join(failed)}.")
             elif change.kind == "HorizontalPodAutoscaler":
                 wanted = int(change.applied["minReplicas"])
                 body: JSON = {"metadata": meta}
@@ -358,8 +412,9 @@ class Actuators:
             body["data"] = patch
         if patch or key in _ledger(cm):
             self.kube.merge(cm_path, body)
-        restarted = self._restart(target, change.restart, now=now) if patch else []
-        return _undo_outcome(change, restored=list(patch), skipped=skipped, restarted=restarted)
+        restarted, failed = self._restart(target, change.restart, now=now) if patch else ([], [])
+        outcome = _undo_outcome(change, restored=list(patch), skipped=skipped, restarted=restarted)
+        return replace(outcome, warnings=tuple(failed))
 
     def _undo_scale(self, target: Target, change: AppliedChange) -> Outcome:
         obj_path = path(change.kind, target.namespace, change.name)

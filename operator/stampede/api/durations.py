@@ -18,6 +18,7 @@ DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|h|m|s))+)$"
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _FULL = re.compile(DURATION_PATTERN)
+MAX_DURATION = timedelta(days=365)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -28,6 +29,9 @@ def parse_duration(text: str) -> timedelta:
     if text == "0":
         return timedelta(0)
     seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text))
+    if seconds > MAX_DURATION.total_seconds():
+        # Durations are added to timestamps; a year is far beyond any runbook and keeps that arithmetic safe.
+        raise ValueError(f"duration {text!r} is longer than the maximum {format_duration(MAX_DURATION)}")
     return timedelta(seconds=seconds)
 
 

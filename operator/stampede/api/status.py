@@ -16,6 +16,11 @@ from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
 from .spec import Model, Severity
 
 
+def parse_time(value: Any) -> datetime:
+    """RFC 3339 text (or a datetime) as an aware UTC datetime; ValueError on anything else."""
+    return _parse_time(value)
+
+
 def _parse_time(value: Any) -> datetime:
     if isinstance(value, datetime):
         parsed = value

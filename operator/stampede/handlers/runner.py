@@ -22,9 +22,10 @@ from pydantic import ValidationError
 from ..actuators.kube import KubeError
 from ..actuators.policies import FINALIZER, Policies
 from ..actuators.targets import Actuators, Outcome, Target
-from ..api.spec import Mode, PolicySpec
+from ..api.spec import Mode, PolicySpec, Severity
 from ..api.status import AppliedChange, IncidentStatus, PolicyStatus, State
 from ..engine import Decision, Event, decide, set_condition
+from ..engine.decide import incident_id_for
 from ..linting import validation_lines
 from ..notifiers import messages
 from ..notifiers.webhook import post as webhook_post
@@ -70,6 +71,8 @@ class PolicyRunner:
     """Last message per (kind of problem, action): repeated failures are not re-posted every poll."""
     invalid_generation: int | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    adopted: bool = False
+    """Whether this loop has looked for changes made but never recorded (first valid tick only)."""
     current: PolicyStatus | None = None
     """The status as this loop last computed it (written or still to be written)."""
 
@@ -96,6 +99,9 @@ class PolicyRunner:
             await self._report_invalid(body, status, str(problem), generation=generation, now=now)
             return 5.0  # the live body picks up a fixed spec; look again soon
         self.invalid_generation = None
+        if not self.adopted:
+            status = await self._adopt(body, spec, status, now=now)
+            self.adopted = True
 
         readings, errors = await self._read(spec, now=now)
         decision = decide(spec=spec, status=status, readings=readings, now=now, errors=errors, generation=generation)
@@ -173,6 +179,34 @@ class PolicyRunner:
         if p.ca_secret_ref:
             ca = await self._call(read, self.namespace, p.ca_secret_ref.name, p.ca_secret_ref.key)
         return Auth(bearer_token=token, basic=basic, ca_pem=ca, insecure_skip_verify=p.insecure_skip_verify)
+
+    async def _adopt(self, body: Mapping[str, Any], spec: PolicySpec, status: PolicyStatus, *,
+                     now: datetime) -> PolicyStatus:
+        """Record changes found in targets' ledgers that status does not know (the operator died between
+        the write and its record), so they are rolled back like any other; an idle policy starts rolling
+        them back at once."""
+        known = {c.action for c in status.applied + status.planned}
+        found: list[AppliedChange] = []
+        for _, action in spec.actions():
+            if action.name in known or action.job is not None:
+                continue
+            change = await self._call(self.shared.actuators.adopt, self.target, action, now=now)
+            if change is not None:
+                found.append(change)
+                self.shared.emit(body, "Warning", "ActionApplied",
+                                 f"Found action {action.name} applied to {change.kind} {change.name} for incident "
+                                 f"{change.incident or '-'} but not recorded (the operator stopped in between); "
+                                 f"recorded it so it is rolled back exactly.")
+        if not found:
+            return status
+        status = status.model_copy(update={"applied": [*status.applied, *found]})
+        if status.state == State.IDLE:
+            first = min(found, key=lambda c: c.applied_at)
+            incident = IncidentStatus(id=first.incident or incident_id_for(now), started_at=first.applied_at,
+                                      severity=Severity.P2, recovered_at=now, phase="", max_phase="")
+            status = status.model_copy(update={"state": State.ROLLING_BACK, "incident": incident})
+        self.current = status
+        return status
 
     # -- acting ---------------------------------------------------------------------------------
     async def _execute(self, body: Mapping[str, Any], spec: PolicySpec, decision: Decision, *,
@@ -277,6 +311,8 @@ class PolicyRunner:
             self.reported.pop(f"action/{action}", None)
             self.shared.emit(body, "Warning" if outcome.reason == "RollbackSkipped" else "Normal",
                              outcome.reason, outcome.message)
+            for warning in outcome.warnings:
+                self.shared.emit(body, "Warning", "ActionFailed", f"Action {action}: {warning}.")
         else:
             self._report(body, f"action/{action}", outcome.reason, outcome.message)
 

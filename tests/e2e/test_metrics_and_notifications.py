@@ -1,0 +1,122 @@
+"""The operator's own /metrics during an incident, and the runbook's messages reaching a webhook receiver."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.conftest import HEALTHY_HIT_RATE, Case
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float | None:
+    for (sample, sample_labels), number in samples.items():
+        if sample == name and set(labels.items()) <= sample_labels:
+            return number
+    return None
+
+
+class Receiver:
+    """A Slack-compatible incoming webhook on loopback that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        received = self.messages
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T000/B000"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def texts(self) -> list[str]:
+        return [m["text"] for m in self.messages]
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    yield running
+    running.close()
+
+
+def webhook_secret(case: Case, name: str, url: str) -> None:
+    case.stack.harness.apply([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": case.ns},
+                               "data": {"url": base64.b64encode(url.encode()).decode()}}])
+
+
+def test_metrics_show_the_incident_its_phase_signals_and_actions(case: Case, metrics_port: int) -> None:
+    case.set(hit_rate=HEALTHY_HIT_RATE)
+    case.create_ready("metered")
+    labels = {"namespace": case.ns, "policy": "metered"}
+    assert value(scrape(metrics_port), "stampede_incident_active", **labels) == 0
+    case.set(hit_rate=0.2)
+    case.wait_status("metered", "phase stabilization", lambda s: s.get("phase") == "stabilization")
+    samples = scrape(metrics_port)
+    assert value(samples, "stampede_incident_active", **labels) == 1
+    assert value(samples, "stampede_incidents_total", **labels, severity="P1") == 1
+    assert value(samples, "stampede_phase_info", **labels, phase="stabilization") == 1
+    assert value(samples, "stampede_phase_info", **labels, phase="immediate") is None
+    assert value(samples, "stampede_signal_value", **labels, signal="hitRate") == pytest.approx(0.2)
+    assert (value(samples, "stampede_actions_total", **labels, kind="ConfigMap", result="applied") or 0) >= 2
+    assert (value(samples, "stampede_poll_duration_seconds_count", **labels) or 0) > 0
+    case.set(hit_rate=HEALTHY_HIT_RATE)
+    case.wait_status("metered", "closed", lambda s: s.get("state") == "Idle" and s.get("history"))
+    samples = scrape(metrics_port)
+    assert value(samples, "stampede_incident_active", **labels) == 0
+    assert (value(samples, "stampede_rollbacks_total", **labels) or 0) >= 3
+    assert value(samples, "stampede_incident_duration_seconds_count", **labels) == 1
+
+
+def test_the_runbook_messages_reach_the_webhook_from_open_to_resolved(case: Case, receiver: Receiver) -> None:
+    webhook_secret(case, "team-webhook", receiver.url)
+    case.create_ready("notify", notifications={"webhook": {"secretRef": {"name": "team-webhook", "key": "url"}}})
+    case.set(hit_rate=0.2)
+    case.wait_status("notify", "phase stabilization", lambda s: s.get("phase") == "stabilization")
+    case.set(hit_rate=HEALTHY_HIT_RATE)
+    case.wait_status("notify", "closed", lambda s: s.get("state") == "Idle" and s.get("history"))
+    case.stack.wait_for("the resolved message", lambda: any("resolved" in t for t in receiver.texts()), timeout=20)
+    texts = receiver.texts()
+    assert "Cache stampede detected" in texts[0]
+    assert sum("Mitigation progress" in t for t in texts) == 2  # one per phase entered
+    assert "Actions taken (all rolled back):* api-config, scale-api, cache-lazy, warm-cache" in texts[-1]
+    assert not case.events("notify", "NotificationFailed")
+
+
+def test_a_failing_webhook_becomes_an_event_and_never_blocks_remediation(case: Case) -> None:
+    webhook_secret(case, "broken-webhook", "http://127.0.0.1:9/nothing-listens-here")
+    case.create_ready("unheard", notifications={"webhook": {"secretRef": {"name": "broken-webhook", "key": "url"}}})
+    before = case.configmap("aurum-api-config")["data"]
+    case.set(hit_rate=0.2)
+    case.wait_status("unheard", "changes applied", lambda s: len(s.get("applied") or []) >= 2)
+    assert case.configmap("aurum-api-config")["data"] != before
+    case.stack.wait_for("NotificationFailed", lambda: case.events("unheard", "NotificationFailed"), timeout=20)
+    failed = case.events("unheard", "NotificationFailed")[0]
+    assert "could not be reached" in failed.message
+    assert "nothing-listens-here" not in failed.message
