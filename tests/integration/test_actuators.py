@@ -184,8 +184,8 @@ def test_configmap_apply_merges_keys_and_records_originals_with_none_for_absent_
     cm = read(kube, "ConfigMap", "cache-config")
     assert cm["data"] == {"ttl": "600", "coalesce": "true", "mode": "normal", "untouched": "x"}
     assert annotations(cm)[APPLIED_BY] == POLICY
-    assert ledger(cm) == {f"{POLICY}/warm-cache": {"incident": INCIDENT, "original": change.original,
-                                                    "applied": change.applied}}
+    assert ledger(cm) == {f"{POLICY}/warm-cache": {"incident": INCIDENT, "appliedAt": format_time(change.applied_at),
+                                                    "original": change.original, "applied": change.applied}}
     patches = writes(h, resource="configmaps")
     assert len(patches) == 1, "data and ledger must land in one request"
     assert patches[0].field_manager == "stampede-operator"
@@ -240,6 +240,34 @@ def test_configmap_second_apply_after_a_crash_records_true_originals_from_the_le
     after = read(kube, "ConfigMap", "cache-config")
     assert after["data"] == {"ttl": "60"}
     assert LEDGER not in annotations(after)
+
+
+def test_a_change_made_but_never_recorded_is_adopted_from_the_ledger_with_its_true_originals(
+    h: HarnessThread, kube: Kube, act: Actuators
+) -> None:
+    h.apply([configmap(data={"ttl": "60"})])
+    action = cm_action({"ttl": "600", "coalesce": "true"})
+    made = ok(act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=False))  # never reaches status
+    mark = h.log.last_id
+
+    adopted = act.adopt(TARGET, action, now=T1)
+
+    assert adopted == made
+    assert writes(h, since=mark) == [], "adopting only reads"
+    assert act.undo(TARGET, adopted, now=T1, dry_run=False).reason == "ActionRolledBack"
+    assert read(kube, "ConfigMap", "cache-config")["data"] == {"ttl": "60"}
+    assert act.adopt(TARGET, action, now=T1) is None, "nothing left to adopt after the rollback"
+
+
+def test_a_scale_change_is_adopted_from_the_hpa_ledger_when_an_hpa_targets_the_workload(
+    h: HarnessThread, act: Actuators
+) -> None:
+    h.apply([workload(replicas=2), hpa(min_replicas=2, max_replicas=20)])
+    action = scale_action(6)
+    made = ok(act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=False))
+    assert made.kind == "HorizontalPodAutoscaler"
+    assert act.adopt(TARGET, action, now=T1) == made
+    assert act.adopt(TARGET, scale_action(6, action="other-action"), now=T1) is None
 
 
 def test_configmap_key_changed_by_someone_else_is_skipped_while_the_others_are_restored(

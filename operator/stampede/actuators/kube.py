@@ -63,6 +63,8 @@ def load_api_client() -> k8s.ApiClient:
         k8s_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     # urllib3's default retries would turn one slow GET into four timeouts; the next poll is the retry.
     configuration.retries = 0
+    # One connection per worker thread (the operator's pool has 64), or urllib3 opens and drops extras.
+    configuration.connection_pool_maxsize = 64
     return k8s.ApiClient(configuration)
 
 

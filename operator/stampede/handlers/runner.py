@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -36,6 +36,8 @@ from .config import OperatorConfig
 log = logging.getLogger("stampede")
 MAX_DRIFT_REVERTS = 3
 MIN_DELAY = 0.2
+EARLY = timedelta(milliseconds=100)
+MAX_LATE = timedelta(seconds=5)
 EventSink = Callable[[Mapping[str, Any], str, str, str], None]
 """(body, type, reason, message) → posts a Kubernetes event on the policy."""
 
@@ -66,7 +68,11 @@ class PolicyRunner:
     namespace: str
     name: str
     last_written: dict[str, Any] | None = None
-    last_write_at: float = 0.0
+    last_write_at: datetime | None = None
+    late: timedelta = timedelta(0)
+    scheduled: datetime | None = None
+    """The tick time the loop last slept towards: polls are decided at it, not at the moment of waking, so
+    `for` windows and status refreshes count whole intervals whatever the scheduling delay."""
     reported: dict[str, str] = field(default_factory=dict)
     """Last message per (kind of problem, action): repeated failures are not re-posted every poll."""
     invalid_generation: int | None = None
@@ -92,7 +98,7 @@ class PolicyRunner:
             self.last_written = raw_status
             self.current = _parse_status(raw_status)
         status = self.current
-        now = now or datetime.now(UTC)
+        now = now or self._tick_time(datetime.now(UTC))
         try:
             spec = self._spec(body)
         except InvalidSpec as problem:
@@ -121,7 +127,16 @@ class PolicyRunner:
         if not status.applied and status.state == State.IDLE and FINALIZER in _finalizers(body):
             await self._call(self.shared.policies.set_finalizer, self.namespace, self.name, present=False)
         self._observe(spec, status, decision, readings, started)
-        return _next_delay(spec, decision, now=now)
+        self.scheduled = _next_tick(spec, decision, now=now)
+        self.late = min(MAX_LATE, spec.poll_interval / 2)
+        return max(MIN_DELAY, (self.scheduled - datetime.now(UTC)).total_seconds())
+
+    def _tick_time(self, actual: datetime) -> datetime:
+        """The scheduled time of this tick when it woke on time (scheduling delay only), else the actual time."""
+        scheduled = self.scheduled
+        if scheduled is not None and scheduled - EARLY <= actual <= scheduled + self.late:
+            return scheduled
+        return actual
 
     def _spec(self, body: Mapping[str, Any]) -> PolicySpec:
         try:
@@ -348,7 +363,8 @@ class PolicyRunner:
         new = status.wire()
         old = self.last_written or {}
         meaningful = _meaningful(new) != _meaningful(old)
-        due = time.monotonic() - self.last_write_at >= self.shared.config.status_refresh_seconds
+        due = self.last_write_at is None or \
+            (now - self.last_write_at).total_seconds() >= self.shared.config.status_refresh_seconds
         if not (meaningful or force or due):
             return
         try:
@@ -358,7 +374,7 @@ class PolicyRunner:
             self.last_written = None if error.not_found else self.last_written
             return
         self.last_written = new
-        self.last_write_at = time.monotonic()
+        self.last_write_at = now
 
     def _observe(self, spec: PolicySpec, status: PolicyStatus, decision: Decision,
                  readings: Mapping[str, float | None], started: float) -> None:
@@ -448,15 +464,15 @@ def _gitops_message(change: AppliedChange, fields: list[str]) -> str:
             f"option RespectIgnoreDifferences=true to that Application.")
 
 
-def _next_delay(spec: PolicySpec, decision: Decision, *, now: datetime) -> float:
-    """Sleep to the next aligned tick of the interval, or earlier when the engine asked to wake."""
+def _next_tick(spec: PolicySpec, decision: Decision, *, now: datetime) -> datetime:
+    """The next aligned tick of the interval (policies with equal intervals poll together, sharing queries),
+    or earlier when the engine asked to wake for a phase, a rollback step or escalation."""
     interval = spec.poll_interval.total_seconds()
     stamp = now.timestamp()
-    next_tick = (math.floor(stamp / interval) + 1) * interval
-    if decision.wake_at is not None:
-        next_tick = min(next_tick, decision.wake_at.timestamp())
-    # A floor, so a change that keeps failing to roll back is retried, not spun on.
-    return max(MIN_DELAY, next_tick - stamp)
+    next_tick = datetime.fromtimestamp((math.floor(stamp / interval) + 1) * interval, UTC)
+    if decision.wake_at is not None and decision.wake_at < next_tick:
+        return decision.wake_at
+    return next_tick
 
 
 __all__ = ["InvalidSpec", "PolicyRunner", "Shared", "spec_error_text"]
