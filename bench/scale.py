@@ -1,0 +1,364 @@
+"""Scale: many policies (15 s polls) on one operator, against the emulated API server and a real Prometheus.
+
+Policies are added in steps (e.g. 100 → 250 → 500 → 1000) spread over 50 namespaces; every policy has
+its own ConfigMap and Deployment to act on, and reads two signals of its *shard* (100 policies per
+shard) plus one signal every policy shares, so the distinct queries per round are 2 x shards + 1 while
+the reads per round are 3 x policies. At each step, after every policy has polled once, a steady-state
+window of whole rounds measures:
+
+- the operator's CPU seconds per poll round (/proc/<pid>/stat) and its peak RSS (VmHWM);
+- Kubernetes API requests per minute from the harness request log, by kind, and status writes per
+  policy per minute (target: no target writes, ≤ 1 status write per policy per minute);
+- Prometheus requests per round, counted by a proxy in front of Prometheus (target: one per distinct
+  query), cross-checked with Prometheus's own prometheus_http_requests_total;
+- stampede_poll_duration_seconds from the operator's /metrics.
+
+At the last step, one shard (100 policies) is driven into breach through the exporter and back; the
+API requests of that incident window are counted the same way.
+
+The harness API server runs in this process (a thread), the operator and Prometheus in their own;
+all three share the machine's cores, and other test suites may too: see `machine` in the result.
+
+    .venv/bin/python bench/scale.py [--levels 100,250,500,1000] [--rounds 4] [--last-rounds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+import urllib.parse
+from collections import Counter
+from typing import Any
+
+from common import (
+    CountingProxy,
+    Sample,
+    histogram_delta,
+    histogram_quantile,
+    histogram_totals,
+    log,
+    machine,
+    memory_kb,
+    scrape,
+    summary,
+    threads,
+)
+from tests.e2e.stack import GROUP, PLURAL, VERSION, Stack
+from tests.support.prometheus import free_port
+
+POLL = 15.0
+NAMESPACES = 50
+SHARD = 100  # policies per shard: the incident breaches exactly one shard (--incident sets it)
+HEALTHY, BREACH = 0.95, 0.2
+TARGET_RESOURCES = {"configmaps", "deployments", "jobs", "horizontalpodautoscalers"}
+WRITES = {"create", "patch", "update", "delete", "deletecollection"}
+
+
+def namespace_of(index: int) -> str:
+    return f"bench-{index % NAMESPACES:02d}"
+
+
+def shard_of(index: int) -> str:
+    return f"s{index // SHARD}"
+
+
+def set_shard_size(size: int) -> None:
+    global SHARD
+    SHARD = max(1, size)
+
+
+def objects_for(indexes: range) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for i in indexes:
+        ns = namespace_of(i)
+        labels = {"app": f"app-{i}"}
+        docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cfg-{i}", "namespace": ns},
+                     "data": {"MODE": "normal"}})
+        docs.append({"apiVersion": "apps/v1", "kind": "Deployment",
+                     "metadata": {"name": f"app-{i}", "namespace": ns},
+                     "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+                              "template": {"metadata": {"labels": labels},
+                                           "spec": {"containers": [{"name": "app", "image": "busybox"}]}}}})
+    return docs
+
+
+def policy_for(i: int) -> dict[str, Any]:
+    shard = shard_of(i)
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "StampedePolicy",
+            "metadata": {"name": f"p-{i}", "namespace": namespace_of(i)},
+            "spec": {
+                "pollInterval": f"{POLL:g}s",
+                "signals": [{"name": "hitRate", "query": f'sum(bench_hit_rate{{shard="{shard}"}})'},
+                            {"name": "db", "query": f'sum(bench_db{{shard="{shard}"}})'},
+                            {"name": "queue", "query": "sum(bench_queue)"}],
+                "severities": [{"level": "P0", "any": ["db >= 190"], "for": "15s"},
+                               {"level": "P1", "any": ["hitRate < 0.5"], "for": "15s"}],
+                "recovery": {"all": ["hitRate > 0.9"], "for": "15s"},
+                "phases": [{"name": "immediate", "after": "0s", "actions": [
+                    {"name": "config", "configMap": {"name": f"cfg-{i}", "data": {"MODE": "degraded"}}},
+                    {"name": "scale", "scale": {"kind": "Deployment", "name": f"app-{i}", "replicas": 4}}]}],
+                "rollback": {"stepDelay": "15s"}}}
+
+
+class Bench:
+    def __init__(self, stack: Stack, proxy: CountingProxy, metrics_url: str) -> None:
+        self.stack = stack
+        self.proxy = proxy
+        self.metrics_url = metrics_url
+        self.info = stack.harness.store.info(GROUP, VERSION, PLURAL)
+        assert stack.operator is not None and stack.operator.process is not None
+        assert stack.prometheus is not None and stack.prometheus._process is not None
+        self.pids: dict[str, int | str] = {"operator": stack.operator.process.pid, "bench_and_harness": "self",
+                                           "prometheus": stack.prometheus._process.pid}
+        self.count = 0
+
+    # -- reading state cheaply, in the harness's own loop --------------------------------------------
+    def states(self) -> dict[str, tuple[str, bool, int, str | None]]:
+        def read() -> dict[str, tuple[str, bool, int, str | None]]:
+            out = {}
+            for (_, name), obj in self.stack.harness.store._bucket(self.info).items():
+                status = obj.get("status") or {}
+                ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                            for c in status.get("conditions") or [])
+                history = status.get("history") or []
+                out[name] = (status.get("state") or "", ready, len(status.get("applied") or []),
+                             history[0].get("id") if history else None)
+            return out
+        return self.stack.harness.call(read)
+
+    def wait(self, what: str, predicate: Any, *, timeout: float, interval: float = 1.0) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if predicate():
+                return time.monotonic() - started
+            time.sleep(interval)
+        raise TimeoutError(f"{what} not reached within {timeout:g}s")
+
+    def prometheus_query_total(self) -> float:
+        """Prometheus's own count of instant queries, from its /metrics (it does not scrape itself here)."""
+        assert self.stack.prometheus is not None
+        total = 0.0
+        for line in scrape(self.stack.prometheus.url + "/metrics").splitlines():
+            if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line:
+                total += float(line.rpartition(" ")[2])
+        return total
+
+    # -- steps -------------------------------------------------------------------------------------------
+    def grow(self, target: int) -> dict[str, Any]:
+        new = range(self.count, target)
+        log(f"scale: adding policies {new.start}..{new.stop - 1}")
+        before = Sample.take(self.pids)
+        started = time.monotonic()
+        docs = objects_for(new)
+        for start in range(0, len(docs), 200):
+            self.stack.harness.apply(docs[start:start + 200])
+        pols = [policy_for(i) for i in new]
+        for start in range(0, len(pols), 50):
+            self.stack.harness.apply(pols[start:start + 50])
+        self.count = target
+        names = {f"p-{i}" for i in range(target)}
+        ready_after = self.wait(f"{target} policies Ready", lambda: sum(
+            1 for n, s in self.states().items() if n in names and s[1]) >= target, timeout=60 + target * 0.3)
+        cpu = Sample.take(self.pids).minus(before)
+        return {"added": len(new), "all_ready_after_s": round(time.monotonic() - started, 1),
+                "ready_wait_s": round(ready_after, 1), "cpu_s": {k: round(v, 2) for k, v in cpu.items()}}
+
+    def steady(self, rounds: int) -> dict[str, Any]:
+        # Start mid-round so the window holds whole rounds (every policy polls once per round).
+        now = time.time()
+        start_at = (math.floor(now / POLL) + 1) * POLL + POLL / 2
+        time.sleep(max(0.0, start_at - time.time()))
+        log(f"scale: steady state with {self.count} policies for {rounds} rounds ({rounds * POLL:g}s)")
+        mark = self.stack.harness.log.last_id
+        prom_before = self.prometheus_query_total()
+        hist_before = histogram_totals(scrape(self.metrics_url), "stampede_poll_duration_seconds")
+        sample = Sample.take(self.pids)
+        t0 = time.time()
+        time.sleep(max(0.0, t0 + rounds * POLL - time.time()))
+        t1 = time.time()
+        cpu = Sample.take(self.pids).minus(sample)
+        hist = histogram_delta(histogram_totals(scrape(self.metrics_url), "stampede_poll_duration_seconds"),
+                               hist_before)
+        prom_after = self.prometheus_query_total()
+        minutes = (t1 - t0) / 60
+        api = self.api_counts(since=mark, until=t1)
+        proxied = self.proxy.queries(since=t0, until=t1)
+        per_round = Counter(math.floor(r.time / POLL) for r in proxied)
+        distinct = {urllib.parse.parse_qs(urllib.parse.urlsplit(r.path).query).get("query", [""])[0]
+                    for r in proxied}
+        expected_distinct = 2 * math.ceil(self.count / SHARD) + 1
+        status_writes = api["by_kind"].get("patch stampedepolicies/status", 0)
+        mem = memory_kb(self.pids["operator"])
+        return {
+            "policies": self.count, "rounds": rounds, "window_s": round(t1 - t0, 1),
+            "operator_cpu_s_per_round": round(cpu["operator"] / rounds, 3),
+            "operator_cpu_ms_per_policy_poll": round(cpu["operator"] / rounds / self.count * 1000, 3),
+            "operator_cpu_share_of_one_core": round(cpu["operator"] / (t1 - t0), 3),
+            "harness_process_cpu_s_per_round": round(cpu["bench_and_harness"] / rounds, 3),
+            "prometheus_cpu_s_per_round": round(cpu["prometheus"] / rounds, 3),
+            "operator_rss_mb": round(mem.get("VmRSS", 0) / 1024, 1),
+            "operator_peak_rss_mb": round(mem.get("VmHWM", 0) / 1024, 1),
+            "operator_threads": threads(self.pids["operator"]),
+            "api_requests_per_min": round(api["total"] / minutes, 1),
+            "api_requests_by_kind_per_min": {k: round(v / minutes, 1) for k, v in sorted(api["by_kind"].items())},
+            "target_writes": api["target_writes"],
+            "status_writes_per_policy_per_min": round(status_writes / self.count / minutes, 3),
+            "prometheus_requests_per_round": round(len(proxied) / rounds, 2),
+            "prometheus_requests_by_round": sorted(per_round.values()),
+            "distinct_queries_seen": len(distinct),
+            "distinct_queries_expected": expected_distinct,
+            "signal_reads_per_round": 3 * self.count,
+            "dedup_ratio_reads_per_request": round(3 * self.count / max(1, len(proxied) / rounds), 1),
+            "prometheus_own_query_counter_per_round": round((prom_after - prom_before) / rounds, 2),
+            "poll_duration": {"polls": hist["count"], "polls_per_round_per_policy": round(
+                hist["count"] / rounds / self.count, 3),
+                "mean_s": round(hist["sum"] / hist["count"], 4) if hist["count"] else None,
+                "p50_le_s": histogram_quantile(hist, 0.5), "p99_le_s": histogram_quantile(hist, 0.99)},
+        }
+
+    def api_counts(self, *, since: int, until: float | None = None, namespaces: set[str] | None = None
+                   ) -> dict[str, Any]:
+        by_kind: Counter[str] = Counter()
+        target_writes = 0
+        for r in self.stack.harness.log.entries(since=since):
+            if until is not None and r.time > until:
+                continue
+            if namespaces is not None and r.namespace not in namespaces:
+                continue
+            key = f"{r.verb} {r.resource}" + (f"/{r.subresource}" if r.subresource else "")
+            by_kind[key] += 1
+            if r.resource in TARGET_RESOURCES and r.verb in WRITES:
+                target_writes += 1
+        return {"total": sum(v for k, v in by_kind.items() if not k.startswith("watch")), "by_kind": by_kind,
+                "target_writes": target_writes}
+
+    def incident(self, size: int) -> dict[str, Any]:
+        assert self.stack.exporter is not None and self.stack.prometheus is not None
+        members = [i for i in range(self.count) if shard_of(i) == "s0"]
+        assert len(members) == size, (len(members), size)
+        shard = "s0"
+        names = {f"p-{i}" for i in members}
+        log(f"scale: incident on {len(members)} policies (shard {shard}) of {self.count}")
+        before_ids = {n: s[3] for n, s in self.states().items() if n in names}
+        mark = self.stack.harness.log.last_id
+        sample = Sample.take(self.pids)
+        t0 = time.time()
+        self.stack.exporter.set("bench_hit_rate", BREACH, shard=shard)
+        self.stack.prometheus.wait_for(f'sum(bench_hit_rate{{shard="{shard}"}})', lambda v: v == BREACH, timeout=20)
+        visible = time.time()
+        self.wait("all breached policies mitigated", lambda: all(
+            s[0] == "Incident" and s[2] == 2 for n, s in self.states().items() if n in names), timeout=120)
+        mitigated = time.time()
+        first_patch: dict[str, float] = {}
+        for r in self.stack.harness.log.entries(since=mark, resource="configmaps", verb="patch"):
+            first_patch.setdefault(r.name or "", r.time)
+        detection = [first_patch[f"cfg-{i}"] - visible for i in members if f"cfg-{i}" in first_patch]
+        self.stack.exporter.set("bench_hit_rate", HEALTHY, shard=shard)
+        self.stack.prometheus.wait_for(f'sum(bench_hit_rate{{shard="{shard}"}})', lambda v: v == HEALTHY,
+                                       timeout=20)
+        healthy = time.time()
+        self.wait("all breached policies closed", lambda: all(
+            s[0] == "Idle" and s[3] and s[3] != before_ids.get(n) for n, s in self.states().items()
+            if n in names), timeout=180)
+        t1 = time.time()
+        cpu = Sample.take(self.pids).minus(sample)
+        minutes = (t1 - t0) / 60
+        api = self.api_counts(since=mark, until=t1)
+        target_writes_by_name = Counter(
+            r.name for r in self.stack.harness.log.entries(since=mark)
+            if r.resource in TARGET_RESOURCES and r.verb in WRITES)
+        bystanders = [n for n in target_writes_by_name
+                      if n and n.removeprefix("cfg-").removeprefix("app-").isdigit()
+                      and int(n.removeprefix("cfg-").removeprefix("app-")) not in set(members)]
+        return {
+            "policies_total": self.count, "policies_in_incident": len(members),
+            "window_s": round(t1 - t0, 1),
+            "visible_to_all_mitigated_s": round(mitigated - visible, 1),
+            "healthy_to_all_closed_s": round(t1 - healthy, 1),
+            "detection_s": summary(detection),
+            # Detections a whole poll later than the earliest one: the firing tick came one round late.
+            "late_tick_share": round(sum(1 for d in detection if d >= min(detection) + POLL / 2)
+                                     / max(1, len(detection)), 3),
+            "api_requests": api["total"],
+            "api_requests_per_min": round(api["total"] / minutes, 1),
+            "api_requests_by_kind": dict(sorted(api["by_kind"].items())),
+            "target_writes": api["target_writes"],
+            "target_writes_per_incident_policy": round(api["target_writes"] / max(1, len(members)), 2),
+            "target_writes_on_bystanders": len(bystanders),
+            "operator_cpu_s": round(cpu["operator"], 2),
+            "operator_cpu_s_per_round": round(cpu["operator"] / ((t1 - t0) / POLL), 3),
+            "prometheus_requests": self.proxy.count(since=t0, until=t1),
+        }
+
+
+def run(*, levels: list[int], rounds: int, last_rounds: int, incident_size: int) -> dict[str, Any]:
+    set_shard_size(incident_size or 100)
+    result: dict[str, Any] = {"poll_interval_s": POLL, "namespaces": NAMESPACES, "shard_size": SHARD,
+                              "signals_per_policy": 3, "levels": [], "machine": {"before": machine()}}
+    metrics_port = free_port()
+    args = ["--standalone", "-A", "--metrics-port", str(metrics_port)]
+    with Stack(start_operator=False, operator_args=args) as stack:
+        assert stack.prometheus is not None and stack.operator is not None and stack.exporter is not None
+        proxy = CountingProxy(stack.prometheus.url)
+        try:
+            for shard in range(math.ceil(max(levels) / SHARD)):
+                stack.exporter.set("bench_hit_rate", HEALTHY, shard=f"s{shard}")
+                stack.exporter.set("bench_db", 10.0, shard=f"s{shard}")
+            stack.exporter.set("bench_queue", 3.0)
+            last = f"s{math.ceil(max(levels) / SHARD) - 1}"
+            stack.prometheus.wait_for(f'sum(bench_db{{shard="{last}"}})', lambda v: v == 10.0, timeout=20)
+            stack.harness.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace_of(i)}}
+                                 for i in range(NAMESPACES)])
+            stack.operator.env["STAMPEDE_PROMETHEUS_URL"] = proxy.url
+            stack.operator.start()
+            bench = Bench(stack, proxy, f"http://127.0.0.1:{metrics_port}/metrics")
+            time.sleep(2)
+            idle = {"operator_rss_mb": round(memory_kb(bench.pids["operator"]).get("VmRSS", 0) / 1024, 1)}
+            result["operator_with_no_policies"] = idle
+            for level in levels:
+                entry: dict[str, Any] = {"policies": level}
+                try:
+                    entry["startup"] = bench.grow(level)
+                    entry["steady"] = bench.steady(last_rounds if level == levels[-1] else rounds)
+                except TimeoutError as error:
+                    entry["error"] = str(error)
+                    entry["operator_log_tail"] = stack.operator.logs()[-1500:]
+                    result["levels"].append(entry)
+                    log(f"scale: stopped at {level}: {error}")
+                    break
+                result["levels"].append(entry)
+                log(f"scale: {level} policies: {json.dumps(entry['steady'])[:300]}")
+            else:
+                if incident_size:
+                    try:
+                        result["incident"] = bench.incident(incident_size)
+                    except TimeoutError as error:
+                        result["incident"] = {"error": str(error)}
+            result["operator_peak_rss_mb"] = round(memory_kb(bench.pids["operator"]).get("VmHWM", 0) / 1024, 1)
+            result["harness_process_peak_rss_mb"] = round(memory_kb("self").get("VmHWM", 0) / 1024, 1)
+            warnings = [line for line in stack.operator.logs().splitlines() if "WARNING" in line or "ERROR" in line]
+            result["operator_log_warnings"] = len(warnings)
+            result["operator_log_warning_samples"] = sorted({w[24:200] for w in warnings})[:5]
+        finally:
+            proxy.close()
+    result["machine"]["after"] = machine()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", default="100,250,500,1000")
+    parser.add_argument("--rounds", type=int, default=4, help="steady-state rounds at the intermediate levels")
+    parser.add_argument("--last-rounds", type=int, default=8, help="steady-state rounds at the last level")
+    parser.add_argument("--incident", type=int, default=100, help="policies driven into breach (0: none)")
+    args = parser.parse_args(argv)
+    levels = [int(x) for x in args.levels.split(",")]
+    print(json.dumps(run(levels=levels, rounds=args.rounds, last_rounds=args.last_rounds,
+                         incident_size=args.incident), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
