@@ -73,8 +73,9 @@ class PolicyRunner:
     scheduled: datetime | None = None
     """The tick time the loop last slept towards: polls are decided at it, not at the moment of waking, so
     `for` windows and status refreshes count whole intervals whatever the scheduling delay."""
-    reported: dict[str, str] = field(default_factory=dict)
-    """Last message per (kind of problem, action): repeated failures are not re-posted every poll."""
+    reported: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Last (reason, message) per problem and action: repeated failures are not re-posted every poll, and the
+    ones still standing feed the Ready and Conflict conditions."""
     invalid_generation: int | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
     adopted: bool = False
@@ -240,6 +241,7 @@ class PolicyRunner:
         if not dry_run:
             try:
                 await self._call(self.shared.policies.set_finalizer, self.namespace, self.name, present=True)
+                self.reported.pop("finalizer", None)
             except KubeError as error:
                 self._report(body, "finalizer", "ActionFailed",
                              f"Cannot add finalizer {FINALIZER}: {error.message}; changes postponed.")
@@ -333,9 +335,9 @@ class PolicyRunner:
 
     def _report(self, body: Mapping[str, Any], key: str, reason: str, message: str) -> None:
         """Post a warning once per distinct message, not at every poll."""
-        if self.reported.get(key) == message:
+        if self.reported.get(key) == (reason, message):
             return
-        self.reported[key] = message
+        self.reported[key] = (reason, message)
         log.warning("%s/%s: %s", self.namespace, self.name, message)
         self.shared.emit(body, "Warning", reason, message)
 
@@ -345,12 +347,18 @@ class PolicyRunner:
     # -- reporting ------------------------------------------------------------------------------
     def _finish_conditions(self, spec: PolicySpec, status: PolicyStatus, *, generation: int | None,
                            now: datetime) -> PolicyStatus:
-        conditions = set_condition(status.conditions, type_="Ready", status=True, reason="Valid",
-                                   message="The spec is valid and polled every "
-                                           f"{spec.poll_interval.total_seconds():g}s.",
-                                   now=now, generation=generation)
-        conflicts = [m for k, m in sorted(self.reported.items())
-                     if k.startswith("drift/") or (k.startswith("action/") and "held by policy" in m)]
+        if status.state == State.IDLE:  # nothing is being applied or undone: earlier problems are over
+            self.reported = {k: v for k, v in self.reported.items() if not k.startswith(("action/", "drift/"))}
+        failing = [m for _, (reason, m) in sorted(self.reported.items()) if reason == "ActionFailed"]
+        if failing:
+            conditions = set_condition(status.conditions, type_="Ready", status=False, reason="ActionFailed",
+                                       message=" ".join(failing), now=now, generation=generation)
+        else:
+            conditions = set_condition(status.conditions, type_="Ready", status=True, reason="Valid",
+                                       message="The spec is valid and polled every "
+                                               f"{spec.poll_interval.total_seconds():g}s.",
+                                       now=now, generation=generation)
+        conflicts = [m for _, (reason, m) in sorted(self.reported.items()) if reason == "Conflict"]
         conditions = set_condition(conditions, type_="Conflict", status=bool(conflicts),
                                    reason="Conflict" if conflicts else "NoConflict",
                                    message=" ".join(conflicts) or "No other writer fights this policy.",
