@@ -29,6 +29,8 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from tests.harness.patches import merge_patch
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 KUBECTL = Path(sys.executable).parent / "kubectl"
@@ -218,19 +220,6 @@ def test_container_command_is_a_valid_stampede_run(overlay: str) -> None:
 
 # -- RBAC -------------------------------------------------------------------------------------
 
-def _merge(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = _merge(result.get(key), value)
-    return result
-
-
 class RecordingKube:
     """Just enough of an API server for the actuators: objects by path, merge patches, creates."""
 
@@ -268,9 +257,9 @@ class RecordingKube:
         self.calls.append(("PATCH", path))
         if path.endswith("/scale"):
             main = path.rsplit("/", 1)[0]
-            self.objects[main] = _merge(self.objects.setdefault(main, self._default(main)), patch)
+            self.objects[main] = merge_patch(self.objects.setdefault(main, self._default(main)), patch)
         else:
-            self.objects[path] = _merge(self.objects.setdefault(path, self._default(path)), patch)
+            self.objects[path] = merge_patch(self.objects.setdefault(path, self._default(path)), patch)
         return copy.deepcopy(self.objects[path.removesuffix("/scale")])
 
     def json_patch(self, path: str, ops: list[dict[str, Any]]) -> dict[str, Any]:  # pragma: no cover

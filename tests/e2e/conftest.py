@@ -140,25 +140,8 @@ class Case:
         return list(jobs.get("items") or [])
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything the policies may touch: ConfigMaps (data + metadata), Deployments' replicas + metadata,
-        and the Jobs in the namespace."""
-        api = self.stack.api
-        out: dict[str, Any] = {}
-        for cm in self.stack.core.list_namespaced_config_map(self.ns).items:
-            raw = api.sanitize_for_serialization(cm)
-            out[f"ConfigMap/{cm.metadata.name}"] = {
-                "data": raw.get("data"), "binaryData": raw.get("binaryData"),
-                "labels": raw["metadata"].get("labels") or None,
-                # The API server omits empty maps (omitempty); the harness keeps {} after a merge patch
-                # removes the last annotation, so both spellings mean "no annotations".
-                "annotations": raw["metadata"].get("annotations") or None}
-        for deployment in self.stack.apps.list_namespaced_deployment(self.ns).items:
-            raw = api.sanitize_for_serialization(deployment)
-            out[f"Deployment/{deployment.metadata.name}"] = {
-                "replicas": raw["spec"].get("replicas"), "labels": raw["metadata"].get("labels") or None,
-                "annotations": raw["metadata"].get("annotations") or None}
-        out["Jobs"] = sorted(j.metadata.name for j in _batch(self.stack).list_namespaced_job(self.ns).items)
-        return out
+        """Everything the policies may touch in this case's namespace (see Stack.snapshot)."""
+        return self.stack.snapshot(self.ns)
 
     def configmap(self, name: str) -> dict[str, Any]:
         raw: dict[str, Any] = self.stack.api.sanitize_for_serialization(

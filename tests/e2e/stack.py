@@ -156,6 +156,32 @@ class Stack:
         items = self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
         return [{"reason": e.reason, "message": e.message, "type": e.type} for e in items]
 
+    def snapshot(self, namespace: str) -> dict[str, Any]:
+        """Everything a policy may touch in a namespace, byte for byte: ConfigMap data, labels and annotations,
+        workload replicas and annotations, HPA min/maxReplicas and annotations, and the Jobs' names. The API
+        server omits empty maps; the harness keeps `{}` after a merge patch removes the last annotation, so
+        both spellings count as none."""
+        api = self.api
+        out: dict[str, Any] = {}
+        for cm in self.core.list_namespaced_config_map(namespace).items:
+            raw = api.sanitize_for_serialization(cm)
+            out[f"ConfigMap/{cm.metadata.name}"] = {
+                "data": raw.get("data"), "binaryData": raw.get("binaryData"),
+                "labels": raw["metadata"].get("labels") or None,
+                "annotations": raw["metadata"].get("annotations") or None}
+        for deployment in self.apps.list_namespaced_deployment(namespace).items:
+            raw = api.sanitize_for_serialization(deployment)
+            out[f"Deployment/{deployment.metadata.name}"] = {
+                "replicas": raw["spec"].get("replicas"), "labels": raw["metadata"].get("labels") or None,
+                "annotations": raw["metadata"].get("annotations") or None}
+        for hpa in k8s.AutoscalingV2Api(api).list_namespaced_horizontal_pod_autoscaler(namespace).items:
+            raw = api.sanitize_for_serialization(hpa)
+            out[f"HorizontalPodAutoscaler/{hpa.metadata.name}"] = {
+                "minReplicas": raw["spec"].get("minReplicas"), "maxReplicas": raw["spec"].get("maxReplicas"),
+                "annotations": raw["metadata"].get("annotations") or None}
+        out["Jobs"] = sorted(j.metadata.name for j in k8s.BatchV1Api(api).list_namespaced_job(namespace).items)
+        return out
+
     def wait_for(self, what: str, predicate: Callable[[], Any], *, timeout: float = 60.0,
                  interval: float = 0.2) -> Any:
         """Poll until predicate() is truthy; fail with the operator's log tail otherwise."""

@@ -117,30 +117,8 @@ class Case:
         return list(self.batch.list_namespaced_job(self.ns, label_selector=label_selector).items)
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything a policy may touch, byte for byte: ConfigMap data + annotations + labels, workload
-        replicas + annotations, HPA minReplicas + annotations, and the Jobs. The API server omits empty
-        maps; the harness keeps `{}` after a merge patch removes the last annotation: both mean none."""
-        api = self.stack.api
-        out: dict[str, Any] = {}
-        for cm in self.stack.core.list_namespaced_config_map(self.ns).items:
-            raw = api.sanitize_for_serialization(cm)
-            out[f"ConfigMap/{cm.metadata.name}"] = {
-                "data": raw.get("data"), "binaryData": raw.get("binaryData"),
-                "labels": raw["metadata"].get("labels") or None,
-                "annotations": raw["metadata"].get("annotations") or None}
-        for deployment in self.stack.apps.list_namespaced_deployment(self.ns).items:
-            raw = api.sanitize_for_serialization(deployment)
-            out[f"Deployment/{deployment.metadata.name}"] = {
-                "replicas": raw["spec"].get("replicas"), "labels": raw["metadata"].get("labels") or None,
-                "annotations": raw["metadata"].get("annotations") or None}
-        hpas = k8s.AutoscalingV2Api(api).list_namespaced_horizontal_pod_autoscaler(self.ns).items
-        for hpa in hpas:
-            raw = api.sanitize_for_serialization(hpa)
-            out[f"HorizontalPodAutoscaler/{hpa.metadata.name}"] = {
-                "minReplicas": raw["spec"].get("minReplicas"), "maxReplicas": raw["spec"].get("maxReplicas"),
-                "annotations": raw["metadata"].get("annotations") or None}
-        out["Jobs"] = sorted(j.metadata.name for j in self.jobs())
-        return out
+        """Everything a policy may touch, byte for byte (see Stack.snapshot)."""
+        return self.stack.snapshot(self.ns)
 
 
 def assert_restored(before: dict[str, Any], after: dict[str, Any]) -> None:

@@ -40,19 +40,6 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-__all__ = [
-    "ALLOWED_URLS_ENV",
-    "Auth",
-    "Endpoint",
-    "PrometheusSource",
-    "Reading",
-    "ReadingKind",
-    "allowed_prefixes_from_env",
-    "check_url_allowed",
-    "reading_from_error_response",
-    "reading_from_result",
-]
-
 _log = logging.getLogger(__name__)
 
 ALLOWED_URLS_ENV: Final = "STAMPEDE_ALLOWED_PROMETHEUS_URLS"
