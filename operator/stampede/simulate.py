@@ -29,7 +29,7 @@ from .api import KIND
 from .api.durations import format_duration, parse_duration
 from .api.spec import Action, Mode, PolicySpec, StampedePolicyDocument
 from .api.status import AppliedChange, PolicyStatus, State, format_time
-from .engine import decide
+from .engine import decide, record_applied, record_undone
 from .sources.prometheus import Endpoint, PrometheusSource, Reading
 
 __all__ = [
@@ -277,15 +277,12 @@ def replay(
         # The operator's order: engine events, then undos, then applies (see handlers/runner.py).
         for change in decision.undo:
             out.events.append(SimulatedEvent(now, *_undo_event(change, dry_run=dry_run or change in status.planned)))
-            status = status.model_copy(update={
-                "applied": [c for c in status.applied if c.action != change.action],
-                "planned": [c for c in status.planned if c.action != change.action]})
+            status = record_undone(status, change)
         for action in decision.apply:
             incident = decision.incident_id or ""
             change = _change_for(action, incident=incident, now=now)
             out.events.append(SimulatedEvent(now, *_apply_event(action, incident=incident, dry_run=dry_run)))
-            key = "planned" if dry_run else "applied"
-            status = status.model_copy(update={key: [*getattr(status, key), change]})
+            status = record_applied(status, change, dry_run=dry_run)
             record = by_id.get(incident)
             if record is not None and record.first_change_at is None:
                 record.first_change_at = now

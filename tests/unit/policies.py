@@ -17,7 +17,7 @@ from typing import Any
 from stampede.api.spec import Action, Mode, PolicySpec
 from stampede.api.status import AppliedChange, PolicyStatus, State
 from stampede.engine.changes import apply_merge_patch, configmap_rollback, plan_configmap, scale_target
-from stampede.engine.decide import Decision, Event, decide
+from stampede.engine.decide import Decision, Event, decide, record_applied, record_undone
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 MAX_REPLICAS = 50
@@ -193,23 +193,22 @@ class Simulation:
         self.now = when
         d = decide(spec=self.spec, status=self.status, readings=values, now=when, errors=errors)
         dry = self.spec.mode == Mode.DRY_RUN
-        applied, planned = list(d.status.applied), list(d.status.planned)
-        for action in d.apply:
-            if action.name in self.fail_apply:
-                continue
-            assert d.incident_id is not None
-            change = self._apply(action, incident=d.incident_id, when=when, dry=dry)
-            (planned if dry else applied).append(change)
-            self.applies.append((when, action.name, d.incident_id))
+        status = d.status
+        # The operator's order: undos, then applies (handlers/runner.py).
         for change in d.undo:
             if change.action in self.fail_undo:
                 continue
             if not dry:
                 self._undo(change)
-            applied = [c for c in applied if c.action != change.action]
-            planned = [c for c in planned if c.action != change.action]
+            status = record_undone(status, change)
             self.undos.append((when, change.action, change.incident))
-        status = d.status.model_copy(update={"applied": applied, "planned": planned})
+        for action in d.apply:
+            if action.name in self.fail_apply:
+                continue
+            assert d.incident_id is not None
+            status = record_applied(status, self._apply(action, incident=d.incident_id, when=when, dry=dry),
+                                    dry_run=dry)
+            self.applies.append((when, action.name, d.incident_id))
         if self.roundtrip:
             parsed = PolicyStatus.model_validate(status.wire())
             assert parsed == status

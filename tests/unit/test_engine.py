@@ -726,3 +726,19 @@ def test_decide_is_deterministic_for_the_same_inputs() -> None:
     assert first == second
     assert status == PolicyStatus()
     assert first.status.breaching[0].since == at(0)
+
+
+def test_recording_a_change_holds_it_in_the_mode_s_list_and_names_it_once_in_the_incident() -> None:
+    from stampede.api.status import AppliedChange, IncidentStatus
+    from stampede.engine import record_applied, record_undone
+
+    status = PolicyStatus(state=State.INCIDENT, incident=IncidentStatus(id="i", started_at=at(0), severity=Severity.P1))
+    change = AppliedChange(action="scale-api", kind="Deployment", name="api", incident="i", applied_at=at(0))
+    status = record_applied(status, change, dry_run=False)
+    status = record_applied(status, change.model_copy(update={"applied_at": at(5)}), dry_run=True)
+    assert [c.action for c in status.applied] == ["scale-api"]
+    assert [c.action for c in status.planned] == ["scale-api"]
+    assert status.incident is not None
+    assert status.incident.actions == ["scale-api"]
+    status = record_undone(status, change)
+    assert (status.applied, status.planned) == ([], [])

@@ -6,9 +6,10 @@ tests all run this same code.
 
 from .changes import configmap_apply_patch, configmap_rollback, plan_configmap, scale_target
 from .conditions import set_condition
-from .decide import Decision, Event, decide
+from .decide import Decision, Event, decide, record_applied, record_undone
 
 __all__ = [
-    "Decision", "Event", "configmap_apply_patch", "configmap_rollback", "decide", "plan_configmap",
+    "Decision", "Event", "configmap_apply_patch", "configmap_rollback", "decide", "plan_configmap", "record_applied",
+    "record_undone",
     "scale_target", "set_condition",
 ]

@@ -86,6 +86,24 @@ def held_changes(spec: PolicySpec, status: PolicyStatus) -> list[AppliedChange]:
     return list(status.planned if spec.mode == Mode.DRY_RUN else status.applied)
 
 
+def record_applied(status: PolicyStatus, change: AppliedChange, *, dry_run: bool) -> PolicyStatus:
+    """The caller's half of the contract, after a change was made (or, in DryRun, computed): hold it."""
+    key = "planned" if dry_run else "applied"
+    status = status.model_copy(update={key: [*getattr(status, key), change]})
+    incident = status.incident
+    if incident is not None and change.action not in incident.actions:
+        incident = incident.model_copy(update={"actions": [*incident.actions, change.action]})
+        status = status.model_copy(update={"incident": incident})
+    return status
+
+
+def record_undone(status: PolicyStatus, change: AppliedChange) -> PolicyStatus:
+    """The caller's half of the contract, after a change was rolled back: stop holding it."""
+    return status.model_copy(update={
+        "applied": [c for c in status.applied if c.action != change.action],
+        "planned": [c for c in status.planned if c.action != change.action]})
+
+
 def decide(
     *,
     spec: PolicySpec,

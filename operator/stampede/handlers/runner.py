@@ -24,7 +24,7 @@ from ..actuators.policies import FINALIZER, Policies
 from ..actuators.targets import Actuators, Outcome, Target
 from ..api.spec import Mode, PolicySpec, Severity
 from ..api.status import AppliedChange, IncidentStatus, PolicyStatus, State
-from ..engine import Decision, Event, decide, set_condition
+from ..engine import Decision, Event, decide, record_applied, record_undone, set_condition
 from ..engine.decide import incident_id_for
 from ..linting import validation_lines
 from ..notifiers import messages
@@ -235,7 +235,7 @@ class PolicyRunner:
             self._outcome(body, change.action, outcome, kind=change.kind, result="rolled_back")
             if outcome.ok:
                 metrics.ROLLBACKS_TOTAL.labels(self.namespace, self.name).inc()
-                status = _without(status, change)
+                status = record_undone(status, change)
         if not decision.apply:
             return status
         if not dry_run:
@@ -252,13 +252,7 @@ class PolicyRunner:
                                        now=now, dry_run=dry_run)
             self._outcome(body, action.name, outcome, kind=action.kind, result="applied")
             if outcome.ok and outcome.change is not None:
-                if dry_run:
-                    status = status.model_copy(update={"planned": [*status.planned, outcome.change]})
-                else:
-                    status = status.model_copy(update={"applied": [*status.applied, outcome.change]})
-                if status.incident is not None and action.name not in status.incident.actions:
-                    current = status.incident.model_copy(update={"actions": [*status.incident.actions, action.name]})
-                    status = status.model_copy(update={"incident": current})
+                status = record_applied(status, outcome.change, dry_run=dry_run)
         return status
 
     # -- notifications --------------------------------------------------------------------------
@@ -445,12 +439,6 @@ def _parse_status(raw: Mapping[str, Any]) -> PolicyStatus:
             except ValidationError:
                 continue
         return PolicyStatus(applied=applied, state=State.ROLLING_BACK if applied else State.IDLE)
-
-
-def _without(status: PolicyStatus, change: AppliedChange) -> PolicyStatus:
-    return status.model_copy(update={
-        "applied": [c for c in status.applied if c.action != change.action],
-        "planned": [c for c in status.planned if c.action != change.action]})
 
 
 def _deleting(body: Mapping[str, Any]) -> bool:
