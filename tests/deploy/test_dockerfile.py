@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ci import unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV = "/opt/venv"
 
@@ -177,9 +179,7 @@ def test_builder_recipe_yields_a_working_console_script(stages: list[Stage], tmp
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels),
                             str(context)], capture_output=True, text=True, timeout=120)
     if build.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot build the wheel: {build.stderr[-300:]}")
-        pytest.skip(f"cannot build the wheel offline (no package index with setuptools): {build.stderr[-300:]}")
+        unavailable(f"cannot build the wheel (no package index with setuptools?): {build.stderr[-300:]}")
     venv = tmp_path / "venv"
     base_python = Path(sys._base_executable)  # type: ignore[attr-defined]
     subprocess.run([str(base_python), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)

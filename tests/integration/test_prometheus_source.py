@@ -36,6 +36,7 @@ from tests.integration.conftest import (
     REPLAY_STEP,
     PrometheusFixture,
 )
+from tests.support.ci import unavailable
 from tests.support.fake_http import (
     DroppingServer,
     FakeHTTPServer,
@@ -318,9 +319,7 @@ async def test_https_with_a_private_ca_bundle_verifies_and_cleans_up_the_bundle_
 ) -> None:
     cert_and_key = make_self_signed_cert(tmp_path)
     if cert_and_key is None:
-        if os.environ.get("CI"):
-            pytest.fail("the openssl CLI is needed to make a test certificate")
-        pytest.skip("the openssl CLI is needed to make a test certificate")
+        unavailable("the openssl CLI is needed to make a test certificate")
     ca_pem = cert_and_key[0].read_text()
     with FakeHTTPServer(vector_response(9), tls=cert_and_key) as server:
         trusted = Endpoint(url=server.url, auth=Auth(ca_pem=ca_pem))
@@ -343,9 +342,7 @@ async def test_insecure_skip_verify_accepts_any_certificate_without_warning(
 ) -> None:
     cert_and_key = make_self_signed_cert(tmp_path)
     if cert_and_key is None:
-        if os.environ.get("CI"):
-            pytest.fail("the openssl CLI is needed to make a test certificate")
-        pytest.skip("the openssl CLI is needed to make a test certificate")
+        unavailable("the openssl CLI is needed to make a test certificate")
     with (
         FakeHTTPServer(vector_response(4), tls=cert_and_key) as server,
         warnings.catch_warnings(record=True) as caught,

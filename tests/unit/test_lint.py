@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from stampede.cli import main
 from stampede.linting import Problem, lint_files
+from tests.support.ci import unavailable
 from tests.support.fake_http import FakeHTTPServer, Response, vector_response
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,7 +75,7 @@ def test_every_example_lints_clean(example: Path) -> None:
 
 def test_the_shared_contract_example_lints_clean_unchanged() -> None:
     if not SHARED_EXAMPLE.exists():
-        pytest.skip("no ../shared beside this repository; the examples/ copy is checked instead")
+        unavailable("no ../shared beside this repository; the examples/ copy is checked instead")
     assert lint_files([str(SHARED_EXAMPLE)]) == []
 
 
