@@ -64,7 +64,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     kube = Kube(load_api_client())
     memo["shared"] = Shared(config=config, actuators=Actuators(kube, max_replicas=config.max_replicas),
                             policies=Policies(kube), source=PrometheusSource(max_workers=32), emit=_emit)
-    memo["kube"] = kube
 
 
 @kopf.on.cleanup()
