@@ -13,7 +13,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,28 +58,31 @@ class Event:
 class Case:
     """One test's namespace (a copy of the demo cluster) and exporter label, with the helpers tests need."""
 
-    def __init__(self, stack: Stack, label: str) -> None:
-        slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:40].rstrip("-")
+    def __init__(self, stack: Stack, label: str, *, prefix: str = "e2e",
+                 extra: Iterable[dict[str, Any]] = ()) -> None:
+        slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:36].rstrip("-")
         self.stack = stack
-        self.ns = f"e2e-{next(_counter)}-{slug}"
+        self.ns = f"{prefix}-{next(_counter)}-{slug}"
         self.label = self.ns  # the exporter's `case` label
         self.policies: list[str] = []
-        stack.harness.apply(policies.cluster_objects(self.ns))
+        objects = policies.cluster_objects(self.ns)
+        objects += [{**obj, "metadata": {**obj["metadata"], "namespace": self.ns}} for obj in extra]
+        stack.harness.apply(objects)
         self.set(hit_rate=HEALTHY_HIT_RATE, db=CALM_DB)
 
     # -- signals ------------------------------------------------------------------------------
-    def set(self, *, hit_rate: float | None = None, db: float | None = None) -> float:
-        """Set the gauges and wait until Prometheus returns them; returns the wall-clock time it did."""
+    def set(self, *, hit_rate: float | None = None, db: float | None = None, wait: bool = True) -> float:
+        """Set the gauges and (by default) wait until Prometheus returns them; returns that wall-clock time."""
         prometheus = self.stack.prometheus
         assert self.stack.exporter is not None and prometheus is not None
         if hit_rate is not None:
             self.stack.exporter.set("e2e_hit_rate", hit_rate, case=self.label)
         if db is not None:
             self.stack.exporter.set("e2e_db", db, case=self.label)
-        if hit_rate is not None:
-            prometheus.wait_for(policies.hit_rate_query(self.label), lambda v: v == hit_rate, timeout=20)
-        if db is not None:
-            prometheus.wait_for(policies.db_query(self.label), lambda v: v == db, timeout=20)
+        if wait and hit_rate is not None:
+            prometheus.wait_for(policies.hit_rate_query(self.label), lambda v: v == hit_rate, timeout=30)
+        if wait and db is not None:
+            prometheus.wait_for(policies.db_query(self.label), lambda v: v == db, timeout=30)
         return dt.datetime.now(dt.UTC).timestamp()
 
     # -- policies -----------------------------------------------------------------------------
@@ -89,12 +92,11 @@ class Case:
         self.policies.append(name)
         return body
 
-    def create_ready(self, name: str, **kwargs: Any) -> dict[str, Any]:
-        """Create a policy and wait until the operator has polled it (Ready=True, both signals known)."""
+    def create_ready(self, name: str, *, timeout: float = 60.0, **kwargs: Any) -> dict[str, Any]:
+        """Create a policy and wait until the operator has polled it (Ready=True, every signal known)."""
         body = self.create(name, **kwargs)
         self.wait_status(name, "Ready with known signals", lambda s: condition(s, "Ready").get("status") == "True"
-                         and len(s.get("signals") or []) == 2
-                         and all(sig.get("value") not in (None, "unknown") for sig in s["signals"]))
+                         and condition(s, "MetricsAvailable").get("status") == "True", timeout=timeout)
         return body
 
     def policy(self, name: str) -> dict[str, Any]:
@@ -104,7 +106,7 @@ class Case:
         return self.stack.status(self.ns, name)
 
     def wait_status(self, name: str, what: str, predicate: Callable[[dict[str, Any]], Any],
-                    timeout: float = 30.0) -> dict[str, Any]:
+                    timeout: float = 60.0, interval: float = 0.1) -> dict[str, Any]:
         found: dict[str, Any] = {}
 
         def check() -> bool:
@@ -112,7 +114,7 @@ class Case:
             found = self.status(name)
             return bool(predicate(found))
 
-        self.stack.wait_for(f"{self.ns}/{name}: {what}", check, timeout=timeout, interval=0.1)
+        self.stack.wait_for(f"{self.ns}/{name}: {what}", check, timeout=timeout, interval=interval)
         return found
 
     def delete(self, name: str) -> None:

@@ -95,7 +95,7 @@ def test_500s_409s_and_slow_writes_never_lose_or_double_a_change_and_rollback_st
     assert successful[("deployments", policies.API, "scale")] == 2, successful
     created = [r for r in log if r.method == "POST" and r.resource == "jobs" and _ok(r.status)]
     assert len(created) == 1, created
-    jobs = case.jobs(f"stampede.aurum.io/incident={incident_id}")
+    jobs = case.jobs_labelled(f"stampede.aurum.io/incident={incident_id}")
     assert len(jobs) == 1
 
     # Every failed write was reported.

@@ -117,7 +117,7 @@ def test_twenty_sigkills_across_incidents_leave_every_target_exactly_as_before(s
 
         after = case.snapshot()
         assert_restored(before, after)
-        jobs = case.jobs(f"stampede.aurum.io/incident={incident_id}")
+        jobs = case.jobs_labelled(f"stampede.aurum.io/incident={incident_id}")
         assert len(jobs) == 1, f"incident {incident_id}: {[j.metadata.name for j in jobs]}"
         assert len(after["Jobs"]) == len(incidents), after["Jobs"]
         assert not final.get("applied"), final.get("applied")
