@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import kubernetes
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,6 +36,7 @@ from stampede.api.spec import Action
 from stampede.api.status import AppliedChange, format_time
 from stampede.engine.changes import apply_merge_patch, configmap_apply_patch, configmap_rollback, plan_configmap
 from tests.harness.server import HarnessThread
+from tests.support.kube import harness_with_namespace, make_kube
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,16 +54,9 @@ WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 # -- fixtures and helpers ---------------------------------------------------------------------------
 
 
-def make_kube(harness: HarnessThread, cls: type[Kube] = Kube) -> Kube:
-    config = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(config_file=str(harness.kubeconfig), client_configuration=config)
-    return cls(kubernetes.client.ApiClient(config))
-
-
 @pytest.fixture
 def h(tmp_path: pathlib.Path) -> Iterator[HarnessThread]:
-    with HarnessThread(crds=[REPO / "crds"], kubeconfig=tmp_path / "kubeconfig") as harness:
-        harness.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}])
+    with harness_with_namespace(tmp_path, NS) as harness:
         yield harness
 
 

@@ -8,17 +8,16 @@ import pathlib
 from collections.abc import Iterator
 from typing import Any
 
-import kubernetes
 import pytest
 
 from stampede.actuators.kube import JSON, Kube, KubeError
 from stampede.actuators.policies import FINALIZER, Policies, merge_diff, policy_path
 from stampede.api import API_VERSION
 from tests.harness.server import HarnessThread
+from tests.support.kube import harness_with_namespace, make_kube
 
 pytestmark = pytest.mark.timeout(60)
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 NS = "shop"
 NAME = "cache-policy"
 OTHER_FINALIZER = "example.com/keep-me"
@@ -39,16 +38,15 @@ class SpyKube(Kube):
 
 @pytest.fixture
 def h(tmp_path: pathlib.Path) -> Iterator[HarnessThread]:
-    with HarnessThread(crds=[REPO / "crds"], kubeconfig=tmp_path / "kubeconfig") as harness:
-        harness.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}])
+    with harness_with_namespace(tmp_path, NS) as harness:
         yield harness
 
 
 @pytest.fixture
 def kube(h: HarnessThread) -> SpyKube:
-    config = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(config_file=str(h.kubeconfig), client_configuration=config)
-    return SpyKube(kubernetes.client.ApiClient(config))
+    spy = make_kube(h, SpyKube)
+    assert isinstance(spy, SpyKube)
+    return spy
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from tests.support.closing import Closing
 
 __all__ = ["DroppingServer", "FakeHTTPServer", "Response", "make_self_signed_cert", "vector_response"]
 
@@ -52,7 +52,7 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class FakeHTTPServer:
+class FakeHTTPServer(Closing):
     """An HTTP(S) server on 127.0.0.1 answering every GET/POST with `respond(path)` and recording it."""
 
     def __init__(
@@ -109,16 +109,9 @@ class FakeHTTPServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
-class DroppingServer:
+class DroppingServer(Closing):
     """Accepts TCP connections and closes them at once, counting them: proves a client did not retry."""
 
     def __init__(self) -> None:
@@ -149,13 +142,6 @@ class DroppingServer:
         self._thread.join(timeout=2)
         self._sock.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def make_self_signed_cert(directory: Path) -> tuple[Path, Path] | None:

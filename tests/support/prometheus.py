@@ -23,10 +23,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from tests.support.closing import Closing
 
 __all__ = ["Exporter", "PrometheusMissing", "PrometheusServer", "find_prometheus", "free_port"]
 
@@ -54,7 +54,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Exporter:
+class Exporter(Closing):
     """Metrics that a test sets directly, served on 127.0.0.1 for Prometheus to scrape.
 
     Metric families are created on first use; a family's label names are fixed by its first use.
@@ -102,13 +102,6 @@ class Exporter:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _equals(expected: float) -> Callable[[float | None], bool]:
@@ -135,7 +128,7 @@ def _config_yaml(exporters: Iterable[Exporter]) -> str:
     return json.dumps(config, indent=2)
 
 
-class PrometheusServer:
+class PrometheusServer(Closing):
     """Runs /usr/bin/prometheus on a free loopback port with a throwaway config and TSDB.
 
     `backfill_openmetrics` (OpenMetrics text, timestamps in seconds, ending with "# EOF") is turned into
@@ -246,13 +239,6 @@ class PrometheusServer:
         self.stop()
         self._tmp.cleanup()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- queries ------------------------------------------------------------------------------------------
 
