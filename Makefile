@@ -30,6 +30,7 @@ prometheus:
 
 lint: install
 	$(BIN)/ruff check operator tests bench deploy demo
+	$(BIN)/ruff format --check operator tests bench deploy demo
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(MAKE) --no-print-directory verify-crds

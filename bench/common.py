@@ -33,7 +33,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid: int | str = "self") -> float:
     """User + system CPU seconds of a process (all its threads) so far."""
     text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -67,8 +67,12 @@ def machine() -> dict[str, Any]:
             continue
         if any(word in cmd for word in ("pytest", "stampede run", "prometheus --config")):
             busy.append(cmd[:120])
-    return {"cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()],
-            "other_test_processes": len(busy), "other_processes_sample": busy[:6]}
+    return {
+        "cpus": os.cpu_count(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "other_test_processes": len(busy),
+        "other_processes_sample": busy[:6],
+    }
 
 
 @dataclass
@@ -205,8 +209,11 @@ def histogram_totals(text: str, name: str) -> dict[str, Any]:
 
 
 def histogram_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
-    return {"count": after["count"] - before["count"], "sum": after["sum"] - before["sum"],
-            "buckets": {b: after["buckets"].get(b, 0.0) - before["buckets"].get(b, 0.0) for b in after["buckets"]}}
+    return {
+        "count": after["count"] - before["count"],
+        "sum": after["sum"] - before["sum"],
+        "buckets": {b: after["buckets"].get(b, 0.0) - before["buckets"].get(b, 0.0) for b in after["buckets"]},
+    }
 
 
 def histogram_quantile(hist: dict[str, Any], q: float) -> float | None:
@@ -231,9 +238,14 @@ def percentile(values: list[float], q: float) -> float | None:
 def summary(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"n": 0}
-    return {"n": len(values), "min": round(min(values), 3), "p50": round(percentile(values, 0.5) or 0, 3),
-            "p95": round(percentile(values, 0.95) or 0, 3), "max": round(max(values), 3),
-            "mean": round(sum(values) / len(values), 3)}
+    return {
+        "n": len(values),
+        "min": round(min(values), 3),
+        "p50": round(percentile(values, 0.5) or 0, 3),
+        "p95": round(percentile(values, 0.95) or 0, 3),
+        "max": round(max(values), 3),
+        "mean": round(sum(values) / len(values), 3),
+    }
 
 
 def log(message: str) -> None:

@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             if roundtrip:
                 return PolicyStatus.model_validate(d.status.wire())
             return d
+
         return run
 
     n, r = args.number, args.repeat
@@ -81,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         "idle_tick_us": best_us(tick(idle_status, HEALTHY, idle_now, True), number=n, repeat=r),
         "incident_decide_us": best_us(tick(busy_status, worse, busy_now, False), number=n, repeat=r),
         "incident_tick_us": best_us(tick(busy_status, worse, busy_now, True), number=n, repeat=r),
-        "wire_roundtrip_incident_us": best_us(lambda: PolicyStatus.model_validate(busy_status.wire()),
-                                              number=n, repeat=r),
+        "wire_roundtrip_incident_us": best_us(
+            lambda: PolicyStatus.model_validate(busy_status.wire()), number=n, repeat=r
+        ),
     }
 
     # A whole incident, tick by tick, as the operator runs it: open (P2), raise to P0, three phases,
@@ -102,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     result["lifecycle_ticks"] = ticks
     result["lifecycle_tick_us"] = min(elapsed for _, elapsed in runs) / ticks * 1e6
     result["ratio_incident_to_idle_tick"] = result["incident_tick_us"] / result["idle_tick_us"]
-    result["ratio_roundtrip_share_of_incident_tick"] = (
-        result["wire_roundtrip_incident_us"] / result["incident_tick_us"])
+    result["ratio_roundtrip_share_of_incident_tick"] = result["wire_roundtrip_incident_us"] / result["incident_tick_us"]
     result["ticks_per_second_per_core_incident"] = 1e6 / result["incident_tick_us"]
 
     for key, value in result.items():

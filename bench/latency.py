@@ -36,15 +36,26 @@ TARGET_RESOURCES = {"configmaps", "deployments"}
 
 
 def policy_body(namespace: str) -> dict[str, Any]:
-    phases = [{"name": "immediate", "after": "0s", "actions": [
-        {"name": "api-config", "configMap": {"name": policies.API_CONFIG,
-                                             "data": {"AURUM_API_CIRCUIT_BREAKER_ENABLED": "true"}}},
-        {"name": "scale-api", "scale": {"kind": "Deployment", "name": policies.API, "replicas": 6}},
-        {"name": "cache-lazy", "configMap": {"name": policies.CACHE_CONFIG,
-                                             "data": {"CACHE_REFRESH_STRATEGY": "lazy"}}},
-    ]}]
-    return policies.policy("lat", namespace, namespace, phases=phases, recovery_for=f"{RECOVERY_FOR:g}s",
-                           step_delay=f"{STEP_DELAY:g}s")
+    phases = [
+        {
+            "name": "immediate",
+            "after": "0s",
+            "actions": [
+                {
+                    "name": "api-config",
+                    "configMap": {"name": policies.API_CONFIG, "data": {"AURUM_API_CIRCUIT_BREAKER_ENABLED": "true"}},
+                },
+                {"name": "scale-api", "scale": {"kind": "Deployment", "name": policies.API, "replicas": 6}},
+                {
+                    "name": "cache-lazy",
+                    "configMap": {"name": policies.CACHE_CONFIG, "data": {"CACHE_REFRESH_STRATEGY": "lazy"}},
+                },
+            ],
+        }
+    ]
+    return policies.policy(
+        "lat", namespace, namespace, phases=phases, recovery_for=f"{RECOVERY_FOR:g}s", step_delay=f"{STEP_DELAY:g}s"
+    )
 
 
 def _ts(text: str) -> float:
@@ -63,6 +74,7 @@ class Runner:
         def read() -> dict[str, Any]:
             obj = self.stack.harness.store._bucket(self.info).get((namespace, "lat")) or {}
             return json.loads(json.dumps(obj.get("status") or {}))
+
         return self.stack.harness.call(read)
 
     def wait(self, what: str, predicate: Any, *, timeout: float, interval: float = 0.05) -> Any:
@@ -80,30 +92,55 @@ class Runner:
         self.stack.exporter.set("e2e_hit_rate", value, case=namespace)
         query = policies.hit_rate_query(namespace)
         prometheus = self.stack.prometheus
-        return float(self.wait(f"{namespace}: prometheus shows {value}",
-                               lambda: prometheus.query(query) == value and time.time(), timeout=20, interval=0.05))
+        return float(
+            self.wait(
+                f"{namespace}: prometheus shows {value}",
+                lambda: prometheus.query(query) == value and time.time(),
+                timeout=20,
+                interval=0.05,
+            )
+        )
 
     def writes(self, namespace: str, *, since: int) -> list[Any]:
-        return [r for r in self.stack.harness.log.entries(since=since, namespace=namespace)
-                if r.resource in TARGET_RESOURCES and r.verb in TARGET_WRITES]
+        return [
+            r
+            for r in self.stack.harness.log.entries(since=since, namespace=namespace)
+            if r.resource in TARGET_RESOURCES and r.verb in TARGET_WRITES
+        ]
 
     def one(self, namespace: str, index: int) -> dict[str, Any]:
         mark = self.stack.harness.log.last_id
         visible = self.visible(namespace, BREACH)
-        first = self.wait(f"{namespace}: first change", lambda: [
-            r for r in self.writes(namespace, since=mark) if r.resource == "configmaps" and r.time >= visible - 0.5
-        ], timeout=30)[0]
-        applied = self.wait(f"{namespace}: all applied", lambda: (
-            s := self.status(namespace)).get("state") == "Incident" and len(s.get("applied") or []) == ACTIONS
-            and s, timeout=30)
+        first = self.wait(
+            f"{namespace}: first change",
+            lambda: [
+                r for r in self.writes(namespace, since=mark) if r.resource == "configmaps" and r.time >= visible - 0.5
+            ],
+            timeout=30,
+        )[0]
+        applied = self.wait(
+            f"{namespace}: all applied",
+            lambda: (
+                (s := self.status(namespace)).get("state") == "Incident"
+                and len(s.get("applied") or []) == ACTIONS
+                and s
+            ),
+            timeout=30,
+        )
         incident_id = applied["incident"]["id"]
         apply_writes = [r for r in self.writes(namespace, since=mark) if r.time < first.time + 5]
         started_at = _ts(applied["incident"]["startedAt"])
         recover_mark = self.stack.harness.log.last_id
         healthy = self.visible(namespace, HEALTHY)
-        closed = self.wait(f"{namespace}: closed", lambda: (
-            s := self.status(namespace)).get("state") == "Idle" and (s.get("history") or [{}])[0].get("id")
-            == incident_id and s, timeout=60)
+        closed = self.wait(
+            f"{namespace}: closed",
+            lambda: (
+                (s := self.status(namespace)).get("state") == "Idle"
+                and (s.get("history") or [{}])[0].get("id") == incident_id
+                and s
+            ),
+            timeout=60,
+        )
         entry = closed["history"][0]
         recovered_at = _ts(entry["recoveredAt"])
         undo = [r for r in self.writes(namespace, since=recover_mark) if r.time >= recovered_at - 0.5]
@@ -111,7 +148,8 @@ class Runner:
         # The tick that may fire: the first aligned poll at or after the breach became visible, plus `for`.
         fire_tick = (int(visible // POLL) + (0 if visible % POLL == 0 else 1)) * POLL + FOR
         return {
-            "namespace": namespace, "incident": index,
+            "namespace": namespace,
+            "incident": index,
             "detection_s": round(first.time - visible, 3),
             "opened_after_visible_s": round(started_at - visible, 3),
             "visible_phase_s": round(visible % POLL, 3),
@@ -153,8 +191,12 @@ def run(*, namespaces: int = 5, incidents: int = 4) -> dict[str, Any]:
             stack.prometheus.wait_for(policies.hit_rate_query(ns), lambda v: v == HEALTHY, timeout=20)  # type: ignore[union-attr]
             stack.apply_policy(policy_body(ns))
         for ns in names:
-            runner.wait(f"{ns}: ready", lambda ns=ns: (runner.status(ns).get("signals") or [{}])[0].get("value")
-                        not in (None, "unknown"), timeout=60, interval=0.2)
+            runner.wait(
+                f"{ns}: ready",
+                lambda ns=ns: (runner.status(ns).get("signals") or [{}])[0].get("value") not in (None, "unknown"),
+                timeout=60,
+                interval=0.2,
+            )
         pid = stack.operator.process.pid
         start = Sample.take({"operator": pid})
         started = time.monotonic()
@@ -173,8 +215,14 @@ def run(*, namespaces: int = 5, incidents: int = 4) -> dict[str, Any]:
     detection = [r["detection_s"] for r in results]
     rollback = [r["rollback_s"] for r in results]
     out = {
-        "policy": {"pollInterval_s": POLL, "for_s": FOR, "recovery_for_s": RECOVERY_FOR, "stepDelay_s": STEP_DELAY,
-                   "actions": ACTIONS, "namespaces_in_parallel": namespaces},
+        "policy": {
+            "pollInterval_s": POLL,
+            "for_s": FOR,
+            "recovery_for_s": RECOVERY_FOR,
+            "stepDelay_s": STEP_DELAY,
+            "actions": ACTIONS,
+            "namespaces_in_parallel": namespaces,
+        },
         "incidents": len(results),
         "errors": runner.errors,
         "wall_s": round(elapsed, 1),

@@ -29,8 +29,16 @@ from common import ROOT, log, machine
 RESULTS = ROOT / "bench" / "results.json"
 
 # The production policy (examples/aurum-cache-stampede.yaml) and the runbook's targets.
-PROD = {"pollInterval_s": 15, "for_P0_P1_s": 60, "for_P2_s": 120, "recovery_for_s": 300, "actions": 9,
-        "undo_steps": 8, "phase1_actions": 5, "stepDelay_s": 30}
+PROD = {
+    "pollInterval_s": 15,
+    "for_P0_P1_s": 60,
+    "for_P2_s": 120,
+    "recovery_for_s": 300,
+    "actions": 9,
+    "undo_steps": 8,
+    "phase1_actions": 5,
+    "stepDelay_s": 30,
+}
 RUNBOOK = {"detection_s": 120, "initial_mitigation_s": 300, "mttr_s": 900}
 
 
@@ -44,8 +52,9 @@ def engine(quick: bool) -> dict[str, Any]:
         return dict(json.loads(out.read_text()))
 
 
-def bounds(latency: dict[str, Any], scale: dict[str, Any] | None, engine_result: dict[str, Any] | None
-           ) -> dict[str, Any]:
+def bounds(
+    latency: dict[str, Any], scale: dict[str, Any] | None, engine_result: dict[str, Any] | None
+) -> dict[str, Any]:
     """Worst-case times for the production policy from measured overheads, as ratios to the runbook."""
     poll = latency["policy"]["pollInterval_s"]
     rows = latency["per_incident"]
@@ -86,50 +95,76 @@ def bounds(latency: dict[str, Any], scale: dict[str, Any] | None, engine_result:
             "Times start when the breach is visible in Prometheus (add the scrape interval for the time from "
             "the real event). MTTR assumes the phase-1 mitigation restores health at once, so it is the part "
             "of MTTR the operator imposes: detection + recovery confirmation (+ rollback for 'closed'). "
-            "undo_steps = 9 actions - 1 Job (Jobs cost no rollback step)."),
-        "measured": {"processing_overhead_s": round(processing, 3),
-                     "late_firing_tick_share": round(len(lost) / max(1, len(rows)), 3),
-                     "apply_per_action_s": round(apply_per_action, 4),
-                     "rollback_overhead_s": round(rollback_overhead, 3),
-                     "scale_detection_excess_s": round(scale_extra, 3),
-                     "engine_incident_tick_us": (engine_result or {}).get("incident_tick_us")},
+            "undo_steps = 9 actions - 1 Job (Jobs cost no rollback step)."
+        ),
+        "measured": {
+            "processing_overhead_s": round(processing, 3),
+            "late_firing_tick_share": round(len(lost) / max(1, len(rows)), 3),
+            "apply_per_action_s": round(apply_per_action, 4),
+            "rollback_overhead_s": round(rollback_overhead, 3),
+            "scale_detection_excess_s": round(scale_extra, 3),
+            "engine_incident_tick_us": (engine_result or {}).get("incident_tick_us"),
+        },
         "production_policy": p,
-        "detection_P0_P1_s": {"bound": round(detection_p01, 1), "target": RUNBOOK["detection_s"],
-                              "ratio": ratio(detection_p01, RUNBOOK["detection_s"]),
-                              "formula": f"for 60 + pollInterval 15{late} + overhead"},
-        "detection_P2_s": {"bound": round(detection_p2, 1), "target": RUNBOOK["detection_s"],
-                           "ratio": ratio(detection_p2, RUNBOOK["detection_s"]),
-                           "formula": f"for 120 + pollInterval 15{late} + overhead"},
-        "initial_mitigation_s": {"bound": round(mitigation, 1), "target": RUNBOOK["initial_mitigation_s"],
-                                 "ratio": ratio(mitigation, RUNBOOK["initial_mitigation_s"]),
-                                 "formula": "detection (P0/P1); phase 1 is applied in the opening tick"},
-        "mttr_to_recovered_s": {"bound": round(mttr_to_recovered, 1), "target": RUNBOOK["mttr_s"],
-                                "ratio": ratio(mttr_to_recovered, RUNBOOK["mttr_s"]),
-                                "formula": f"detection + recovery for 300 + pollInterval 15{late} + processing"},
-        "mttr_to_closed_s": {"bound": round(mttr_to_closed, 1), "target": RUNBOOK["mttr_s"],
-                             "ratio": ratio(mttr_to_closed, RUNBOOK["mttr_s"]),
-                             "formula": ("mttr_to_recovered + (8 undo steps - 1) x stepDelay 30 + pollInterval 15"
-                                         " + rollback overhead")},
+        "detection_P0_P1_s": {
+            "bound": round(detection_p01, 1),
+            "target": RUNBOOK["detection_s"],
+            "ratio": ratio(detection_p01, RUNBOOK["detection_s"]),
+            "formula": f"for 60 + pollInterval 15{late} + overhead",
+        },
+        "detection_P2_s": {
+            "bound": round(detection_p2, 1),
+            "target": RUNBOOK["detection_s"],
+            "ratio": ratio(detection_p2, RUNBOOK["detection_s"]),
+            "formula": f"for 120 + pollInterval 15{late} + overhead",
+        },
+        "initial_mitigation_s": {
+            "bound": round(mitigation, 1),
+            "target": RUNBOOK["initial_mitigation_s"],
+            "ratio": ratio(mitigation, RUNBOOK["initial_mitigation_s"]),
+            "formula": "detection (P0/P1); phase 1 is applied in the opening tick",
+        },
+        "mttr_to_recovered_s": {
+            "bound": round(mttr_to_recovered, 1),
+            "target": RUNBOOK["mttr_s"],
+            "ratio": ratio(mttr_to_recovered, RUNBOOK["mttr_s"]),
+            "formula": f"detection + recovery for 300 + pollInterval 15{late} + processing",
+        },
+        "mttr_to_closed_s": {
+            "bound": round(mttr_to_closed, 1),
+            "target": RUNBOOK["mttr_s"],
+            "ratio": ratio(mttr_to_closed, RUNBOOK["mttr_s"]),
+            "formula": ("mttr_to_recovered + (8 undo steps - 1) x stepDelay 30 + pollInterval 15 + rollback overhead"),
+        },
     }
 
 
 def git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
 
 def print_summary(results: dict[str, Any]) -> None:
-    lines = [f"stampede benchmarks ({results['mode']}, commit {results.get('commit')}, "
-             f"{results['machine']['cpus']} cpus, load {results['machine']['loadavg']}, "
-             f"{results['machine']['other_test_processes']} other test processes)"]
+    lines = [
+        f"stampede benchmarks ({results['mode']}, commit {results.get('commit')}, "
+        f"{results['machine']['cpus']} cpus, load {results['machine']['loadavg']}, "
+        f"{results['machine']['other_test_processes']} other test processes)"
+    ]
     e = results.get("engine")
     if e:
-        lines.append(f"engine   idle tick {e['idle_tick_us']:.0f} µs, incident tick {e['incident_tick_us']:.0f} µs, "
-                     f"lifecycle {e['lifecycle_tick_us']:.0f} µs/tick ({e['ticks_per_second_per_core_incident']:.0f} "
-                     f"incident ticks/s/core)")
+        lines.append(
+            f"engine   idle tick {e['idle_tick_us']:.0f} µs, incident tick {e['incident_tick_us']:.0f} µs, "
+            f"lifecycle {e['lifecycle_tick_us']:.0f} µs/tick ({e['ticks_per_second_per_core_incident']:.0f} "
+            f"incident ticks/s/core)"
+        )
     s = results.get("scale")
     if s:
         for level in s["levels"]:
@@ -143,27 +178,36 @@ def print_summary(results: dict[str, Any]) -> None:
                 f"API {st['api_requests_per_min']}/min, status writes {st['status_writes_per_policy_per_min']}"
                 f"/policy/min, target writes {st['target_writes']}, Prometheus {st['prometheus_requests_per_round']}"
                 f"/round for {st['distinct_queries_expected']} distinct queries "
-                f"({st['window_s']:.0f} s window)")
+                f"({st['window_s']:.0f} s window)"
+            )
         inc = s.get("incident")
         if inc and "api_requests" in inc:
             lines.append(
                 f"incident {inc['policies_in_incident']} of {inc['policies_total']} policies: "
                 f"API {inc['api_requests_per_min']}/min over {inc['window_s']} s, "
                 f"{inc['target_writes_per_incident_policy']} target writes per policy, "
-                f"{inc['target_writes_on_bystanders']} on bystanders; detection {inc['detection_s'].get('max')} s max")
+                f"{inc['target_writes_on_bystanders']} on bystanders; detection {inc['detection_s'].get('max')} s max"
+            )
         elif inc:
             lines.append(f"incident {inc}")
     lat = results.get("latency")
     if lat:
         d, r = lat["detection_s"], lat["rollback_s"]
-        lines.append(f"latency  {lat['incidents']} incidents: detection p50 {d.get('p50')} / max {d.get('max')} s "
-                     f"(target {lat['detection_target_s']:g} s, {lat['detection_within_target']} within); "
-                     f"rollback p50 {r.get('p50')} / max {r.get('max')} s (target {lat['rollback_target_s']:g} s, "
-                     f"{lat['rollback_within_target']} within)")
+        lines.append(
+            f"latency  {lat['incidents']} incidents: detection p50 {d.get('p50')} / max {d.get('max')} s "
+            f"(target {lat['detection_target_s']:g} s, {lat['detection_within_target']} within); "
+            f"rollback p50 {r.get('p50')} / max {r.get('max')} s (target {lat['rollback_target_s']:g} s, "
+            f"{lat['rollback_within_target']} within)"
+        )
     b = results.get("runbook")
     if b and "error" not in b:
-        for key in ("detection_P0_P1_s", "detection_P2_s", "initial_mitigation_s", "mttr_to_recovered_s",
-                    "mttr_to_closed_s"):
+        for key in (
+            "detection_P0_P1_s",
+            "detection_P2_s",
+            "initial_mitigation_s",
+            "mttr_to_recovered_s",
+            "mttr_to_closed_s",
+        ):
             row = b[key]
             lines.append(f"runbook  {key:22s} ≤ {row['bound']:6.1f} s vs {row['target']} s: ratio {row['ratio']}")
     print("\n".join(lines))
@@ -175,8 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="engine,scale,latency", help="comma-separated: engine,scale,latency")
     parser.add_argument("--levels", help="scale steps, e.g. 100,250,500,1000 (default by mode)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--rederive", action="store_true",
-                        help="only recompute the runbook bounds of an existing --out file and print the summary")
+    parser.add_argument(
+        "--rederive",
+        action="store_true",
+        help="only recompute the runbook bounds of an existing --out file and print the summary",
+    )
     args = parser.parse_args(argv)
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if args.rederive:
@@ -186,9 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         print_summary(saved)
         return 0
     started = time.monotonic()
-    results: dict[str, Any] = {"mode": "quick" if args.quick else "full", "commit": git_commit(),
-                               "python": platform.python_version(), "machine": machine(),
-                               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    results: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "commit": git_commit(),
+        "python": platform.python_version(),
+        "machine": machine(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     if "engine" in parts:
         log("engine")
         results["engine"] = engine(args.quick)
@@ -196,8 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         import scale
 
         levels = [int(x) for x in (args.levels or ("100" if args.quick else "100,250,500,1000")).split(",")]
-        results["scale"] = scale.run(levels=levels, rounds=2 if args.quick else 4,
-                                     last_rounds=2 if args.quick else 8, incident_size=10 if args.quick else 100)
+        results["scale"] = scale.run(
+            levels=levels,
+            rounds=2 if args.quick else 4,
+            last_rounds=2 if args.quick else 8,
+            incident_size=10 if args.quick else 100,
+        )
     if "latency" in parts:
         import latency
 

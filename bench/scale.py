@@ -74,32 +74,63 @@ def objects_for(indexes: range) -> list[dict[str, Any]]:
     for i in indexes:
         ns = namespace_of(i)
         labels = {"app": f"app-{i}"}
-        docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cfg-{i}", "namespace": ns},
-                     "data": {"MODE": "normal"}})
-        docs.append({"apiVersion": "apps/v1", "kind": "Deployment",
-                     "metadata": {"name": f"app-{i}", "namespace": ns},
-                     "spec": {"replicas": 2, "selector": {"matchLabels": labels},
-                              "template": {"metadata": {"labels": labels},
-                                           "spec": {"containers": [{"name": "app", "image": "busybox"}]}}}})
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": f"cfg-{i}", "namespace": ns},
+                "data": {"MODE": "normal"},
+            }
+        )
+        docs.append(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": f"app-{i}", "namespace": ns},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {"containers": [{"name": "app", "image": "busybox"}]},
+                    },
+                },
+            }
+        )
     return docs
 
 
 def policy_for(i: int) -> dict[str, Any]:
     shard = shard_of(i)
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "StampedePolicy",
-            "metadata": {"name": f"p-{i}", "namespace": namespace_of(i)},
-            "spec": {
-                "pollInterval": f"{POLL:g}s",
-                "signals": [{"name": "hitRate", "query": f'sum(bench_hit_rate{{shard="{shard}"}})'},
-                            {"name": "db", "query": f'sum(bench_db{{shard="{shard}"}})'},
-                            {"name": "queue", "query": "sum(bench_queue)"}],
-                "severities": [{"level": "P0", "any": ["db >= 190"], "for": "15s"},
-                               {"level": "P1", "any": ["hitRate < 0.5"], "for": "15s"}],
-                "recovery": {"all": ["hitRate > 0.9"], "for": "15s"},
-                "phases": [{"name": "immediate", "after": "0s", "actions": [
-                    {"name": "config", "configMap": {"name": f"cfg-{i}", "data": {"MODE": "degraded"}}},
-                    {"name": "scale", "scale": {"kind": "Deployment", "name": f"app-{i}", "replicas": 4}}]}],
-                "rollback": {"stepDelay": "15s"}}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "StampedePolicy",
+        "metadata": {"name": f"p-{i}", "namespace": namespace_of(i)},
+        "spec": {
+            "pollInterval": f"{POLL:g}s",
+            "signals": [
+                {"name": "hitRate", "query": f'sum(bench_hit_rate{{shard="{shard}"}})'},
+                {"name": "db", "query": f'sum(bench_db{{shard="{shard}"}})'},
+                {"name": "queue", "query": "sum(bench_queue)"},
+            ],
+            "severities": [
+                {"level": "P0", "any": ["db >= 190"], "for": "15s"},
+                {"level": "P1", "any": ["hitRate < 0.5"], "for": "15s"},
+            ],
+            "recovery": {"all": ["hitRate > 0.9"], "for": "15s"},
+            "phases": [
+                {
+                    "name": "immediate",
+                    "after": "0s",
+                    "actions": [
+                        {"name": "config", "configMap": {"name": f"cfg-{i}", "data": {"MODE": "degraded"}}},
+                        {"name": "scale", "scale": {"kind": "Deployment", "name": f"app-{i}", "replicas": 4}},
+                    ],
+                }
+            ],
+            "rollback": {"stepDelay": "15s"},
+        },
+    }
 
 
 class Bench:
@@ -110,8 +141,11 @@ class Bench:
         self.info = stack.harness.store.info(GROUP, VERSION, PLURAL)
         assert stack.operator is not None and stack.operator.process is not None
         assert stack.prometheus is not None and stack.prometheus._process is not None
-        self.pids: dict[str, int | str] = {"operator": stack.operator.process.pid, "bench_and_harness": "self",
-                                           "prometheus": stack.prometheus._process.pid}
+        self.pids: dict[str, int | str] = {
+            "operator": stack.operator.process.pid,
+            "bench_and_harness": "self",
+            "prometheus": stack.prometheus._process.pid,
+        }
         self.count = 0
 
     # -- reading state cheaply, in the harness's own loop --------------------------------------------
@@ -120,12 +154,18 @@ class Bench:
             out = {}
             for (_, name), obj in self.stack.harness.store._bucket(self.info).items():
                 status = obj.get("status") or {}
-                ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                            for c in status.get("conditions") or [])
+                ready = any(
+                    c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+                )
                 history = status.get("history") or []
-                out[name] = (status.get("state") or "", ready, len(status.get("applied") or []),
-                             history[0].get("id") if history else None)
+                out[name] = (
+                    status.get("state") or "",
+                    ready,
+                    len(status.get("applied") or []),
+                    history[0].get("id") if history else None,
+                )
             return out
+
         return self.stack.harness.call(read)
 
     def wait(self, what: str, predicate: Any, *, timeout: float, interval: float = 1.0) -> float:
@@ -153,17 +193,24 @@ class Bench:
         started = time.monotonic()
         docs = objects_for(new)
         for start in range(0, len(docs), 200):
-            self.stack.harness.apply(docs[start:start + 200])
+            self.stack.harness.apply(docs[start : start + 200])
         pols = [policy_for(i) for i in new]
         for start in range(0, len(pols), 50):
-            self.stack.harness.apply(pols[start:start + 50])
+            self.stack.harness.apply(pols[start : start + 50])
         self.count = target
         names = {f"p-{i}" for i in range(target)}
-        ready_after = self.wait(f"{target} policies Ready", lambda: sum(
-            1 for n, s in self.states().items() if n in names and s[1]) >= target, timeout=60 + target * 0.3)
+        ready_after = self.wait(
+            f"{target} policies Ready",
+            lambda: sum(1 for n, s in self.states().items() if n in names and s[1]) >= target,
+            timeout=60 + target * 0.3,
+        )
         cpu = Sample.take(self.pids).minus(before)
-        return {"added": len(new), "all_ready_after_s": round(time.monotonic() - started, 1),
-                "ready_wait_s": round(ready_after, 1), "cpu_s": {k: round(v, 2) for k, v in cpu.items()}}
+        return {
+            "added": len(new),
+            "all_ready_after_s": round(time.monotonic() - started, 1),
+            "ready_wait_s": round(ready_after, 1),
+            "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
+        }
 
     def steady(self, rounds: int) -> dict[str, Any]:
         # Start mid-round so the window holds whole rounds (every policy polls once per round).
@@ -179,20 +226,22 @@ class Bench:
         time.sleep(max(0.0, t0 + rounds * POLL - time.time()))
         t1 = time.time()
         cpu = Sample.take(self.pids).minus(sample)
-        hist = histogram_delta(histogram_totals(scrape(self.metrics_url), "stampede_poll_duration_seconds"),
-                               hist_before)
+        hist = histogram_delta(
+            histogram_totals(scrape(self.metrics_url), "stampede_poll_duration_seconds"), hist_before
+        )
         prom_after = self.prometheus_query_total()
         minutes = (t1 - t0) / 60
         api = self.api_counts(since=mark, until=t1)
         proxied = self.proxy.queries(since=t0, until=t1)
         per_round = Counter(math.floor(r.time / POLL) for r in proxied)
-        distinct = {urllib.parse.parse_qs(urllib.parse.urlsplit(r.path).query).get("query", [""])[0]
-                    for r in proxied}
+        distinct = {urllib.parse.parse_qs(urllib.parse.urlsplit(r.path).query).get("query", [""])[0] for r in proxied}
         expected_distinct = 2 * math.ceil(self.count / SHARD) + 1
         status_writes = api["by_kind"].get("patch stampedepolicies/status", 0)
         mem = memory_kb(self.pids["operator"])
         return {
-            "policies": self.count, "rounds": rounds, "window_s": round(t1 - t0, 1),
+            "policies": self.count,
+            "rounds": rounds,
+            "window_s": round(t1 - t0, 1),
             "operator_cpu_s_per_round": round(cpu["operator"] / rounds, 3),
             "operator_cpu_ms_per_policy_poll": round(cpu["operator"] / rounds / self.count * 1000, 3),
             "operator_cpu_share_of_one_core": round(cpu["operator"] / (t1 - t0), 3),
@@ -212,14 +261,18 @@ class Bench:
             "signal_reads_per_round": 3 * self.count,
             "dedup_ratio_reads_per_request": round(3 * self.count / max(1, len(proxied) / rounds), 1),
             "prometheus_own_query_counter_per_round": round((prom_after - prom_before) / rounds, 2),
-            "poll_duration": {"polls": hist["count"], "polls_per_round_per_policy": round(
-                hist["count"] / rounds / self.count, 3),
+            "poll_duration": {
+                "polls": hist["count"],
+                "polls_per_round_per_policy": round(hist["count"] / rounds / self.count, 3),
                 "mean_s": round(hist["sum"] / hist["count"], 4) if hist["count"] else None,
-                "p50_le_s": histogram_quantile(hist, 0.5), "p99_le_s": histogram_quantile(hist, 0.99)},
+                "p50_le_s": histogram_quantile(hist, 0.5),
+                "p99_le_s": histogram_quantile(hist, 0.99),
+            },
         }
 
-    def api_counts(self, *, since: int, until: float | None = None, namespaces: set[str] | None = None
-                   ) -> dict[str, Any]:
+    def api_counts(
+        self, *, since: int, until: float | None = None, namespaces: set[str] | None = None
+    ) -> dict[str, Any]:
         by_kind: Counter[str] = Counter()
         target_writes = 0
         for r in self.stack.harness.log.entries(since=since):
@@ -231,8 +284,11 @@ class Bench:
             by_kind[key] += 1
             if r.resource in TARGET_RESOURCES and r.verb in WRITES:
                 target_writes += 1
-        return {"total": sum(v for k, v in by_kind.items() if not k.startswith("watch")), "by_kind": by_kind,
-                "target_writes": target_writes}
+        return {
+            "total": sum(v for k, v in by_kind.items() if not k.startswith("watch")),
+            "by_kind": by_kind,
+            "target_writes": target_writes,
+        }
 
     def incident(self, size: int) -> dict[str, Any]:
         assert self.stack.exporter is not None and self.stack.prometheus is not None
@@ -248,39 +304,53 @@ class Bench:
         self.stack.exporter.set("bench_hit_rate", BREACH, shard=shard)
         self.stack.prometheus.wait_for(f'sum(bench_hit_rate{{shard="{shard}"}})', lambda v: v == BREACH, timeout=20)
         visible = time.time()
-        self.wait("all breached policies mitigated", lambda: all(
-            s[0] == "Incident" and s[2] == 2 for n, s in self.states().items() if n in names), timeout=120)
+        self.wait(
+            "all breached policies mitigated",
+            lambda: all(s[0] == "Incident" and s[2] == 2 for n, s in self.states().items() if n in names),
+            timeout=120,
+        )
         mitigated = time.time()
         first_patch: dict[str, float] = {}
         for r in self.stack.harness.log.entries(since=mark, resource="configmaps", verb="patch"):
             first_patch.setdefault(r.name or "", r.time)
         detection = [first_patch[f"cfg-{i}"] - visible for i in members if f"cfg-{i}" in first_patch]
         self.stack.exporter.set("bench_hit_rate", HEALTHY, shard=shard)
-        self.stack.prometheus.wait_for(f'sum(bench_hit_rate{{shard="{shard}"}})', lambda v: v == HEALTHY,
-                                       timeout=20)
+        self.stack.prometheus.wait_for(f'sum(bench_hit_rate{{shard="{shard}"}})', lambda v: v == HEALTHY, timeout=20)
         healthy = time.time()
-        self.wait("all breached policies closed", lambda: all(
-            s[0] == "Idle" and s[3] and s[3] != before_ids.get(n) for n, s in self.states().items()
-            if n in names), timeout=180)
+        self.wait(
+            "all breached policies closed",
+            lambda: all(
+                s[0] == "Idle" and s[3] and s[3] != before_ids.get(n) for n, s in self.states().items() if n in names
+            ),
+            timeout=180,
+        )
         t1 = time.time()
         cpu = Sample.take(self.pids).minus(sample)
         minutes = (t1 - t0) / 60
         api = self.api_counts(since=mark, until=t1)
         target_writes_by_name = Counter(
-            r.name for r in self.stack.harness.log.entries(since=mark)
-            if r.resource in TARGET_RESOURCES and r.verb in WRITES)
-        bystanders = [n for n in target_writes_by_name
-                      if n and n.removeprefix("cfg-").removeprefix("app-").isdigit()
-                      and int(n.removeprefix("cfg-").removeprefix("app-")) not in set(members)]
+            r.name
+            for r in self.stack.harness.log.entries(since=mark)
+            if r.resource in TARGET_RESOURCES and r.verb in WRITES
+        )
+        bystanders = [
+            n
+            for n in target_writes_by_name
+            if n
+            and n.removeprefix("cfg-").removeprefix("app-").isdigit()
+            and int(n.removeprefix("cfg-").removeprefix("app-")) not in set(members)
+        ]
         return {
-            "policies_total": self.count, "policies_in_incident": len(members),
+            "policies_total": self.count,
+            "policies_in_incident": len(members),
             "window_s": round(t1 - t0, 1),
             "visible_to_all_mitigated_s": round(mitigated - visible, 1),
             "healthy_to_all_closed_s": round(t1 - healthy, 1),
             "detection_s": summary(detection),
             # Detections a whole poll later than the earliest one: the firing tick came one round late.
-            "late_tick_share": round(sum(1 for d in detection if d >= min(detection) + POLL / 2)
-                                     / max(1, len(detection)), 3),
+            "late_tick_share": round(
+                sum(1 for d in detection if d >= min(detection) + POLL / 2) / max(1, len(detection)), 3
+            ),
             "api_requests": api["total"],
             "api_requests_per_min": round(api["total"] / minutes, 1),
             "api_requests_by_kind": dict(sorted(api["by_kind"].items())),
@@ -295,8 +365,14 @@ class Bench:
 
 def run(*, levels: list[int], rounds: int, last_rounds: int, incident_size: int) -> dict[str, Any]:
     set_shard_size(incident_size or 100)
-    result: dict[str, Any] = {"poll_interval_s": POLL, "namespaces": NAMESPACES, "shard_size": SHARD,
-                              "signals_per_policy": 3, "levels": [], "machine": {"before": machine()}}
+    result: dict[str, Any] = {
+        "poll_interval_s": POLL,
+        "namespaces": NAMESPACES,
+        "shard_size": SHARD,
+        "signals_per_policy": 3,
+        "levels": [],
+        "machine": {"before": machine()},
+    }
     metrics_port = free_port()
     args = ["--standalone", "-A", "--metrics-port", str(metrics_port)]
     with Stack(start_operator=False, operator_args=args) as stack:
@@ -309,8 +385,12 @@ def run(*, levels: list[int], rounds: int, last_rounds: int, incident_size: int)
             stack.exporter.set("bench_queue", 3.0)
             last = f"s{math.ceil(max(levels) / SHARD) - 1}"
             stack.prometheus.wait_for(f'sum(bench_db{{shard="{last}"}})', lambda v: v == 10.0, timeout=20)
-            stack.harness.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace_of(i)}}
-                                 for i in range(NAMESPACES)])
+            stack.harness.apply(
+                [
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace_of(i)}}
+                    for i in range(NAMESPACES)
+                ]
+            )
             stack.operator.env["STAMPEDE_PROMETHEUS_URL"] = proxy.url
             stack.operator.start()
             bench = Bench(stack, proxy, f"http://127.0.0.1:{metrics_port}/metrics")
@@ -355,8 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--incident", type=int, default=100, help="policies driven into breach (0: none)")
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",")]
-    print(json.dumps(run(levels=levels, rounds=args.rounds, last_rounds=args.last_rounds,
-                         incident_size=args.incident), indent=2))
+    print(
+        json.dumps(
+            run(levels=levels, rounds=args.rounds, last_rounds=args.last_rounds, incident_size=args.incident), indent=2
+        )
+    )
     return 0
 
 

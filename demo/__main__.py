@@ -87,7 +87,8 @@ class Watch:
     def _new_events(self) -> list[tuple[str, str, str]]:
         try:
             items = self.stack.core.list_namespaced_event(
-                NAMESPACE, field_selector=f"involvedObject.name={POLICY}").items
+                NAMESPACE, field_selector=f"involvedObject.name={POLICY}"
+            ).items
         except Exception:  # a transient harness hiccup: the next poll lists them again
             return []
         found: list[tuple[datetime, str, str]] = []
@@ -100,13 +101,15 @@ class Watch:
             self.seen_events.add(key)
             # kopf posts events from a queue, so list order is not emission order; its timestamps are.
             when = item.first_timestamp or item.event_time or item.metadata.creation_timestamp
-            found.append((when if isinstance(when, datetime) else datetime.now(UTC), str(item.reason),
-                          str(item.message)))
+            found.append(
+                (when if isinstance(when, datetime) else datetime.now(UTC), str(item.reason), str(item.message))
+            )
         found.sort(key=lambda event: event[0])
         return [(when.astimezone(UTC).strftime("%H:%M:%S"), reason, message) for when, reason, message in found]
 
-    def until(self, what: str, predicate: Callable[[dict[str, Any]], bool], *, timeout: float,
-              interval: float = 0.25) -> dict[str, Any]:
+    def until(
+        self, what: str, predicate: Callable[[dict[str, Any]], bool], *, timeout: float, interval: float = 0.25
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = self.poll()
@@ -152,38 +155,50 @@ def story(stack: Stack, watch: Watch, workload: Workload) -> None:
     # spikeRatio divides a 10s rate by a 1m rate; Prometheus computes the 1m rate of a counter born seconds
     # ago over the whole minute, so it reads as a huge spike until the counters have some history. The
     # policy is applied once that artefact has faded, exactly as it would meet a long-running service.
-    say(f"{clock()} building a calm baseline until spikeRatio (10s rate / 1m rate) reads below 1.5 "
-        "(about 40 s) ...")
-    stack.prometheus.wait_for(spike, lambda v: v is not None and v < 1.5, timeout=BASELINE_LIMIT_SECONDS,
-                              interval=1.0)
+    say(f"{clock()} building a calm baseline until spikeRatio (10s rate / 1m rate) reads below 1.5 (about 40 s) ...")
+    stack.prometheus.wait_for(spike, lambda v: v is not None and v < 1.5, timeout=BASELINE_LIMIT_SECONDS, interval=1.0)
     before = snapshot(stack)
     stack.apply_policy(policy)
     say(f"{clock()} applied {POLICY_FILE.relative_to(REPO)} (StampedePolicy {NAMESPACE}/{POLICY}, polls every 1s)")
     say()
     watch.header()
-    watch.until("the policy to report Idle with every signal known",
-                lambda s: s.get("state") == "Idle" and all(sig.get("value") != "unknown"
-                                                           for sig in s.get("signals") or [{"value": "unknown"}]),
-                timeout=30)
+    watch.until(
+        "the policy to report Idle with every signal known",
+        lambda s: (
+            s.get("state") == "Idle"
+            and all(sig.get("value") != "unknown" for sig in s.get("signals") or [{"value": "unknown"}])
+        ),
+        timeout=30,
+    )
     _pause(watch, 3)
 
-    say(f"{clock()}   workload: STAMPEDE — cache miss rate 0.92, requests x4, database connections climbing "
-        "to ~196, scenario queue growing")
+    say(
+        f"{clock()}   workload: STAMPEDE — cache miss rate 0.92, requests x4, database connections climbing "
+        "to ~196, scenario queue growing"
+    )
     workload.set_stage(STAMPEDE)
     watch.until("the incident to open", lambda s: s.get("state") == "Incident", timeout=40)
     last_phase = policy["spec"]["phases"][-1]["name"]
     try:
-        watch.until(f"severity P0 and phase {last_phase}",
-                    lambda s: s.get("severity") == "P0" and s.get("phase") == last_phase
-                    and bool((s.get("incident") or {}).get("escalated")),
-                    timeout=STAMPEDE_LIMIT_SECONDS)
+        watch.until(
+            f"severity P0 and phase {last_phase}",
+            lambda s: (
+                s.get("severity") == "P0"
+                and s.get("phase") == last_phase
+                and bool((s.get("incident") or {}).get("escalated"))
+            ),
+            timeout=STAMPEDE_LIMIT_SECONDS,
+        )
     except DemoFailed as problem:
         say(f"{clock()}   (note: {problem}; recovering anyway)")
     _pause(watch, 2)
     say(f"{clock()}   workload: RECOVERY — hit rate back to 0.95, request spike gone, database at 80")
     workload.set_stage(RECOVERY)
-    final = watch.until("the incident to recover, roll back and close",
-                        lambda s: s.get("state") == "Idle" and bool(s.get("history")), timeout=SETTLE_LIMIT_SECONDS)
+    final = watch.until(
+        "the incident to recover, roll back and close",
+        lambda s: s.get("state") == "Idle" and bool(s.get("history")),
+        timeout=SETTLE_LIMIT_SECONDS,
+    )
     _pause(watch, 1.5)  # the last events of the close
     after = snapshot(stack)
     report(stack, watch, final=final, before=before, after=after)
@@ -196,8 +211,7 @@ def _pause(watch: Watch, seconds: float) -> None:
         time.sleep(0.25)
 
 
-def report(stack: Stack, watch: Watch, *, final: dict[str, Any], before: dict[str, Any],
-           after: dict[str, Any]) -> None:
+def report(stack: Stack, watch: Watch, *, final: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> None:
     say()
     say("=== kubectl get stp -n aurum-demo " + "=" * 40)
     say(kubectl(stack, "get", "stp", "-n", NAMESPACE))
@@ -223,10 +237,12 @@ def report(stack: Stack, watch: Watch, *, final: dict[str, Any], before: dict[st
     say()
     say("=== incident timeline (status.history + events) " + "=" * 25)
     for entry in final.get("history") or []:
-        say(f"incident {entry.get('id')}: {entry.get('severity')}, opened {entry.get('startedAt')}, "
+        say(
+            f"incident {entry.get('id')}: {entry.get('severity')}, opened {entry.get('startedAt')}, "
             f"recovered {entry.get('recoveredAt')}, closed {entry.get('closedAt')} "
             f"({entry.get('durationSeconds')} s), furthest phase {entry.get('maxPhase')}, "
-            f"escalated {entry.get('escalated')}")
+            f"escalated {entry.get('escalated')}"
+        )
     for seen, reason, message in watch.events:
         say(f"  {seen}  {reason:<18} {message}")
     say()
@@ -243,8 +259,10 @@ def report(stack: Stack, watch: Watch, *, final: dict[str, Any], before: dict[st
     if problems:
         raise DemoFailed("; ".join(problems))
     phases = [p for _, _, _, p in watch.transitions if p != "-"]
-    say(f"RESULT: incident opened, went through phases {', '.join(dict.fromkeys(phases))}, rolled back "
-        f"{reasons.count('ActionRolledBack')} change(s) and closed; every target restored exactly.")
+    say(
+        f"RESULT: incident opened, went through phases {', '.join(dict.fromkeys(phases))}, rolled back "
+        f"{reasons.count('ActionRolledBack')} change(s) and closed; every target restored exactly."
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -253,8 +271,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main() -> int:
     started = time.monotonic()
-    say("stampede-operator demo: the Kubernetes API server is EMULATED (tests/harness, seeded with "
-        "examples/demo-cluster.yaml); Prometheus and the operator (`stampede run`) are the real programs.")
+    say(
+        "stampede-operator demo: the Kubernetes API server is EMULATED (tests/harness, seeded with "
+        "examples/demo-cluster.yaml); Prometheus and the operator (`stampede run`) are the real programs."
+    )
     say("No cluster is needed and nothing outside a temporary directory is touched.")
     # Ctrl-C and SIGTERM both end up in the Stack's context manager, which stops every process it started.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -263,8 +283,10 @@ def main() -> int:
         say(f"{clock()} starting the emulated API server, Prometheus and `stampede run` ...")
         with Stack(seed=[CLUSTER_FILE]) as stack:
             assert stack.prometheus is not None
-            say(f"{clock()} Prometheus {stack.prometheus.url} (real), API server kubeconfig "
-                f"{stack.harness.kubeconfig} (emulated)")
+            say(
+                f"{clock()} Prometheus {stack.prometheus.url} (real), API server kubeconfig "
+                f"{stack.harness.kubeconfig} (emulated)"
+            )
             watch = Watch(stack)
             try:
                 run(stack, watch)

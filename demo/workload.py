@@ -34,10 +34,12 @@ class Stage:
 
 
 CALM = Stage("calm", hit_ratio=0.95, request_factor=1.0, db_target=80, db_step=20, queue_target=20, queue_step=50)
-STAMPEDE = Stage("stampede", hit_ratio=0.08, request_factor=4.0, db_target=196, db_step=3.0, queue_target=900,
-                 queue_step=40)
-RECOVERY = Stage("recovery", hit_ratio=0.95, request_factor=1.0, db_target=80, db_step=40, queue_target=20,
-                 queue_step=200)
+STAMPEDE = Stage(
+    "stampede", hit_ratio=0.08, request_factor=4.0, db_target=196, db_step=3.0, queue_target=900, queue_step=40
+)
+RECOVERY = Stage(
+    "recovery", hit_ratio=0.95, request_factor=1.0, db_target=80, db_step=40, queue_target=20, queue_step=200
+)
 
 
 class Workload:

@@ -26,8 +26,9 @@ def crd() -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--prometheus", "prometheus_url", metavar="URL",
-              help="Also test-run every query against this Prometheus.")
+@click.option(
+    "--prometheus", "prometheus_url", metavar="URL", help="Also test-run every query against this Prometheus."
+)
 def lint(files: tuple[str, ...], prometheus_url: str | None) -> None:
     """Validate StampedePolicy YAML files offline; one line per problem, exit 1 on any."""
     from .linting import lint_files
@@ -41,20 +42,42 @@ def lint(files: tuple[str, ...], prometheus_url: str | None) -> None:
 
 
 @main.command()
-@click.option("-n", "--namespace", "namespaces", multiple=True, metavar="NS",
-              help="Watch this namespace (repeatable).")
+@click.option("-n", "--namespace", "namespaces", multiple=True, metavar="NS", help="Watch this namespace (repeatable).")
 @click.option("-A", "--all-namespaces", "all_namespaces", is_flag=True, help="Watch every namespace.")
 @click.option("--standalone", is_flag=True, help="No peering: run alone even if other instances exist.")
-@click.option("--peering", "peering_name", default="stampede-operator", show_default=True,
-              help="Peering object name for HA (ignored with --standalone).")
-@click.option("--priority", type=int, default=None, envvar="STAMPEDE_PEERING_PRIORITY",
-              help="Peering priority of this instance (default: random, so replicas never tie and pause).")
+@click.option(
+    "--peering",
+    "peering_name",
+    default="stampede-operator",
+    show_default=True,
+    help="Peering object name for HA (ignored with --standalone).",
+)
+@click.option(
+    "--priority",
+    type=int,
+    default=None,
+    envvar="STAMPEDE_PEERING_PRIORITY",
+    help="Peering priority of this instance (default: random, so replicas never tie and pause).",
+)
 @click.option("--metrics-port", default=9102, show_default=True, help="Port of /metrics (0 disables it).")
-@click.option("--liveness", "liveness", metavar="URL", default=None,
-              help="kopf health endpoint, e.g. http://0.0.0.0:8080/healthz.")
+@click.option(
+    "--liveness",
+    "liveness",
+    metavar="URL",
+    default=None,
+    help="kopf health endpoint, e.g. http://0.0.0.0:8080/healthz.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def run(namespaces: tuple[str, ...], all_namespaces: bool, standalone: bool, peering_name: str, priority: int | None,
-        metrics_port: int, liveness: str | None, verbose: bool) -> None:
+def run(
+    namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    standalone: bool,
+    peering_name: str,
+    priority: int | None,
+    metrics_port: int,
+    liveness: str | None,
+    verbose: bool,
+) -> None:
     """Run the operator (kopf underneath; in-cluster config or KUBECONFIG)."""
     import logging
     import random
@@ -68,8 +91,9 @@ def run(namespaces: tuple[str, ...], all_namespaces: bool, standalone: bool, pee
     if bool(namespaces) == all_namespaces:
         raise click.UsageError("give either -n NAMESPACE (repeatable) or -A, not both and not neither")
     OperatorConfig.from_env()  # fail fast on a bad environment, before connecting anywhere
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not verbose:  # kopf reports every successful handler call at INFO; only problems matter here
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if metrics_port:
@@ -89,19 +113,43 @@ def run(namespaces: tuple[str, ...], all_namespaces: bool, standalone: bool, pee
 
 
 @main.command()
-@click.option("-f", "--filename", "policy_file", required=True, type=click.Path(dir_okay=False),
-              help="YAML file holding the StampedePolicy (the first one in the file is replayed).")
-@click.option("--prometheus", "prometheus_url", metavar="URL",
-              help="Prometheus to read history from (default: spec.prometheus.url, then STAMPEDE_PROMETHEUS_URL).")
+@click.option(
+    "-f",
+    "--filename",
+    "policy_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="YAML file holding the StampedePolicy (the first one in the file is replayed).",
+)
+@click.option(
+    "--prometheus",
+    "prometheus_url",
+    metavar="URL",
+    help="Prometheus to read history from (default: spec.prometheus.url, then STAMPEDE_PROMETHEUS_URL).",
+)
 @click.option("--from", "start_text", required=True, metavar="T", help="Start: RFC 3339, now, or relative (-1h).")
-@click.option("--to", "end_text", default="now", show_default=True, metavar="T",
-              help="End: RFC 3339, now, or relative (-10m).")
+@click.option(
+    "--to", "end_text", default="now", show_default=True, metavar="T", help="End: RFC 3339, now, or relative (-10m)."
+)
 @click.option("--step", "step_text", metavar="D", help="Replay step, e.g. 15s (default: the policy's pollInterval).")
 @click.option("--output", "-o", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--false-opening-threshold", "false_text", default="5m", show_default=True, metavar="D",
-              help="Incidents closed sooner than this count as false openings.")
-def simulate(policy_file: str, prometheus_url: str | None, start_text: str, end_text: str, step_text: str | None,
-             output: str, false_text: str) -> None:
+@click.option(
+    "--false-opening-threshold",
+    "false_text",
+    default="5m",
+    show_default=True,
+    metavar="D",
+    help="Incidents closed sooner than this count as false openings.",
+)
+def simulate(
+    policy_file: str,
+    prometheus_url: str | None,
+    start_text: str,
+    end_text: str,
+    step_text: str | None,
+    output: str,
+    false_text: str,
+) -> None:
     """Replay Prometheus history through the engine and print the incident timeline it would have produced."""
     import json
     import os
@@ -134,8 +182,9 @@ def simulate(policy_file: str, prometheus_url: str | None, start_text: str, end_
     result = replay(spec, history, policy=name, start=start, end=end, step=step, false_opening_threshold=threshold)
     if result.steps and result.unknown_steps == result.steps:
         reasons = sorted({reason for _, _, errors in history for reason in errors.values()})
-        click.echo(f"warning: every step had unknown signals, so nothing could be decided: {'; '.join(reasons[:3])}",
-                   err=True)
+        click.echo(
+            f"warning: every step had unknown signals, so nothing could be decided: {'; '.join(reasons[:3])}", err=True
+        )
     if output == "json":
         click.echo(json.dumps(result.wire(), indent=2))
     else:

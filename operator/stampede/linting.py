@@ -98,8 +98,8 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
             if isinstance(key, Hashable) and key in seen:
                 raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    f"found duplicate key {key!r}", key_node.start_mark)
+                    "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -108,8 +108,11 @@ def _objects(document: Any) -> Iterator[Any]:
     """The objects of one YAML document; `kind: List` (what `kubectl get -o yaml` prints) is unpacked."""
     if document is None:
         return
-    if isinstance(document, dict) and str(document.get("kind", "")).endswith("List") \
-            and isinstance(document.get("items"), list):
+    if (
+        isinstance(document, dict)
+        and str(document.get("kind", "")).endswith("List")
+        and isinstance(document.get("items"), list)
+    ):
         yield from document["items"]
         return
     yield document
@@ -117,25 +120,44 @@ def _objects(document: Any) -> Iterator[Any]:
 
 def _lint_object(obj: Any, *, file: str, index: int, policies: list[_Policy]) -> list[Problem]:
     if not isinstance(obj, dict):
-        return [Problem(file=file, object=f"document {index}", path="",
-                        message="not a Kubernetes object (a mapping with apiVersion and kind)")]
+        return [
+            Problem(
+                file=file,
+                object=f"document {index}",
+                path="",
+                message="not a Kubernetes object (a mapping with apiVersion and kind)",
+            )
+        ]
     kind, api_version = obj.get("kind"), obj.get("apiVersion")
     label = _label(obj, index=index)
     if kind != KIND:
         if isinstance(api_version, str) and api_version.startswith(f"{GROUP}/"):
-            return [Problem(file=file, object=f"document {index}", path="kind",
-                            message=f"unknown kind {kind!r} in {GROUP} (expected {KIND!r})")]
+            return [
+                Problem(
+                    file=file,
+                    object=f"document {index}",
+                    path="kind",
+                    message=f"unknown kind {kind!r} in {GROUP} (expected {KIND!r})",
+                )
+            ]
         return []
     problems: list[Problem] = []
     if api_version != API_VERSION:
-        problems.append(Problem(file=file, object=label, path="apiVersion",
-                                message=f"expected {API_VERSION!r} for kind {KIND} (got {api_version!r})"))
+        problems.append(
+            Problem(
+                file=file,
+                object=label,
+                path="apiVersion",
+                message=f"expected {API_VERSION!r} for kind {KIND} (got {api_version!r})",
+            )
+        )
     try:
         document = StampedePolicyDocument.model_validate(obj)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
-            problems += [Problem(file=file, object=label, path=path, message=message)
-                         for path, message in _lines(error)]
+            problems += [
+                Problem(file=file, object=label, path=path, message=message) for path, message in _lines(error)
+            ]
         return problems
     if not problems:
         policies.append(_Policy(file=file, object=label, spec=document.spec))
@@ -152,8 +174,9 @@ def _label(obj: dict[str, Any], *, index: int) -> str:
 
 
 # A message of the spec's cross-field validator starts with the path it is about: `phases[1].after: ...`.
-_PATH_PREFIX = re.compile(r"^(?P<path>[A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): (?P<rest>.*)$",
-                          re.DOTALL)
+_PATH_PREFIX = re.compile(
+    r"^(?P<path>[A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): (?P<rest>.*)$", re.DOTALL
+)
 _SEPARATOR = re.compile(r"; (?=[A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*: )")
 _IDENTIFIER = re.compile(r"^[A-Za-z_]\w*$")
 # Inputs not shown as "(got ...)": their message already says all there is to say.
@@ -225,11 +248,17 @@ def _query_problems(policies: list[_Policy], *, url: str) -> list[Problem]:
         source = PrometheusSource()
         round_key = object()  # one round: a query repeated across policies is sent once
         try:
-            return await asyncio.gather(*(
-                source.read(Endpoint(url=url), {signal.name: signal.query for signal in policy.spec.signals},
-                            timeout=policy.spec.prometheus.timeout.total_seconds(), round_key=round_key)
-                for policy in policies
-            ))
+            return await asyncio.gather(
+                *(
+                    source.read(
+                        Endpoint(url=url),
+                        {signal.name: signal.query for signal in policy.spec.signals},
+                        timeout=policy.spec.prometheus.timeout.total_seconds(),
+                        round_key=round_key,
+                    )
+                    for policy in policies
+                )
+            )
         finally:
             source.close()
 
@@ -238,6 +267,12 @@ def _query_problems(policies: list[_Policy], *, url: str) -> list[Problem]:
         for i, signal in enumerate(policy.spec.signals):
             reading = readings[signal.name]
             if reading.value is None:
-                problems.append(Problem(file=policy.file, object=policy.object, path=f"spec.signals[{i}].query",
-                                        message=f"signal {signal.name!r} would be unknown: {reading.error}"))
+                problems.append(
+                    Problem(
+                        file=policy.file,
+                        object=policy.object,
+                        path=f"spec.signals[{i}].query",
+                        message=f"signal {signal.name!r} would be unknown: {reading.error}",
+                    )
+                )
     return problems

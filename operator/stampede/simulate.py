@@ -117,9 +117,7 @@ History = list[tuple[datetime, dict[str, float | None], dict[str, str]]]
 """Per step: its time, every signal's value (None = unknown) and the reason of each unknown."""
 
 
-def read_history(
-    spec: PolicySpec, *, url: str, start: datetime, end: datetime, step: float
-) -> History:
+def read_history(spec: PolicySpec, *, url: str, start: datetime, end: datetime, step: float) -> History:
     """Every signal's value at every step from start to end, as the operator would have read them."""
     timeout = max(spec.prometheus.timeout.total_seconds(), RANGE_TIMEOUT_FLOOR)
     endpoint = Endpoint(url=url)
@@ -134,6 +132,7 @@ def read_history(
     async def fetch() -> dict[str, list[tuple[datetime, Reading]]]:
         source = PrometheusSource()
         try:
+
             async def one(query: str) -> list[tuple[datetime, Reading]]:
                 out: list[tuple[datetime, Reading]] = []
                 for a, b in chunks:
@@ -147,8 +146,7 @@ def read_history(
 
     series = asyncio.run(fetch())
     times = sorted({when for points in series.values() for when, _ in points})
-    by_time: dict[datetime, tuple[dict[str, float | None], dict[str, str]]] = {
-        when: ({}, {}) for when in times}
+    by_time: dict[datetime, tuple[dict[str, float | None], dict[str, str]]] = {when: ({}, {}) for when in times}
     for name, points in series.items():
         for when, reading in points:
             values, errors = by_time[when]
@@ -195,9 +193,14 @@ class IncidentRecord:
     first_change_at: datetime | None = None
 
     def wire(self) -> dict[str, Any]:
-        return {"id": self.id, "severity": self.severity, "openedAt": rfc3339(self.opened_at),
-                "closedAt": rfc3339(self.closed_at) if self.closed_at else None,
-                "maxPhase": self.max_phase, "escalated": self.escalated}
+        return {
+            "id": self.id,
+            "severity": self.severity,
+            "openedAt": rfc3339(self.opened_at),
+            "closedAt": rfc3339(self.closed_at) if self.closed_at else None,
+            "maxPhase": self.max_phase,
+            "escalated": self.escalated,
+        }
 
 
 @dataclass
@@ -220,11 +223,15 @@ class Replay:
 
     def summary(self) -> dict[str, Any]:
         """Counts and durations a person tuning the policy looks at first."""
-        mitigate = [(i.first_change_at - i.opened_at).total_seconds() for i in self.incidents
-                    if i.first_change_at is not None]
+        mitigate = [
+            (i.first_change_at - i.opened_at).total_seconds() for i in self.incidents if i.first_change_at is not None
+        ]
         durations = [((i.closed_at or self.end) - i.opened_at).total_seconds() for i in self.incidents]
-        false = [i.id for i in self.incidents if i.closed_at is not None
-                 and i.closed_at - i.opened_at < self.false_opening_threshold]
+        false = [
+            i.id
+            for i in self.incidents
+            if i.closed_at is not None and i.closed_at - i.opened_at < self.false_opening_threshold
+        ]
         return {
             "policy": self.policy,
             "from": rfc3339(self.start),
@@ -243,8 +250,11 @@ class Replay:
         }
 
     def wire(self) -> dict[str, Any]:
-        return {"incidents": [i.wire() for i in self.incidents], "events": [e.wire() for e in self.events],
-                "summary": self.summary()}
+        return {
+            "incidents": [i.wire() for i in self.incidents],
+            "events": [e.wire() for e in self.events],
+            "summary": self.summary(),
+        }
 
 
 def replay(
@@ -261,8 +271,15 @@ def replay(
     step_seconds = step if step is not None else spec.poll_interval.total_seconds()
     first = start or (history[0][0] if history else datetime.now(UTC))
     last = end or (history[-1][0] if history else first)
-    out = Replay(policy=policy, start=first, end=last, step=step_seconds, mode=spec.mode, suspended=spec.suspend,
-                 false_opening_threshold=false_opening_threshold)
+    out = Replay(
+        policy=policy,
+        start=first,
+        end=last,
+        step=step_seconds,
+        mode=spec.mode,
+        suspended=spec.suspend,
+        false_opening_threshold=false_opening_threshold,
+    )
     dry_run = spec.mode == Mode.DRY_RUN
     status = PolicyStatus()
     by_id: dict[str, IncidentRecord] = {}
@@ -307,8 +324,9 @@ def _track_incidents(status: PolicyStatus, out: Replay, by_id: dict[str, Inciden
         return
     record = by_id.get(incident.id)
     if record is None:
-        record = by_id[incident.id] = IncidentRecord(id=incident.id, severity=incident.severity.value,
-                                                     opened_at=incident.started_at)
+        record = by_id[incident.id] = IncidentRecord(
+            id=incident.id, severity=incident.severity.value, opened_at=incident.started_at
+        )
         out.incidents.append(record)
     record.severity = incident.severity.value
     record.max_phase = incident.max_phase or incident.phase
@@ -324,8 +342,9 @@ def _change_for(action: Action, *, incident: str, now: datetime) -> AppliedChang
     else:
         assert action.job is not None
         applied = {"job": f"from CronJob {action.job.from_cron_job}"}
-    return AppliedChange(action=action.name, kind=action.kind, name=action.target, incident=incident,
-                         applied_at=now, applied=applied)
+    return AppliedChange(
+        action=action.name, kind=action.kind, name=action.target, incident=incident, applied_at=now, applied=applied
+    )
 
 
 def _apply_event(action: Action, *, incident: str, dry_run: bool) -> tuple[str, str]:
@@ -337,22 +356,26 @@ def _apply_event(action: Action, *, incident: str, dry_run: bool) -> tuple[str, 
         return reason, f"Set {keys} in ConfigMap {action.config_map.name} (action {action.name}){suffix}."
     if action.scale is not None:
         s = action.scale
-        return reason, (f"Scale {s.kind.value} {s.name} up to at least {s.replicas} replicas "
-                        f"(action {action.name}).")
+        return reason, (f"Scale {s.kind.value} {s.name} up to at least {s.replicas} replicas (action {action.name}).")
     assert action.job is not None
-    return reason, (f"Create a Job from CronJob {action.job.from_cron_job} for incident {incident} "
-                    f"(action {action.name}).")
+    return reason, (
+        f"Create a Job from CronJob {action.job.from_cron_job} for incident {incident} (action {action.name})."
+    )
 
 
 def _undo_event(change: AppliedChange, *, dry_run: bool) -> tuple[str, str]:
     if change.kind == "Job":
-        return "ActionRolledBack", (f"Job from CronJob {change.name} (action {change.action}) is left to finish; "
-                                    "it is removed by its ttlSecondsAfterFinished.")
+        return "ActionRolledBack", (
+            f"Job from CronJob {change.name} (action {change.action}) is left to finish; "
+            "it is removed by its ttlSecondsAfterFinished."
+        )
     what = ", ".join(change.applied) if change.kind == "ConfigMap" else "replicas"
     verb = "Would roll back" if dry_run else "Rolled back"
-    return ("WouldApply" if dry_run else "ActionRolledBack",
-            f"{verb} action {change.action}: {change.kind} {change.name} {what} restored to the values "
-            "before the incident.")
+    return (
+        "WouldApply" if dry_run else "ActionRolledBack",
+        f"{verb} action {change.action}: {change.kind} {change.name} {what} restored to the values "
+        "before the incident.",
+    )
 
 
 # -- output ---------------------------------------------------------------------------------------------
@@ -391,15 +414,16 @@ def render_table(result: Replay, *, width: int | None = None) -> str:
 
     buffer = io.StringIO()
     console = Console(file=buffer, width=width or 160, force_terminal=False, color_system=None)
-    title = (f"stampede simulate {result.policy}: {rfc3339(result.start)} → {rfc3339(result.end)}, "
-             f"step {_seconds(result.step)}")
+    title = (
+        f"stampede simulate {result.policy}: {rfc3339(result.start)} → {rfc3339(result.end)}, "
+        f"step {_seconds(result.step)}"
+    )
     table = Table(title=title, show_lines=False, expand=False)
     table.add_column("Time (UTC)", no_wrap=True)
     table.add_column("Reason", no_wrap=True)
     table.add_column("Message", overflow="fold")
     for event in result.events:
-        table.add_row(rfc3339(event.time), event.reason, event.message,
-                      style="yellow" if event.warning else None)
+        table.add_row(rfc3339(event.time), event.reason, event.message, style="yellow" if event.warning else None)
     if not result.events:
         table.add_row("-", "-", "No incident: the policy would have done nothing in this window.")
     console.print(table)
@@ -409,9 +433,15 @@ def render_table(result: Replay, *, width: int | None = None) -> str:
             incidents.add_column(column, no_wrap=True)
         for i in result.incidents:
             duration = ((i.closed_at or result.end) - i.opened_at).total_seconds()
-            incidents.add_row(i.id, i.severity, rfc3339(i.opened_at),
-                              rfc3339(i.closed_at) if i.closed_at else "(open)", _seconds(duration),
-                              i.max_phase or "-", "yes" if i.escalated else "no")
+            incidents.add_row(
+                i.id,
+                i.severity,
+                rfc3339(i.opened_at),
+                rfc3339(i.closed_at) if i.closed_at else "(open)",
+                _seconds(duration),
+                i.max_phase or "-",
+                "yes" if i.escalated else "no",
+            )
         console.print(incidents)
     for line in summary_lines(result):
         console.print(line, highlight=False, markup=False)

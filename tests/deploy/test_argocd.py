@@ -18,7 +18,6 @@ ARGOCD = ROOT / "deploy" / "argocd"
 HEALTH_KEY = "resource.customizations.health.stampede.aurum.io_StampedePolicy"
 
 
-
 def _generator() -> Any:
     spec = importlib.util.spec_from_file_location("argocd_generate", ARGOCD / "generate.py")
     assert spec is not None
@@ -40,6 +39,7 @@ def test_argocd_cm_patch_embeds_health_lua_verbatim() -> None:
 
 
 # -- the health check -------------------------------------------------------------------------
+
 
 def _to_lua(runtime: Any, value: Any) -> Any:
     """JSON -> Lua the way Argo CD hands `obj` to the script: objects and arrays become tables."""
@@ -65,13 +65,20 @@ T = "2025-01-01T10:00:00Z"
 
 
 def _condition(type_: str, status: str, reason: str, message: str = "") -> dict[str, Any]:
-    return {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": T,
-            "observedGeneration": 3}
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": T,
+        "observedGeneration": 3,
+    }
 
 
 def policy(status: dict[str, Any] | None, *, generation: int = 3, **spec: Any) -> dict[str, Any]:
     obj: dict[str, Any] = {
-        "apiVersion": "stampede.aurum.io/v1alpha1", "kind": "StampedePolicy",
+        "apiVersion": "stampede.aurum.io/v1alpha1",
+        "kind": "StampedePolicy",
         "metadata": {"name": "aurum-cache", "namespace": "aurum-dev", "generation": generation},
         "spec": {"mode": "Enforce", **spec},
     }
@@ -82,12 +89,23 @@ def policy(status: dict[str, Any] | None, *, generation: int = 3, **spec: Any) -
 
 
 READY = _condition("Ready", "True", "Valid", "The spec is valid.")
-IDLE: dict[str, Any] = {"observedGeneration": 3, "state": "Idle",
-                        "conditions": [READY, _condition("IncidentActive", "False", "Idle")]}
+IDLE: dict[str, Any] = {
+    "observedGeneration": 3,
+    "state": "Idle",
+    "conditions": [READY, _condition("IncidentActive", "False", "Idle")],
+}
 INCIDENT: dict[str, Any] = {
-    "observedGeneration": 3, "state": "Incident", "severity": "P1", "phase": "cache-stabilization",
-    "incident": {"id": "20250101-1000", "startedAt": T, "severity": "P1", "phase": "cache-stabilization",
-                 "phaseStartedAt": T},
+    "observedGeneration": 3,
+    "state": "Incident",
+    "severity": "P1",
+    "phase": "cache-stabilization",
+    "incident": {
+        "id": "20250101-1000",
+        "startedAt": T,
+        "severity": "P1",
+        "phase": "cache-stabilization",
+        "phaseStartedAt": T,
+    },
     "conditions": [READY, _condition("IncidentActive", "True", "Incident")],
 }
 
@@ -105,9 +123,14 @@ def test_incident_is_degraded_with_severity_and_phase() -> None:
 
 
 def test_escalated_incident_with_conflict_says_so() -> None:
-    status = {**INCIDENT, "incident": {**INCIDENT["incident"], "escalated": True, "escalatedAt": T},
-              "conditions": [READY, _condition("Conflict", "True", "Conflict", "ConfigMap cache-config is reverted by "
-                                                                               "someone else (3 times).")]}
+    status = {
+        **INCIDENT,
+        "incident": {**INCIDENT["incident"], "escalated": True, "escalatedAt": T},
+        "conditions": [
+            READY,
+            _condition("Conflict", "True", "Conflict", "ConfigMap cache-config is reverted by someone else (3 times)."),
+        ],
+    }
     result = health(policy(status))
     assert result["status"] == "Degraded"
     assert "escalated" in result["message"]
@@ -135,8 +158,11 @@ def test_suspended() -> None:
 
 def test_invalid_spec_is_degraded_with_the_condition_message() -> None:
     message = "severities[0].any[0]: condition 'hitRat < 0.5' names undeclared signal 'hitRat'"
-    status = {"observedGeneration": 3, "state": "Idle",
-              "conditions": [_condition("Ready", "False", "InvalidSpec", message)]}
+    status = {
+        "observedGeneration": 3,
+        "state": "Idle",
+        "conditions": [_condition("Ready", "False", "InvalidSpec", message)],
+    }
     assert health(policy(status)) == {"status": "Degraded", "message": message}
 
 
@@ -152,6 +178,7 @@ def test_generation_not_yet_observed_is_progressing() -> None:
 
 
 # -- Applications -----------------------------------------------------------------------------
+
 
 def _load(name: str) -> dict[str, Any]:
     obj: dict[str, Any] = yaml.safe_load((ARGOCD / name).read_text())
@@ -178,6 +205,10 @@ def test_workloads_application_keeps_self_heal_off_the_mitigations() -> None:
     assert spec["syncPolicy"]["automated"]["selfHeal"] is True
     assert "RespectIgnoreDifferences=true" in spec["syncPolicy"]["syncOptions"]
     ignored = {(d["group"], d["kind"]): d for d in spec["ignoreDifferences"]}
-    for key in [("", "ConfigMap"), ("apps", "Deployment"), ("apps", "StatefulSet"),
-                ("autoscaling", "HorizontalPodAutoscaler")]:
+    for key in [
+        ("", "ConfigMap"),
+        ("apps", "Deployment"),
+        ("apps", "StatefulSet"),
+        ("autoscaling", "HorizontalPodAutoscaler"),
+    ]:
         assert ignored[key]["managedFieldsManagers"] == [FIELD_MANAGER]

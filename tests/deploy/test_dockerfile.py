@@ -39,8 +39,26 @@ class Stage:
         return [i for i in self.instructions if i.keyword == keyword]
 
 
-KEYWORDS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
-            "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "MAINTAINER"}
+KEYWORDS = {
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+    "MAINTAINER",
+}
 
 
 def parse(text: str) -> list[Stage]:
@@ -146,8 +164,15 @@ def test_dockerignore_keeps_the_context_to_the_sources() -> None:
     patterns = _dockerignore()
     for kept in ("pyproject.toml", "README.md", "operator/stampede/cli.py", "operator/stampede/py.typed"):
         assert not _ignored(patterns, kept), kept
-    for dropped in (".venv/bin/python", ".git/HEAD", "tests/unit/test_models.py", "operator/stampede/__pycache__/x.pyc",
-                    "operator/stampede_operator.egg-info/PKG-INFO", "bench/run.py", "deploy/base/kustomization.yaml"):
+    for dropped in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "tests/unit/test_models.py",
+        "operator/stampede/__pycache__/x.pyc",
+        "operator/stampede_operator.egg-info/PKG-INFO",
+        "bench/run.py",
+        "deploy/base/kustomization.yaml",
+    ):
         assert _ignored(patterns, dropped), dropped
 
 
@@ -176,23 +201,47 @@ def test_builder_recipe_yields_a_working_console_script(stages: list[Stage], tmp
     wheels = tmp_path / "wheels"
     # `pip install .` builds a wheel in an isolated environment (setuptools from the configured
     # index); without one reachable, the recipe cannot be replayed here.
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels),
-                            str(context)], capture_output=True, text=True, timeout=120)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(context)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if build.returncode != 0:
         unavailable(f"cannot build the wheel (no package index with setuptools?): {build.stderr[-300:]}")
     venv = tmp_path / "venv"
     base_python = Path(sys._base_executable)  # type: ignore[attr-defined]
     subprocess.run([str(base_python), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
     python = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-                    "--no-index", *map(str, wheels.glob("*.whl"))], check=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            *map(str, wheels.glob("*.whl")),
+        ],
+        check=True,
+        timeout=120,
+    )
     script = venv / "bin" / "stampede"
     assert script.read_text().splitlines()[0] == f"#!{python}"
     # The dependencies are not downloadable here: borrow them from this venv (PYTHONPATH does not
     # run .pth files, so this venv's editable stampede stays out of the way).
     env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
-    where = subprocess.run([str(python), "-c", "import stampede; print(stampede.__file__)"], env=env,
-                           capture_output=True, text=True, check=True, timeout=60)
+    where = subprocess.run(
+        [str(python), "-c", "import stampede; print(stampede.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert Path(where.stdout.strip()).is_relative_to(venv)
     out = subprocess.run([str(script), "run", "--help"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

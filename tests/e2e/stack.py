@@ -39,8 +39,14 @@ def stampede_binary() -> str:
 class Operator:
     """`stampede run` as a child process, restartable and killable like a real pod."""
 
-    def __init__(self, *, kubeconfig: pathlib.Path, env: Mapping[str, str], log_dir: pathlib.Path,
-                 args: Iterable[str] = ("--standalone", "-A", "--metrics-port", "0")) -> None:
+    def __init__(
+        self,
+        *,
+        kubeconfig: pathlib.Path,
+        env: Mapping[str, str],
+        log_dir: pathlib.Path,
+        args: Iterable[str] = ("--standalone", "-A", "--metrics-port", "0"),
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.env = dict(env)
         self.args = list(args)
@@ -52,8 +58,13 @@ class Operator:
         self.starts += 1
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
         env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)}
-        self.process = subprocess.Popen([stampede_binary(), "run", *self.args], stdout=log,
-                                        stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.process = subprocess.Popen(
+            [stampede_binary(), "run", *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no finalizer handling, exactly a crashed pod."""
@@ -76,12 +87,17 @@ class Operator:
 class Stack:
     """Harness + Prometheus + exporter + operator; a context manager that cleans up everything."""
 
-    def __init__(self, *, seed: Iterable[pathlib.Path] = (), operator_env: Mapping[str, str] | None = None,
-                 start_operator: bool = True, operator_args: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        seed: Iterable[pathlib.Path] = (),
+        operator_env: Mapping[str, str] | None = None,
+        start_operator: bool = True,
+        operator_args: Iterable[str] | None = None,
+    ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="stampede-stack-")
         self.dir = pathlib.Path(self._tmp.name)
-        self.harness = HarnessThread(crds=[REPO / "crds"], kubeconfig=self.dir / "kubeconfig",
-                                     seed=list(seed))
+        self.harness = HarnessThread(crds=[REPO / "crds"], kubeconfig=self.dir / "kubeconfig", seed=list(seed))
         self.exporter: Exporter | None = None
         self.prometheus: PrometheusServer | None = None
         self.operator: Operator | None = None
@@ -166,24 +182,29 @@ class Stack:
         for cm in self.core.list_namespaced_config_map(namespace).items:
             raw = api.sanitize_for_serialization(cm)
             out[f"ConfigMap/{cm.metadata.name}"] = {
-                "data": raw.get("data"), "binaryData": raw.get("binaryData"),
+                "data": raw.get("data"),
+                "binaryData": raw.get("binaryData"),
                 "labels": raw["metadata"].get("labels") or None,
-                "annotations": raw["metadata"].get("annotations") or None}
+                "annotations": raw["metadata"].get("annotations") or None,
+            }
         for deployment in self.apps.list_namespaced_deployment(namespace).items:
             raw = api.sanitize_for_serialization(deployment)
             out[f"Deployment/{deployment.metadata.name}"] = {
-                "replicas": raw["spec"].get("replicas"), "labels": raw["metadata"].get("labels") or None,
-                "annotations": raw["metadata"].get("annotations") or None}
+                "replicas": raw["spec"].get("replicas"),
+                "labels": raw["metadata"].get("labels") or None,
+                "annotations": raw["metadata"].get("annotations") or None,
+            }
         for hpa in k8s.AutoscalingV2Api(api).list_namespaced_horizontal_pod_autoscaler(namespace).items:
             raw = api.sanitize_for_serialization(hpa)
             out[f"HorizontalPodAutoscaler/{hpa.metadata.name}"] = {
-                "minReplicas": raw["spec"].get("minReplicas"), "maxReplicas": raw["spec"].get("maxReplicas"),
-                "annotations": raw["metadata"].get("annotations") or None}
+                "minReplicas": raw["spec"].get("minReplicas"),
+                "maxReplicas": raw["spec"].get("maxReplicas"),
+                "annotations": raw["metadata"].get("annotations") or None,
+            }
         out["Jobs"] = sorted(j.metadata.name for j in k8s.BatchV1Api(api).list_namespaced_job(namespace).items)
         return out
 
-    def wait_for(self, what: str, predicate: Callable[[], Any], *, timeout: float = 60.0,
-                 interval: float = 0.2) -> Any:
+    def wait_for(self, what: str, predicate: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.2) -> Any:
         """Poll until predicate() is truthy; fail with the operator's log tail otherwise."""
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
@@ -196,8 +217,10 @@ class Stack:
                 last_error = error
             time.sleep(interval)
         tail = self.operator.logs()[-4000:] if self.operator else ""
-        raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})\n"
-                             f"--- operator log tail ---\n{tail}")
+        raise AssertionError(
+            f"timed out after {timeout}s waiting for {what} (last error: {last_error})\n"
+            f"--- operator log tail ---\n{tail}"
+        )
 
 
 def load_yaml(path: pathlib.Path) -> list[dict[str, Any]]:

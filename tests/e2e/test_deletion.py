@@ -25,13 +25,18 @@ def test_deleting_a_policy_mid_incident_rolls_back_before_the_object_goes_away(c
     assert case.snapshot() == before, "deletion did not roll back exactly"
     log = stack.harness.log.entries(since=mark, namespace=case.ns)
     target_writes = [r.id for r in log if r.resource in TARGETS and r.verb in ("patch", "update")]
-    releases = [r.id for r in log if r.resource == "stampedepolicies" and r.subresource is None
-                and r.verb in ("patch", "update")]
+    releases = [
+        r.id
+        for r in log
+        if r.resource == "stampedepolicies" and r.subresource is None and r.verb in ("patch", "update")
+    ]
     assert target_writes and releases
     assert max(target_writes) < max(releases), "the finalizer was released before the rollback finished"
     rolled = case.events("doomed", "ActionRolledBack")
-    assert {a for a in ("api-config", "scale-api") if any(a in e.message for e in rolled)} == {"api-config",
-                                                                                                "scale-api"}
+    assert {a for a in ("api-config", "scale-api") if any(a in e.message for e in rolled)} == {
+        "api-config",
+        "scale-api",
+    }
 
 
 def test_deleting_an_idle_policy_is_immediate(case: Case) -> None:

@@ -18,8 +18,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.timeout(300)]
 
 
 def test_make_demo_runs_a_whole_incident_and_restores_every_target() -> None:
-    result = subprocess.run([sys.executable, "-m", "demo"], cwd=REPO, capture_output=True, text=True,
-                            timeout=240, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "demo"], cwd=REPO, capture_output=True, text=True, timeout=240, check=False
+    )
     output = result.stdout + result.stderr
 
     assert result.returncode == 0, output[-6000:]
@@ -27,11 +28,20 @@ def test_make_demo_runs_a_whole_incident_and_restores_every_target() -> None:
     assert "API server is EMULATED" in lines[0]
     for expected in (
         "event IncidentOpened: Incident",
-        "event PhaseEntered:", "immediate-mitigation", "cache-stabilization", "load-distribution",
-        "event SeverityRaised:", "event Escalated:", "event RecoveryStarted:", "event ActionRolledBack:",
+        "event PhaseEntered:",
+        "immediate-mitigation",
+        "cache-stabilization",
+        "load-distribution",
+        "event SeverityRaised:",
+        "event Escalated:",
+        "event RecoveryStarted:",
+        "event ActionRolledBack:",
         "event IncidentClosed:",
-        "=== kubectl get stp -n aurum-demo", "=== kubectl describe stp aurum-cache-demo -n aurum-demo",
-        "ConfigMap aurum-api-config: equal", "ConfigMap aurum-worker-config: equal", "ConfigMap cache-config: equal",
+        "=== kubectl get stp -n aurum-demo",
+        "=== kubectl describe stp aurum-cache-demo -n aurum-demo",
+        "ConfigMap aurum-api-config: equal",
+        "ConfigMap aurum-worker-config: equal",
+        "ConfigMap cache-config: equal",
         "Deployment aurum-api replicas: before 3, after 3 (equal)",
         "Deployment postgres replicas: before 1, after 1 (equal)",
         "every target restored exactly",

@@ -15,7 +15,8 @@ def revert(case: Case) -> None:
 
 
 def test_a_reverted_configmap_key_is_reapplied_then_three_reverts_raise_a_gitops_conflict(
-        case: Case, stack: Stack) -> None:
+    case: Case, stack: Stack
+) -> None:
     case.create_ready("drift", phases=[policies.phase_one(restart=False)])
     case.set(hit_rate=0.2)
     case.wait_status("drift", "phase one applied", lambda s: len(s.get("applied") or []) == 2)
@@ -38,13 +39,17 @@ def test_a_reverted_configmap_key_is_reapplied_then_three_reverts_raise_a_gitops
 
     # No more re-applying: let the loop run three more drift checks (it still reads the scaled Deployment).
     def drift_checks() -> int:
-        return len(stack.harness.log.entries(since=stop, namespace=case.ns, verb="get", resource="deployments",
-                                             name=policies.API))
+        return len(
+            stack.harness.log.entries(
+                since=stop, namespace=case.ns, verb="get", resource="deployments", name=policies.API
+            )
+        )
 
     stack.wait_for("three more polls", lambda: drift_checks() >= 3, timeout=20)
     assert case.configmap(policies.API_CONFIG)["data"][KEY] == "false"
-    assert not [r for r in stack.harness.log.entries(since=stop, namespace=case.ns, resource="configmaps")
-                if r.verb != "get"], "the ConfigMap was written after the conflict"
+    assert not [
+        r for r in stack.harness.log.entries(since=stop, namespace=case.ns, resource="configmaps") if r.verb != "get"
+    ], "the ConfigMap was written after the conflict"
     assert len(case.events("drift", "DriftCorrected")) == 2
     assert condition(case.status("drift"), "Conflict")["status"] == "True"
 
@@ -55,11 +60,17 @@ def test_a_second_policy_does_not_touch_a_configmap_owned_by_the_first_and_names
     case.wait_status("first", "changes applied", lambda s: len(s.get("applied") or []) == 2)
     owned = case.configmap(policies.API_CONFIG)
 
-    second_phase = {"name": "grab", "after": "0s", "actions": [
-        {"name": "grab-config", "configMap": {"name": policies.API_CONFIG, "data": {"SECOND_POLICY_KEY": "mine"}}}]}
+    second_phase = {
+        "name": "grab",
+        "after": "0s",
+        "actions": [
+            {"name": "grab-config", "configMap": {"name": policies.API_CONFIG, "data": {"SECOND_POLICY_KEY": "mine"}}}
+        ],
+    }
     case.create("second", phases=[second_phase])
-    status = case.wait_status("second", "Conflict=True",
-                              lambda s: condition(s, "Conflict").get("status") == "True", timeout=30)
+    status = case.wait_status(
+        "second", "Conflict=True", lambda s: condition(s, "Conflict").get("status") == "True", timeout=30
+    )
 
     message = condition(status, "Conflict")["message"]
     assert "first" in message and policies.API_CONFIG in message, message

@@ -61,12 +61,16 @@ def incident(stack: Stack) -> Iterator[Observed]:
         seen.breach_visible_at = case.set(hit_rate=0.2)  # Prometheus now shows the breach
         seen.opened = case.wait_status(POLICY, "incident opened", lambda s: s.get("incident"), timeout=30)
         seen.in_phase_one = case.wait_status(
-            POLICY, "phase one applied", lambda s: {c["action"] for c in s.get("applied") or []}
-            >= {"api-config", "scale-api"})
+            POLICY,
+            "phase one applied",
+            lambda s: {c["action"] for c in s.get("applied") or []} >= {"api-config", "scale-api"},
+        )
         seen.in_phase_one_finalizers = list(case.policy(POLICY)["metadata"].get("finalizers") or [])
         seen.during_status = case.wait_status(
-            POLICY, "phase two applied",
-            lambda s: s.get("phase") == "stabilization" and len(s.get("applied") or []) == 4)
+            POLICY,
+            "phase two applied",
+            lambda s: s.get("phase") == "stabilization" and len(s.get("applied") or []) == 4,
+        )
         seen.during = case.snapshot()
         seen.jobs = case.jobs(POLICY)
         seen.kubectl_get = case.kubectl("get", "stp", "-n", case.ns)
@@ -79,12 +83,15 @@ def incident(stack: Stack) -> Iterator[Observed]:
         window = [r for r in stack.harness.log.entries(since=first, namespace=case.ns) if r.verb != "watch"]
         seen.requests_per_poll = len(window) / polls
         seen.writes_per_poll = len([r for r in window if r.verb in ("create", "patch", "update")]) / polls
-        print(f"\nduring an incident: {seen.requests_per_poll:.1f} API requests per poll "
-              f"({seen.writes_per_poll:.1f} writes): {sorted({(r.verb, r.resource) for r in window})}")
+        print(
+            f"\nduring an incident: {seen.requests_per_poll:.1f} API requests per poll "
+            f"({seen.writes_per_poll:.1f} writes): {sorted({(r.verb, r.resource) for r in window})}"
+        )
 
         case.set(hit_rate=0.95)
         seen.final_status = case.wait_status(
-            POLICY, "incident closed", lambda s: s.get("state") == "Idle" and s.get("history"), timeout=40)
+            POLICY, "incident closed", lambda s: s.get("state") == "Idle" and s.get("history"), timeout=40
+        )
         seen.after = case.snapshot()
         stack.wait_for("rollback finalizer released", lambda: not case.policy(POLICY)["metadata"].get("finalizers"))
         seen.events = case.events(POLICY)
@@ -119,11 +126,16 @@ def test_a_p1_incident_opens_within_for_plus_poll_interval_of_the_breach(inciden
 def test_phases_advance_by_time_and_apply_their_changes(incident: Observed) -> None:
     before, during = incident.before, incident.during
     api_config = during[f"ConfigMap/{policies.API_CONFIG}"]
-    assert api_config["data"] == {**before[f"ConfigMap/{policies.API_CONFIG}"]["data"],
-                                  "AURUM_API_CIRCUIT_BREAKER_ENABLED": "true", policies.NEW_KEY: "added"}
+    assert api_config["data"] == {
+        **before[f"ConfigMap/{policies.API_CONFIG}"]["data"],
+        "AURUM_API_CIRCUIT_BREAKER_ENABLED": "true",
+        policies.NEW_KEY: "added",
+    }
     assert api_config["annotations"]["stampede.aurum.io/applied-by"] == POLICY
     assert during[f"ConfigMap/{policies.CACHE_CONFIG}"]["data"] == {
-        **before[f"ConfigMap/{policies.CACHE_CONFIG}"]["data"], "CACHE_REFRESH_STRATEGY": "lazy"}
+        **before[f"ConfigMap/{policies.CACHE_CONFIG}"]["data"],
+        "CACHE_REFRESH_STRATEGY": "lazy",
+    }
     assert before[f"Deployment/{policies.API}"]["replicas"] == 3
     assert during[f"Deployment/{policies.API}"]["replicas"] == 6
     # Untouched objects stay untouched.
@@ -142,19 +154,24 @@ def test_phases_advance_by_time_and_apply_their_changes(incident: Observed) -> N
     applied = {c["action"]: c for c in status["applied"]}
     assert applied["scale-api"]["original"] == {"replicas": "3"}
     assert applied["scale-api"]["applied"] == {"replicas": "6"}
-    assert applied["api-config"]["original"] == {"AURUM_API_CIRCUIT_BREAKER_ENABLED": "false",
-                                                 policies.NEW_KEY: None}
+    assert applied["api-config"]["original"] == {"AURUM_API_CIRCUIT_BREAKER_ENABLED": "false", policies.NEW_KEY: None}
     entered = [e.message for e in reasons(incident.events, "PhaseEntered")]
     assert len(entered) == 2 and "immediate" in entered[0] and "stabilization" in entered[1]
 
 
 def test_replicas_are_raised_through_the_scale_subresource(incident: Observed, stack: Stack) -> None:
     ns = incident.case.ns
-    scale_writes = [r for r in stack.harness.log.entries(namespace=ns, resource="deployments", name=policies.API)
-                    if r.verb in ("patch", "update") and r.subresource == "scale"]
+    scale_writes = [
+        r
+        for r in stack.harness.log.entries(namespace=ns, resource="deployments", name=policies.API)
+        if r.verb in ("patch", "update") and r.subresource == "scale"
+    ]
     assert scale_writes, "no write to deployments/aurum-api/scale"
-    spec_writes = [r for r in stack.harness.log.entries(namespace=ns, resource="deployments", subresource=None)
-                   if r.verb == "update"]
+    spec_writes = [
+        r
+        for r in stack.harness.log.entries(namespace=ns, resource="deployments", subresource=None)
+        if r.verb == "update"
+    ]
     assert not spec_writes, "replicas must not be set by replacing the Deployment"
 
 
@@ -232,6 +249,12 @@ def test_kubectl_get_shows_state_severity_and_phase_columns(incident: Observed) 
 def test_kubectl_describe_shows_the_incident_events(incident: Observed) -> None:
     text = incident.kubectl_describe
     assert "Events:" in text
-    for reason in ("IncidentOpened", "PhaseEntered", "ActionApplied", "RecoveryStarted", "ActionRolledBack",
-                   "IncidentClosed"):
+    for reason in (
+        "IncidentOpened",
+        "PhaseEntered",
+        "ActionApplied",
+        "RecoveryStarted",
+        "ActionRolledBack",
+        "IncidentClosed",
+    ):
         assert reason in text, f"{reason} missing from kubectl describe:\n{text}"

@@ -7,10 +7,16 @@ from tests.e2e.conftest import Case, condition
 
 def test_an_invalid_spec_is_not_ready_naming_the_field_and_a_valid_policy_keeps_working(case: Case) -> None:
     before = case.snapshot()
-    case.create("broken", severities=[{"level": "P1", "any": ["hitRate < 0.5"], "for": "2s"},
-                                      {"level": "P2", "any": ["latency > 1"], "for": "2s"}])
-    status = case.wait_status("broken", "Ready=False InvalidSpec",
-                              lambda s: condition(s, "Ready").get("reason") == "InvalidSpec")
+    case.create(
+        "broken",
+        severities=[
+            {"level": "P1", "any": ["hitRate < 0.5"], "for": "2s"},
+            {"level": "P2", "any": ["latency > 1"], "for": "2s"},
+        ],
+    )
+    status = case.wait_status(
+        "broken", "Ready=False InvalidSpec", lambda s: condition(s, "Ready").get("reason") == "InvalidSpec"
+    )
     ready = condition(status, "Ready")
     assert ready["status"] == "False"
     assert "severities[1].any[0]" in ready["message"] and "latency > 1" in ready["message"], ready

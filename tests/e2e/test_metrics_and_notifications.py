@@ -19,8 +19,11 @@ from tests.e2e.conftest import HEALTHY_HIT_RATE, Case
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float | None:
@@ -67,8 +70,16 @@ def receiver() -> Iterator[Receiver]:
 
 
 def webhook_secret(case: Case, name: str, url: str) -> None:
-    case.stack.harness.apply([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": case.ns},
-                               "data": {"url": base64.b64encode(url.encode()).decode()}}])
+    case.stack.harness.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": case.ns},
+                "data": {"url": base64.b64encode(url.encode()).decode()},
+            }
+        ]
+    )
 
 
 def test_metrics_show_the_incident_its_phase_signals_and_actions(case: Case, metrics_port: int) -> None:

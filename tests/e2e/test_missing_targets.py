@@ -14,9 +14,11 @@ def test_a_missing_workload_fails_its_action_others_proceed_and_it_is_retried(ca
     case.create_ready("ghostly", phases=[phase])
     case.set(hit_rate=0.2)
 
-    status = case.wait_status("ghostly", "the other actions applied and Ready=False naming the ghost",
-                              lambda s: len(s.get("applied") or []) == 2
-                              and condition(s, "Ready").get("reason") == "ActionFailed")
+    status = case.wait_status(
+        "ghostly",
+        "the other actions applied and Ready=False naming the ghost",
+        lambda s: len(s.get("applied") or []) == 2 and condition(s, "Ready").get("reason") == "ActionFailed",
+    )
     ready = condition(status, "Ready")
     assert ready["status"] == "False"
     assert "Deployment" in ready["message"] and "ghost" in ready["message"]
@@ -24,14 +26,21 @@ def test_a_missing_workload_fails_its_action_others_proceed_and_it_is_retried(ca
     assert len(failures) == 1, "a failure that repeats every poll is reported once"
     assert "ghost" in failures[0].message and "not found" in failures[0].message
 
-    ghost = copy.deepcopy(next(d for d in policies.cluster_objects(case.ns)
-                               if d["kind"] == "Deployment" and d["metadata"]["name"] == policies.API))
+    ghost = copy.deepcopy(
+        next(
+            d
+            for d in policies.cluster_objects(case.ns)
+            if d["kind"] == "Deployment" and d["metadata"]["name"] == policies.API
+        )
+    )
     ghost["metadata"] = {"name": "ghost", "namespace": case.ns}
     ghost["spec"]["replicas"] = 1
     case.stack.harness.apply([ghost])
-    status = case.wait_status("ghostly", "retried and applied once the workload exists",
-                              lambda s: len(s.get("applied") or []) == 3
-                              and condition(s, "Ready").get("status") == "True")
+    status = case.wait_status(
+        "ghostly",
+        "retried and applied once the workload exists",
+        lambda s: len(s.get("applied") or []) == 3 and condition(s, "Ready").get("status") == "True",
+    )
     assert case.stack.replicas(case.ns, "ghost") == 4
 
     case.set(hit_rate=HEALTHY_HIT_RATE)

@@ -10,8 +10,9 @@ def test_dry_run_changes_nothing_and_reports_what_it_would_apply(case: Case) -> 
     before = case.snapshot()
     case.create_ready("dry", mode="DryRun")
     case.set(hit_rate=0.2)
-    status = case.wait_status("dry", "phase two planned", lambda s: s.get("phase") == "stabilization"
-                              and len(s.get("planned") or []) == 4)
+    status = case.wait_status(
+        "dry", "phase two planned", lambda s: s.get("phase") == "stabilization" and len(s.get("planned") or []) == 4
+    )
 
     assert status["state"] == "Incident" and status["severity"] == "P1"
     assert not status.get("applied")
@@ -37,8 +38,9 @@ def test_a_suspended_policy_detects_and_reports_but_changes_nothing(case: Case) 
     suspended = condition(case.status("paused"), "Suspended")
     assert suspended["status"] == "True", suspended
     case.set(hit_rate=0.2)
-    status = case.wait_status("paused", "incident detected and in phase two",
-                              lambda s: s.get("phase") == "stabilization")
+    status = case.wait_status(
+        "paused", "incident detected and in phase two", lambda s: s.get("phase") == "stabilization"
+    )
 
     assert status["state"] == "Incident" and status["severity"] == "P1"
     assert {s["name"]: s["value"] for s in status["signals"]}["hitRate"] == "0.2"

@@ -6,8 +6,11 @@ from tests.e2e import policies
 from tests.e2e.conftest import Case
 from tests.e2e.stack import Stack
 
-PHASE_THREE = {"name": "reinforce", "after": "6s", "actions": [
-    {"name": "scale-worker", "scale": {"kind": "Deployment", "name": "aurum-worker", "replicas": 4}}]}
+PHASE_THREE = {
+    "name": "reinforce",
+    "after": "6s",
+    "actions": [{"name": "scale-worker", "scale": {"kind": "Deployment", "name": "aurum-worker", "replicas": 4}}],
+}
 
 
 def test_sigkill_mid_incident_continues_the_same_incident_without_a_duplicate_job(case: Case, stack: Stack) -> None:
@@ -20,14 +23,22 @@ def test_sigkill_mid_incident_continues_the_same_incident_without_a_duplicate_jo
     incident_id = opened["incident"]["id"]
 
     # Crash at the worst moment: right after the Job was created, before the status records it.
-    stack.wait_for("Job created", lambda: stack.harness.log.entries(since=mark, namespace=case.ns, verb="create",
-                                                                    resource="jobs"), timeout=30, interval=0.01)
+    stack.wait_for(
+        "Job created",
+        lambda: stack.harness.log.entries(since=mark, namespace=case.ns, verb="create", resource="jobs"),
+        timeout=30,
+        interval=0.01,
+    )
     stack.operator.kill()
     (job,) = case.jobs("survivor")
     stack.operator.start()
 
-    status = case.wait_status("survivor", "phase three applied after the restart",
-                              lambda s: s.get("phase") == "reinforce" and len(s.get("applied") or []) == 5, timeout=40)
+    status = case.wait_status(
+        "survivor",
+        "phase three applied after the restart",
+        lambda s: s.get("phase") == "reinforce" and len(s.get("applied") or []) == 5,
+        timeout=40,
+    )
     assert status["incident"]["id"] == incident_id
     assert [j["metadata"]["name"] for j in case.jobs("survivor")] == [job["metadata"]["name"]]
     assert job["metadata"]["labels"]["stampede.aurum.io/incident"] == incident_id
@@ -38,8 +49,9 @@ def test_sigkill_mid_incident_continues_the_same_incident_without_a_duplicate_jo
     assert applied["scale-api"]["original"] == {"replicas": "3"}
 
     case.set(hit_rate=0.95)
-    final = case.wait_status("survivor", "incident closed", lambda s: s.get("state") == "Idle" and s.get("history"),
-                             timeout=40)
+    final = case.wait_status(
+        "survivor", "incident closed", lambda s: s.get("state") == "Idle" and s.get("history"), timeout=40
+    )
     assert [h["id"] for h in final["history"]] == [incident_id]
     assert len(case.events("survivor", "IncidentOpened")) == 1
     after = case.snapshot()

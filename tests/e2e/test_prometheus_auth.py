@@ -23,8 +23,9 @@ def prometheus_with_auth() -> Iterator[FakeHTTPServer]:
 
 def secret(case: Case, name: str, data: dict[str, str]) -> None:
     encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
-    case.stack.harness.apply([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": case.ns},
-                               "data": encoded}])
+    case.stack.harness.apply(
+        [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": case.ns}, "data": encoded}]
+    )
 
 
 def no_secret_anywhere(case: Case, name: str, *secrets: str) -> None:
@@ -35,13 +36,15 @@ def no_secret_anywhere(case: Case, name: str, *secrets: str) -> None:
         assert value not in shown
 
 
-def test_a_bearer_token_from_a_secret_is_sent_and_never_shown(case: Case,
-                                                               prometheus_with_auth: FakeHTTPServer) -> None:
+def test_a_bearer_token_from_a_secret_is_sent_and_never_shown(case: Case, prometheus_with_auth: FakeHTTPServer) -> None:
     secret(case, "prom-token", {"token": TOKEN})
-    case.create("bearer", prometheus={"url": prometheus_with_auth.url,
-                                      "bearerTokenSecretRef": {"name": "prom-token", "key": "token"}})
-    case.wait_status("bearer", "signals read through the proxy",
-                     lambda s: condition(s, "MetricsAvailable").get("status") == "True")
+    case.create(
+        "bearer",
+        prometheus={"url": prometheus_with_auth.url, "bearerTokenSecretRef": {"name": "prom-token", "key": "token"}},
+    )
+    case.wait_status(
+        "bearer", "signals read through the proxy", lambda s: condition(s, "MetricsAvailable").get("status") == "True"
+    )
     assert prometheus_with_auth.requests
     assert {r.headers.get("Authorization") for r in prometheus_with_auth.requests} == {f"Bearer {TOKEN}"}
     no_secret_anywhere(case, "bearer", TOKEN)
@@ -50,18 +53,23 @@ def test_a_bearer_token_from_a_secret_is_sent_and_never_shown(case: Case,
 def test_basic_auth_from_a_secret_is_sent_and_never_shown(case: Case, prometheus_with_auth: FakeHTTPServer) -> None:
     secret(case, "prom-basic", {"username": "stampede", "password": PASSWORD})
     case.create("basic", prometheus={"url": prometheus_with_auth.url, "basicAuthSecretRef": {"name": "prom-basic"}})
-    case.wait_status("basic", "signals read through the proxy",
-                     lambda s: condition(s, "MetricsAvailable").get("status") == "True")
+    case.wait_status(
+        "basic", "signals read through the proxy", lambda s: condition(s, "MetricsAvailable").get("status") == "True"
+    )
     expected = "Basic " + base64.b64encode(f"stampede:{PASSWORD}".encode()).decode()
     assert {r.headers.get("Authorization") for r in prometheus_with_auth.requests} == {expected}
     no_secret_anywhere(case, "basic", PASSWORD, expected)
 
 
-def test_a_missing_secret_makes_the_signals_unknown_naming_the_secret(case: Case,
-                                                                     prometheus_with_auth: FakeHTTPServer) -> None:
-    case.create("nosecret", prometheus={"url": prometheus_with_auth.url,
-                                        "bearerTokenSecretRef": {"name": "absent", "key": "token"}})
-    status = case.wait_status("nosecret", "MetricsAvailable=False",
-                              lambda s: condition(s, "MetricsAvailable").get("status") == "False")
+def test_a_missing_secret_makes_the_signals_unknown_naming_the_secret(
+    case: Case, prometheus_with_auth: FakeHTTPServer
+) -> None:
+    case.create(
+        "nosecret",
+        prometheus={"url": prometheus_with_auth.url, "bearerTokenSecretRef": {"name": "absent", "key": "token"}},
+    )
+    status = case.wait_status(
+        "nosecret", "MetricsAvailable=False", lambda s: condition(s, "MetricsAvailable").get("status") == "False"
+    )
     assert "absent" in condition(status, "MetricsAvailable")["message"]
     assert prometheus_with_auth.requests == [], "no request without the credentials the policy asked for"

@@ -34,11 +34,16 @@ def test_an_idle_policy_writes_no_targets_and_refreshes_its_status_sparingly(cas
     window = [r for r in stack.harness.log.entries(since=first, namespace=case.ns) if r.verb != "watch"]
 
     target_writes = [r for r in window if r.resource in TARGET_RESOURCES and r.verb in WRITES]
-    status_writes = [r for r in window if r.resource == "stampedepolicies" and r.subresource == "status"
-                     and r.verb in ("patch", "update")]
+    status_writes = [
+        r
+        for r in window
+        if r.resource == "stampedepolicies" and r.subresource == "status" and r.verb in ("patch", "update")
+    ]
     polls = elapsed / 1.0
-    print(f"\nsteady state: {len(window) / polls:.2f} API requests per poll over {elapsed:.1f}s "
-          f"({len(status_writes)} status writes): {[(r.verb, r.resource, r.subresource) for r in window]}")
+    print(
+        f"\nsteady state: {len(window) / polls:.2f} API requests per poll over {elapsed:.1f}s "
+        f"({len(status_writes)} status writes): {[(r.verb, r.resource, r.subresource) for r in window]}"
+    )
     assert not target_writes, target_writes
     assert len(status_writes) <= elapsed // STATUS_REFRESH_SECONDS + 1, status_writes
     assert len(status_writes) >= 1, "signal values changed but the status was never refreshed"

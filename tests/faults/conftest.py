@@ -20,8 +20,7 @@ STATUS_REFRESH_SECONDS = "2"
 
 @pytest.fixture(scope="module")
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    env = {"STAMPEDE_STATUS_REFRESH_SECONDS": STATUS_REFRESH_SECONDS,
-           **getattr(request.module, "OPERATOR_ENV", {})}
+    env = {"STAMPEDE_STATUS_REFRESH_SECONDS": STATUS_REFRESH_SECONDS, **getattr(request.module, "OPERATOR_ENV", {})}
     with Stack(operator_env=env, start_operator=False) as running:
         assert running.operator is not None and running.prometheus is not None
         if getattr(request.module, "ALLOW_OWN_PROMETHEUS", False):

@@ -52,17 +52,25 @@ def phases(*, two_after: str = "3s", worker: bool = False) -> list[dict[str, Any
     third action in phase two scaling aurum-worker (under an HPA when the test seeds one)."""
     two = policies.phase_two(after=two_after)
     if worker:
-        two["actions"].append({"name": "scale-worker", "scale": {"kind": "Deployment", "name": "aurum-worker",
-                                                                 "replicas": 5}})
+        two["actions"].append(
+            {"name": "scale-worker", "scale": {"kind": "Deployment", "name": "aurum-worker", "replicas": 5}}
+        )
     return [policies.phase_one(), two]
 
 
 WORKER_HPA = {
-    "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+    "apiVersion": "autoscaling/v2",
+    "kind": "HorizontalPodAutoscaler",
     "metadata": {"name": "aurum-worker", "annotations": {"team": "cache"}},
-    "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "aurum-worker"},
-             "minReplicas": 2, "maxReplicas": 10,
-             "metrics": [{"type": "Resource", "resource": {"name": "cpu",
-                                                           "target": {"type": "Utilization",
-                                                                      "averageUtilization": 70}}}]},
+    "spec": {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "aurum-worker"},
+        "minReplicas": 2,
+        "maxReplicas": 10,
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+            }
+        ],
+    },
 }

@@ -22,7 +22,8 @@ def _ok(status: int | None) -> bool:
 
 
 def test_500s_409s_and_slow_writes_never_lose_or_double_a_change_and_rollback_stays_exact(
-        case: Case, stack: Stack) -> None:
+    case: Case, stack: Stack
+) -> None:
     faults = stack.harness.faults
     faults._random.seed(SEED)  # reproducible fault draws (the harness exposes no seed setter on a running server)
     before = case.snapshot()
@@ -33,24 +34,28 @@ def test_500s_409s_and_slow_writes_never_lose_or_double_a_change_and_rollback_st
     # Guaranteed hits first (each kind of fault on each kind of write), then a random share of everything.
     sure = [
         faults.add(methods=["PATCH"], resources=["configmaps"], namespace=case.ns, status=409, times=1),
-        faults.add(methods=["PATCH"], resources=["deployments"], subresources=["scale"], namespace=case.ns,
-                   status=500, times=1),
+        faults.add(
+            methods=["PATCH"], resources=["deployments"], subresources=["scale"], namespace=case.ns, status=500, times=1
+        ),
         faults.add(**jobs_post, status=500, times=1),
         faults.add(**jobs_post, status=None, delay=2.0, times=1),
     ]
 
     def add_random() -> list[FaultRule]:
-        return [faults.add(**writes, status=500, probability=0.3),
-                faults.add(**writes, status=409, probability=0.3),
-                faults.add(**writes, status=None, delay=2.0, probability=0.4),
-                faults.add(**jobs_post, status=500, probability=0.3)]
+        return [
+            faults.add(**writes, status=500, probability=0.3),
+            faults.add(**writes, status=409, probability=0.3),
+            faults.add(**writes, status=None, delay=2.0, probability=0.4),
+            faults.add(**jobs_post, status=500, probability=0.3),
+        ]
 
     random_rules = add_random()
     rules = [*sure, *random_rules]
     try:
         case.set(hit_rate=UNHEALTHY)
-        applied = case.wait_status("flaky", "every action applied despite the faults",
-                                   lambda s: len(s.get("applied") or []) == 4, timeout=120)
+        applied = case.wait_status(
+            "flaky", "every action applied despite the faults", lambda s: len(s.get("applied") or []) == 4, timeout=120
+        )
         incident_id = applied["incident"]["id"]
         during = case.snapshot()
         assert during["ConfigMap/aurum-api-config"]["data"]["AURUM_API_CIRCUIT_BREAKER_ENABLED"] == "true"
@@ -65,18 +70,27 @@ def test_500s_409s_and_slow_writes_never_lose_or_double_a_change_and_rollback_st
         # The same guaranteed faults again, now hitting the rollback's writes.
         sure += [
             faults.add(methods=["PATCH"], resources=["configmaps"], namespace=case.ns, status=500, times=1),
-            faults.add(methods=["PATCH"], resources=["deployments"], subresources=["scale"], namespace=case.ns,
-                       status=409, times=1),
-            faults.add(methods=["PATCH"], resources=["configmaps"], namespace=case.ns, status=None, delay=2.0,
-                       times=1),
+            faults.add(
+                methods=["PATCH"],
+                resources=["deployments"],
+                subresources=["scale"],
+                namespace=case.ns,
+                status=409,
+                times=1,
+            ),
+            faults.add(methods=["PATCH"], resources=["configmaps"], namespace=case.ns, status=None, delay=2.0, times=1),
         ]
         for rule in random_rules:  # the harness tries rules in order: the guaranteed ones go first
             faults.remove(rule.id)
         random_rules = add_random()
         rules += [*sure[-3:], *random_rules]
         case.set(hit_rate=HEALTHY)
-        closed = case.wait_status("flaky", "incident closed despite the faults",
-                                  lambda s: s.get("state") == "Idle" and s.get("history"), timeout=120)
+        closed = case.wait_status(
+            "flaky",
+            "incident closed despite the faults",
+            lambda s: s.get("state") == "Idle" and s.get("history"),
+            timeout=120,
+        )
     finally:
         for rule in rules:
             faults.remove(rule.id)
@@ -110,12 +124,20 @@ def test_500s_409s_and_slow_writes_never_lose_or_double_a_change_and_rollback_st
 def test_a_failed_rollout_restart_is_retried_or_reported_as_action_failed(case: Case, stack: Stack) -> None:
     case.create_ready("restart", phases=[policies.phase_one()])
     # Phase one writes the ConfigMap, then restarts aurum-api (its first PATCH of the Deployment itself).
-    rule = stack.harness.faults.add(methods=["PATCH"], resources=["deployments"], subresources=[""],
-                                    namespace=case.ns, name=policies.API, status=500, times=1)
+    rule = stack.harness.faults.add(
+        methods=["PATCH"],
+        resources=["deployments"],
+        subresources=[""],
+        namespace=case.ns,
+        name=policies.API,
+        status=500,
+        times=1,
+    )
     try:
         case.set(hit_rate=UNHEALTHY)
-        status = case.wait_status("restart", "phase one applied", lambda s: len(s.get("applied") or []) == 2,
-                                  timeout=60)
+        status = case.wait_status(
+            "restart", "phase one applied", lambda s: len(s.get("applied") or []) == 2, timeout=60
+        )
     finally:
         stack.harness.faults.remove(rule.id)
     assert rule.hits == 1
@@ -129,5 +151,6 @@ def test_a_failed_rollout_restart_is_retried_or_reported_as_action_failed(case: 
     def reported() -> bool:
         return any("restart" in e.message.lower() for e in case.events("restart", "ActionFailed"))
 
-    stack.wait_for("the restart retried or an ActionFailed event about it", lambda: restarted() or reported(),
-                   timeout=8)
+    stack.wait_for(
+        "the restart retried or an ActionFailed event about it", lambda: restarted() or reported(), timeout=8
+    )

@@ -85,53 +85,103 @@ def _invalid_corpus(case: Case, stack: Stack, bait: Bait) -> dict[str, tuple[dic
     port = stack.prometheus.port
     cm = {"data": {"K": "v"}}
     return {
-        "huge-replicas": (_with(case, lambda s: _action(s, {"scale": {"kind": "Deployment", "name": policies.API,
-                                                                      "replicas": 10**12}})),
-                          "spec.phases.0.actions.0.scale.replicas"),
-        "infinite-threshold": (_with(case, lambda s: s["severities"][1].update(any=["hitRate < 1e309"])),
-                               "spec.severities.1.any.0"),
-        "ten-thousand-signals": (_with(case, lambda s: s.update(signals=[
-            *s["signals"], *({"name": f"s{i}", "query": f"vector({i})"} for i in range(10_000))])), "spec.signals"),
-        "unicode-signal": (_with(case, lambda s: s["signals"].append({"name": "hitRaté😀", "query": "vector(1)"})),
-                           "spec.signals.2.name"),
-        "unicode-action": (_with(case, lambda s: s["phases"][0]["actions"][0].update(name="ação-💥")),
-                           "spec.phases.0.actions.0.name"),
-        "url-port-suffix": (_with(case, lambda s: s.update(prometheus={"url": f"http://127.0.0.1:{port}.evil.example"})),
-                            "spec.prometheus.url"),
-        "url-userinfo": (_with(case, lambda s: s.update(prometheus={"url": f"http://x@127.0.0.1:{bait.port}/"})),
-                         "spec.prometheus.url"),
-        "url-userinfo-allowed-prefix": (_with(case, lambda s: s.update(
-            prometheus={"url": f"{prom}@127.0.0.1:{bait.port}/"})), "spec.prometheus.url"),
-        "url-elsewhere": (_with(case, lambda s: s.update(prometheus={"url": f"http://127.0.0.1:{bait.port}/"})),
-                          "spec.prometheus.url"),
+        "huge-replicas": (
+            _with(
+                case, lambda s: _action(s, {"scale": {"kind": "Deployment", "name": policies.API, "replicas": 10**12}})
+            ),
+            "spec.phases.0.actions.0.scale.replicas",
+        ),
+        "infinite-threshold": (
+            _with(case, lambda s: s["severities"][1].update(any=["hitRate < 1e309"])),
+            "spec.severities.1.any.0",
+        ),
+        "ten-thousand-signals": (
+            _with(
+                case,
+                lambda s: s.update(
+                    signals=[*s["signals"], *({"name": f"s{i}", "query": f"vector({i})"} for i in range(10_000))]
+                ),
+            ),
+            "spec.signals",
+        ),
+        "unicode-signal": (
+            _with(case, lambda s: s["signals"].append({"name": "hitRaté😀", "query": "vector(1)"})),
+            "spec.signals.2.name",
+        ),
+        "unicode-action": (
+            _with(case, lambda s: s["phases"][0]["actions"][0].update(name="ação-💥")),
+            "spec.phases.0.actions.0.name",
+        ),
+        "url-port-suffix": (
+            _with(case, lambda s: s.update(prometheus={"url": f"http://127.0.0.1:{port}.evil.example"})),
+            "spec.prometheus.url",
+        ),
+        "url-userinfo": (
+            _with(case, lambda s: s.update(prometheus={"url": f"http://x@127.0.0.1:{bait.port}/"})),
+            "spec.prometheus.url",
+        ),
+        "url-userinfo-allowed-prefix": (
+            _with(case, lambda s: s.update(prometheus={"url": f"{prom}@127.0.0.1:{bait.port}/"})),
+            "spec.prometheus.url",
+        ),
+        "url-elsewhere": (
+            _with(case, lambda s: s.update(prometheus={"url": f"http://127.0.0.1:{bait.port}/"})),
+            "spec.prometheus.url",
+        ),
         "url-longer-port": (_with(case, lambda s: s.update(prometheus={"url": f"{prom}0"})), "spec.prometheus.url"),
-        "cm-dotdot": (_with(case, lambda s: _action(s, {"configMap": {"name": "../other-ns/cm", **cm}})),
-                      "spec.phases.0.actions.0.configMap.name"),
-        "cm-slash": (_with(case, lambda s: _action(s, {"configMap": {"name": "other-ns/cm", **cm}})),
-                     "spec.phases.0.actions.0.configMap.name"),
-        "cm-only-dots": (_with(case, lambda s: _action(s, {"configMap": {"name": "..", **cm}})),
-                         "spec.phases.0.actions.0.configMap.name"),
-        "cm-key-traversal": (_with(case, lambda s: _action(s, {"configMap": {"name": policies.API_CONFIG,
-                                                                             "data": {"../K": "v"}}})),
-                             "spec.phases.0.actions.0.configMap.data"),
-        "scale-slash": (_with(case, lambda s: _action(s, {"scale": {"kind": "Deployment", "name": "other-ns/aurum-api",
-                                                                    "replicas": 2}})),
-                        "spec.phases.0.actions.0.scale.name"),
-        "job-traversal": (_with(case, lambda s: _action(s, {"job": {"fromCronJob": "../other-ns/cache-warming"}})),
-                          "spec.phases.0.actions.0.job.fromCronJob"),
-        "restart-slash": (_with(case, lambda s: s["phases"][0]["actions"][0]["configMap"].update(
-            restart=[{"kind": "Deployment", "name": "../other-ns/aurum-api"}])),
-                          "spec.phases.0.actions.0.configMap.restart.0.name"),
+        "cm-dotdot": (
+            _with(case, lambda s: _action(s, {"configMap": {"name": "../other-ns/cm", **cm}})),
+            "spec.phases.0.actions.0.configMap.name",
+        ),
+        "cm-slash": (
+            _with(case, lambda s: _action(s, {"configMap": {"name": "other-ns/cm", **cm}})),
+            "spec.phases.0.actions.0.configMap.name",
+        ),
+        "cm-only-dots": (
+            _with(case, lambda s: _action(s, {"configMap": {"name": "..", **cm}})),
+            "spec.phases.0.actions.0.configMap.name",
+        ),
+        "cm-key-traversal": (
+            _with(case, lambda s: _action(s, {"configMap": {"name": policies.API_CONFIG, "data": {"../K": "v"}}})),
+            "spec.phases.0.actions.0.configMap.data",
+        ),
+        "scale-slash": (
+            _with(
+                case,
+                lambda s: _action(s, {"scale": {"kind": "Deployment", "name": "other-ns/aurum-api", "replicas": 2}}),
+            ),
+            "spec.phases.0.actions.0.scale.name",
+        ),
+        "job-traversal": (
+            _with(case, lambda s: _action(s, {"job": {"fromCronJob": "../other-ns/cache-warming"}})),
+            "spec.phases.0.actions.0.job.fromCronJob",
+        ),
+        "restart-slash": (
+            _with(
+                case,
+                lambda s: s["phases"][0]["actions"][0]["configMap"].update(
+                    restart=[{"kind": "Deployment", "name": "../other-ns/aurum-api"}]
+                ),
+            ),
+            "spec.phases.0.actions.0.configMap.restart.0.name",
+        ),
     }
 
 
 def _create(stack: Stack, case: Case, name: str, spec: dict[str, Any]) -> None:
-    stack.apply_policy({"apiVersion": "stampede.aurum.io/v1alpha1", "kind": "StampedePolicy",
-                        "metadata": {"name": name, "namespace": case.ns}, "spec": spec})
+    stack.apply_policy(
+        {
+            "apiVersion": "stampede.aurum.io/v1alpha1",
+            "kind": "StampedePolicy",
+            "metadata": {"name": name, "namespace": case.ns},
+            "spec": spec,
+        }
+    )
 
 
 def test_hostile_policies_are_rejected_naming_the_field_while_a_normal_policy_keeps_working(
-        case: Case, stack: Stack, bait: Bait) -> None:
+    case: Case, stack: Stack, bait: Bait
+) -> None:
     assert stack.operator is not None and stack.operator.process is not None
     other = Case(stack, "other-ns")  # what the traversal names would reach, were they not rejected
     other_before = other.snapshot()
@@ -142,8 +192,9 @@ def test_hostile_policies_are_rejected_naming_the_field_while_a_normal_policy_ke
     case.create_ready("normal", phases=[policies.phase_one()])
 
     for name, (_, field) in corpus.items():
-        status = case.wait_status(name, "Ready=False InvalidSpec",
-                                  lambda s: condition(s, "Ready").get("reason") == "InvalidSpec", timeout=60)
+        status = case.wait_status(
+            name, "Ready=False InvalidSpec", lambda s: condition(s, "Ready").get("reason") == "InvalidSpec", timeout=60
+        )
         ready = condition(status, "Ready")
         assert ready["status"] == "False"
         # `spec.a[0].b` (lint's format) and `spec.a.0.b` both name the field.
@@ -156,8 +207,7 @@ def test_hostile_policies_are_rejected_naming_the_field_while_a_normal_policy_ke
     case.set(hit_rate=UNHEALTHY)
     case.wait_status("normal", "incident with phase one applied", lambda s: len(s.get("applied") or []) == 2)
     case.set(hit_rate=HEALTHY)
-    case.wait_status("normal", "incident closed", lambda s: s.get("state") == "Idle" and s.get("history"),
-                     timeout=60)
+    case.wait_status("normal", "incident closed", lambda s: s.get("state") == "Idle" and s.get("history"), timeout=60)
     after = case.snapshot()
     assert_restored(before, after)
     assert_restored(other_before, other.snapshot())
@@ -170,15 +220,20 @@ def test_extreme_but_valid_values_run_safely_and_replicas_are_capped(case: Case,
     assert stack.operator is not None and stack.operator.process is not None
     assert stack.prometheus is not None
     before = case.snapshot()
-    capped = _with(case, lambda s: s["phases"][0]["actions"].__setitem__(
-        1, {"name": "scale-api", "scale": {"kind": "Deployment", "name": policies.API, "replicas": 100000}}))
+    capped = _with(
+        case,
+        lambda s: s["phases"][0]["actions"].__setitem__(
+            1, {"name": "scale-api", "scale": {"kind": "Deployment", "name": policies.API, "replicas": 100000}}
+        ),
+    )
     capped["severities"][1]["any"] = ["hitRate < 0.5", "db >= 1e308", "db <= -1e308"]
     _create(stack, case, "capped", capped)
-    regex = _with(case, lambda s: s["signals"].append({"name": "greedy",
-                                                       "query": '{__name__=~"(a|b|c)*.*.*.*"}'}))
+    regex = _with(case, lambda s: s["signals"].append({"name": "greedy", "query": '{__name__=~"(a|b|c)*.*.*.*"}'}))
     _create(stack, case, "greedy-regex", regex)
-    unicode_query = _with(case, lambda s: s["signals"].append(
-        {"name": "uni", "query": 'sum(e2e_hit_rate{case="ünïcødé-😀-\\"quoted\\""})'}))
+    unicode_query = _with(
+        case,
+        lambda s: s["signals"].append({"name": "uni", "query": 'sum(e2e_hit_rate{case="ünïcødé-😀-\\"quoted\\""})'}),
+    )
     _create(stack, case, "unicode-query", unicode_query)
     slow = _with(case, lambda s: s.update(pollInterval="8760h"))  # the longest duration allowed
     _create(stack, case, "very-slow-poll", slow)
@@ -187,8 +242,9 @@ def test_extreme_but_valid_values_run_safely_and_replicas_are_capped(case: Case,
     _create(stack, case, "allowed-host-odd-path", allowed_path)
 
     for name in ("capped", "greedy-regex", "unicode-query", "very-slow-poll", "allowed-host-odd-path"):
-        status = case.wait_status(name, "polled", lambda s: condition(s, "Ready").get("status") == "True"
-                                  and s.get("signals"), timeout=60)
+        status = case.wait_status(
+            name, "polled", lambda s: condition(s, "Ready").get("status") == "True" and s.get("signals"), timeout=60
+        )
         signals = {s["name"]: s for s in status["signals"]}
         if name in ("greedy-regex", "unicode-query"):
             odd = signals["greedy" if name == "greedy-regex" else "uni"]
@@ -203,8 +259,7 @@ def test_extreme_but_valid_values_run_safely_and_replicas_are_capped(case: Case,
     assert {c["action"]: c["applied"] for c in opened["applied"]}["scale-api"] == {"replicas": "7"}
     assert any("capped" in e.message for e in case.events("capped", "ActionApplied"))
     case.set(hit_rate=HEALTHY)
-    case.wait_status("capped", "incident closed", lambda s: s.get("state") == "Idle" and s.get("history"),
-                     timeout=60)
+    case.wait_status("capped", "incident closed", lambda s: s.get("state") == "Idle" and s.get("history"), timeout=60)
     for name in ("greedy-regex", "unicode-query", "very-slow-poll", "allowed-host-odd-path"):
         assert not case.status(name).get("applied"), name  # Hold: unknown signals open nothing
     assert_restored(before, case.snapshot())
@@ -224,5 +279,6 @@ def test_a_huge_escalation_delay_does_not_stop_the_runbook(case: Case, stack: St
     _create(stack, case, "far-escalation", _with(case, lambda s: s.update(escalation={"after": "8760h"})))
     case.wait_status("far-escalation", "Ready", lambda s: condition(s, "Ready").get("status") == "True")
     case.set(hit_rate=UNHEALTHY)
-    case.wait_status("far-escalation", "incident with phase one applied",
-                     lambda s: len(s.get("applied") or []) == 2, timeout=12)
+    case.wait_status(
+        "far-escalation", "incident with phase one applied", lambda s: len(s.get("applied") or []) == 2, timeout=12
+    )

@@ -45,8 +45,10 @@ class Killer:
         mark = log.last_id
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and alive():
-            if any(r.verb == "patch" and r.resource in TARGET_WRITES and r.status is not None and r.status < 300
-                   for r in log.entries(since=mark, namespace=self.case.ns)):
+            if any(
+                r.verb == "patch" and r.resource in TARGET_WRITES and r.status is not None and r.status < 300
+                for r in log.entries(since=mark, namespace=self.case.ns)
+            ):
                 time.sleep(self.rng.uniform(0.0, 0.05))
                 return True
             time.sleep(0.005)
@@ -98,20 +100,29 @@ def test_twenty_sigkills_across_incidents_leave_every_target_exactly_as_before(s
         case.wait_status("victim", "incident opened", lambda s: s.get("state") == "Incident", timeout=60)
         for _ in range(during_apply):
             killer.kill_once(lambda: True)  # unhealthy signals keep the incident open: always inside it
-        case.wait_status("victim", "every action applied",
-                         lambda s: s.get("phase") == "stabilization" and len(s.get("applied") or []) == 5
-                         and condition(s, "Ready").get("status") == "True", timeout=90)
+        case.wait_status(
+            "victim",
+            "every action applied",
+            lambda s: (
+                s.get("phase") == "stabilization"
+                and len(s.get("applied") or []) == 5
+                and condition(s, "Ready").get("status") == "True"
+            ),
+            timeout=90,
+        )
         incident_id = case.status("victim")["incident"]["id"]
 
         case.set(hit_rate=HEALTHY, wait=False)
-        case.wait_status("victim", "recovery started", lambda s: s.get("state") in ("RollingBack", "Idle"),
-                         timeout=90)
+        case.wait_status("victim", "recovery started", lambda s: s.get("state") in ("RollingBack", "Idle"), timeout=90)
         for _ in range(quota - during_apply):
             if not killer.kill_once(lambda: state() == "RollingBack"):
                 break
-        final = case.wait_status("victim", "incident closed",
-                                 lambda s, n=history + 1: s.get("state") == "Idle" and len(s.get("history") or []) == n,
-                                 timeout=90)
+        final = case.wait_status(
+            "victim",
+            "incident closed",
+            lambda s, n=history + 1: s.get("state") == "Idle" and len(s.get("history") or []) == n,
+            timeout=90,
+        )
         assert final["history"][0]["id"] == incident_id, "a kill split the incident into two"
         incidents.append(incident_id)
 
@@ -130,24 +141,41 @@ def test_twenty_sigkills_across_incidents_leave_every_target_exactly_as_before(s
 
 
 def test_changes_applied_just_before_a_crash_are_rolled_back_even_if_the_signals_recover_meanwhile(
-        case: Case, stack: Stack) -> None:
+    case: Case, stack: Stack
+) -> None:
     assert stack.operator is not None
     before = case.snapshot()
     case.create_ready("orphan", phases=[policies.phase_one()])
     # The status write of the opening tick never lands (the process dies with it in memory).
-    lost = stack.harness.faults.add(resources=["stampedepolicies"], subresources=["status"], namespace=case.ns,
-                                    verbs=["patch", "update"], status=500)
+    lost = stack.harness.faults.add(
+        resources=["stampedepolicies"],
+        subresources=["status"],
+        namespace=case.ns,
+        verbs=["patch", "update"],
+        status=500,
+    )
     mark = stack.harness.log.last_id
     try:
         case.set(hit_rate=UNHEALTHY, wait=False)
-        stack.wait_for("both phase-one targets written",
-                       lambda: {r.resource for r in stack.harness.log.entries(since=mark, namespace=case.ns,
-                                                                              verb="patch")
-                                if r.status is not None and r.status < 300} >= {"configmaps", "deployments"},
-                       timeout=60, interval=0.01)
-        stack.wait_for("scale written", lambda: stack.harness.log.entries(since=mark, namespace=case.ns,
-                                                                          subresource="scale", status=200),
-                       timeout=30, interval=0.01)
+        stack.wait_for(
+            "both phase-one targets written",
+            lambda: (
+                {
+                    r.resource
+                    for r in stack.harness.log.entries(since=mark, namespace=case.ns, verb="patch")
+                    if r.status is not None and r.status < 300
+                }
+                >= {"configmaps", "deployments"}
+            ),
+            timeout=60,
+            interval=0.01,
+        )
+        stack.wait_for(
+            "scale written",
+            lambda: stack.harness.log.entries(since=mark, namespace=case.ns, subresource="scale", status=200),
+            timeout=30,
+            interval=0.01,
+        )
         stack.operator.kill()
     finally:
         stack.harness.faults.remove(lost.id)
@@ -155,7 +183,10 @@ def test_changes_applied_just_before_a_crash_are_rolled_back_even_if_the_signals
     case.set(hit_rate=HEALTHY)
     stack.operator.start()
     restarted = time.time()
-    case.wait_status("orphan", "polled again after the restart",
-                     lambda s: s.get("lastPollTime") and parse_time(s["lastPollTime"]).timestamp() > restarted + 3,
-                     timeout=60)
+    case.wait_status(
+        "orphan",
+        "polled again after the restart",
+        lambda s: s.get("lastPollTime") and parse_time(s["lastPollTime"]).timestamp() > restarted + 3,
+        timeout=60,
+    )
     assert_restored(before, case.snapshot())

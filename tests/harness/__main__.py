@@ -20,9 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--crds", action="append", default=[], help="CRD YAML file or directory (repeatable)")
-    parser.add_argument(
-        "--seed", action="append", default=[], help="multi-document YAML of objects (repeatable)"
-    )
+    parser.add_argument("--seed", action="append", default=[], help="multi-document YAML of objects (repeatable)")
     parser.add_argument("--kubeconfig", help="write a kubeconfig pointing at the server here")
     parser.add_argument("--auto-namespaces", action="store_true", help="create missing namespaces on demand")
     parser.add_argument("--no-controllers", action="store_true", help="do not simulate workload status")

@@ -147,9 +147,7 @@ def label_selector(text: str | None) -> Matcher:
             values = frozenset(v.strip() for v in m.group(3).split(",") if v.strip())
             reqs.append((m.group(1), m.group(2), values))
         elif m := _CMP_RE.match(term):
-            reqs.append(
-                (m.group(1), "notin" if m.group(2) == "!=" else "in", frozenset([m.group(3).strip()]))
-            )
+            reqs.append((m.group(1), "notin" if m.group(2) == "!=" else "in", frozenset([m.group(3).strip()])))
         elif term.startswith("!"):
             reqs.append((term[1:].strip(), "!exists", frozenset()))
         elif re.fullmatch(r"[A-Za-z0-9_./-]+", term):
@@ -199,8 +197,6 @@ def field_selector(text: str | None) -> Matcher:
         checks.append((m.group(1), m.group(2) != "!=", value))
 
     def match(obj: Mapping[str, Any]) -> bool:
-        return all(
-            (_field_str(field_value(obj, path)) == value) == positive for path, positive, value in checks
-        )
+        return all((_field_str(field_value(obj, path)) == value) == positive for path, positive, value in checks)
 
     return match

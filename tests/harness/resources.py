@@ -215,9 +215,7 @@ def resources_from_crd(crd: dict[str, Any]) -> list[ResourceInfo]:
 def load_yaml_documents(paths: Iterable[pathlib.Path | str]) -> Iterator[dict[str, Any]]:
     """All non-empty YAML documents of the given files or directories (recursively, sorted)."""
     for path in map(pathlib.Path, paths):
-        files = (
-            sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")) if path.is_dir() else [path]
-        )
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")) if path.is_dir() else [path]
         for file in files:
             with file.open(encoding="utf-8") as f:
                 for doc in yaml.safe_load_all(f):

@@ -351,9 +351,7 @@ class HarnessHandler(kmock.RawHandler):
         catalogue = self.store.catalogue
         path = path.rstrip("/") or "/"
         if method != "GET":
-            raise ApiError(
-                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-            )
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if path == "/version":
             return _json(
                 {
@@ -375,9 +373,7 @@ class HarnessHandler(kmock.RawHandler):
                 {
                     "kind": "APIVersions",
                     "versions": ["v1"],
-                    "serverAddressByClientCIDRs": [
-                        {"clientCIDR": "0.0.0.0/0", "serverAddress": self.server_address}
-                    ],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": self.server_address}],
                 }
             )
         groups = {g: vs for g, vs in catalogue.groups().items() if g}
@@ -536,9 +532,7 @@ class HarnessHandler(kmock.RawHandler):
                     "items": deleted,
                 }
             )
-        raise ApiError(
-            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-        )
+        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
     def _serve_list(
         self, info: ResourceInfo, ns: str | None, query: dict[str, str], accept: str
@@ -567,9 +561,7 @@ class HarnessHandler(kmock.RawHandler):
             )
             result["metadata"].update(meta)
             return _json(result)
-        return _json(
-            {"kind": f"{info.kind}List", "apiVersion": info.api_version, "metadata": meta, "items": page}
-        )
+        return _json({"kind": f"{info.kind}List", "apiVersion": info.api_version, "metadata": meta, "items": page})
 
     async def _serve_watch(
         self, raw: aiohttp.web.BaseRequest, info: ResourceInfo, route: Route, record: RequestRecord
@@ -651,9 +643,7 @@ class HarnessHandler(kmock.RawHandler):
 
     # -- control endpoints for out-of-process tests and benchmarks --
 
-    async def _serve_control(
-        self, raw: aiohttp.web.BaseRequest, body_bytes: bytes
-    ) -> aiohttp.web.StreamResponse:
+    async def _serve_control(self, raw: aiohttp.web.BaseRequest, body_bytes: bytes) -> aiohttp.web.StreamResponse:
         path, method = raw.path.rstrip("/"), raw.method
         if path == "/_harness/requests" and method == "GET":
             since = int(raw.query["since"]) if raw.query.get("since") else None
@@ -759,9 +749,7 @@ class Harness:
 
     def load_crds(self, paths: Iterable[pathlib.Path | str]) -> None:
         """Register CRDs from YAML files/dirs; they also become CRD objects, as if applied."""
-        self.apply(
-            [doc for doc in load_yaml_documents(paths) if doc.get("kind") == "CustomResourceDefinition"]
-        )
+        self.apply([doc for doc in load_yaml_documents(paths) if doc.get("kind") == "CustomResourceDefinition"])
 
     def seed(self, paths: Iterable[pathlib.Path | str]) -> None:
         self.apply(list(load_yaml_documents(paths)))

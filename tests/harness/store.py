@@ -36,9 +36,7 @@ APPLY = "application/apply-patch+yaml"
 class ApiError(Exception):
     """An error the server reports as a `v1 Status` with the given HTTP code and reason."""
 
-    def __init__(
-        self, code: int, reason: str, message: str, *, details: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, code: int, reason: str, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
@@ -279,9 +277,7 @@ class Store:
             e
             for e in meta.get("managedFields", [])
             if not (
-                e.get("manager") == manager
-                and e.get("operation") == operation
-                and e.get("subresource") == subresource
+                e.get("manager") == manager and e.get("operation") == operation and e.get("subresource") == subresource
             )
         ]
         entry: Obj = {
@@ -378,9 +374,7 @@ class Store:
             names = obj.get("spec", {}).get("names", {})
             obj["status"] = {
                 "acceptedNames": names,
-                "storedVersions": [
-                    v["name"] for v in obj.get("spec", {}).get("versions", []) if v.get("storage")
-                ],
+                "storedVersions": [v["name"] for v in obj.get("spec", {}).get("versions", []) if v.get("storage")],
                 "conditions": [
                     {
                         "type": "Established",
@@ -445,8 +439,7 @@ class Store:
             raise ApiError(
                 400,
                 "BadRequest",
-                f"the name of the object ({new['metadata']['name']}) does not "
-                f"match the name on the URL ({name})",
+                f"the name of the object ({new['metadata']['name']}) does not match the name on the URL ({name})",
             )
 
         if subresource == "status":
@@ -485,8 +478,7 @@ class Store:
                     raise invalid(
                         info,
                         name,
-                        "metadata.finalizers: Forbidden: no new finalizers can be added "
-                        "if the object is being deleted",
+                        "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted",
                     )
 
         result["metadata"]["resourceVersion"] = meta_old["resourceVersion"]
@@ -565,9 +557,7 @@ class Store:
             except ApiError:
                 if subresource:
                     raise
-                return self.create(
-                    info, namespace=namespace, body=body, field_manager=field_manager, dry_run=dry_run
-                )
+                return self.create(info, namespace=namespace, body=body, field_manager=field_manager, dry_run=dry_run)
         else:
             old = self._current(info, namespace, name)
 
@@ -586,8 +576,7 @@ class Store:
             raise ApiError(
                 415,
                 "UnsupportedMediaType",
-                f"the body of the request was in an unknown format "
-                f"- unsupported content type {content_type!r}",
+                f"the body of the request was in an unknown format - unsupported content type {content_type!r}",
             )
 
         if subresource == "scale":
@@ -672,11 +661,7 @@ class Store:
         if not info.scale:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         meta = obj["metadata"]
-        selector = (
-            patches.field_value(obj, info.label_selector_path.lstrip("."))
-            if info.label_selector_path
-            else None
-        )
+        selector = patches.field_value(obj, info.label_selector_path.lstrip(".")) if info.label_selector_path else None
         if isinstance(selector, dict):  # a LabelSelector object is rendered as a selector string
             selector = ",".join(f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items()))
         status: Obj = {"replicas": patches.field_value(obj, info.status_replicas_path.lstrip(".")) or 0}
@@ -686,9 +671,7 @@ class Store:
             "kind": "Scale",
             "apiVersion": "autoscaling/v1",
             "metadata": {
-                k: meta[k]
-                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-                if k in meta
+                k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta
             },
             "spec": {"replicas": patches.field_value(obj, info.spec_replicas_path.lstrip(".")) or 0},
             "status": status,

@@ -56,9 +56,7 @@ async def test_discovery_reports_group_versions_verbs_and_subresources(api: aioh
     assert {
         "name": "stampede.aurum.io",
         "versions": [{"groupVersion": "stampede.aurum.io/v1alpha1", "version": "v1alpha1"}],
-    }.items() <= {**groups["groups"][-1]}.items() or any(
-        g["name"] == "stampede.aurum.io" for g in groups["groups"]
-    )
+    }.items() <= {**groups["groups"][-1]}.items() or any(g["name"] == "stampede.aurum.io" for g in groups["groups"])
     _, version = await call(api, "GET", "/version")
     assert version["major"] == "1"
 
@@ -101,9 +99,7 @@ async def test_generate_name_produces_distinct_names(api: aiohttp.ClientSession)
 
 
 async def test_create_in_missing_namespace_gets_404(api: aiohttp.ClientSession) -> None:
-    status, body = await call(
-        api, "POST", "/api/v1/namespaces/nowhere/configmaps", {"metadata": {"name": "x"}}
-    )
+    status, body = await call(api, "POST", "/api/v1/namespaces/nowhere/configmaps", {"metadata": {"name": "x"}})
     assert status == 404
     assert "nowhere" in body["message"]
 
@@ -153,12 +149,8 @@ async def test_stale_resource_version_in_merge_patch_gets_409(api: aiohttp.Clien
 
 
 async def test_merge_patch_null_deletes_keys(api: aiohttp.ClientSession) -> None:
-    await call(
-        api, "POST", CMS, {"metadata": {"name": "d", "labels": {"a": "1", "b": "2"}}, "data": {"k": "v"}}
-    )
-    _, obj = await call(
-        api, "PATCH", f"{CMS}/d", {"metadata": {"labels": {"a": None}}, "data": None}, headers=MERGE
-    )
+    await call(api, "POST", CMS, {"metadata": {"name": "d", "labels": {"a": "1", "b": "2"}}, "data": {"k": "v"}})
+    _, obj = await call(api, "PATCH", f"{CMS}/d", {"metadata": {"labels": {"a": None}}, "data": None}, headers=MERGE)
     assert obj["metadata"]["labels"] == {"b": "2"}
     assert "data" not in obj
 
@@ -205,9 +197,7 @@ async def test_status_subresource_is_isolated_from_the_main_resource(api: aiohtt
     await call(api, "POST", STP, {**stp("s"), "status": {"state": "Ignored"}})
     _, obj = await call(api, "GET", f"{STP}/s")
     assert "status" not in obj
-    _, obj = await call(
-        api, "PATCH", f"{STP}/s", {"spec": {"target": "x"}, "status": {"state": "Nope"}}, headers=MERGE
-    )
+    _, obj = await call(api, "PATCH", f"{STP}/s", {"spec": {"target": "x"}, "status": {"state": "Nope"}}, headers=MERGE)
     assert "status" not in obj
     assert obj["spec"]["target"] == "x"
     _, obj = await call(
@@ -295,9 +285,7 @@ async def test_finalizers_delay_deletion_until_removed(api: aiohttp.ClientSessio
     assert obj["metadata"]["deletionTimestamp"]
     _, still = await call(api, "GET", f"{STP}/f")
     assert still["metadata"]["deletionTimestamp"] == obj["metadata"]["deletionTimestamp"]
-    status, _ = await call(
-        api, "PATCH", f"{STP}/f", {"metadata": {"finalizers": ["a/b", "c/d"]}}, headers=MERGE
-    )
+    status, _ = await call(api, "PATCH", f"{STP}/f", {"metadata": {"finalizers": ["a/b", "c/d"]}}, headers=MERGE)
     assert status == 422
     await call(api, "PATCH", f"{STP}/f", {"metadata": {"finalizers": None}}, headers=MERGE)
     status, _ = await call(api, "GET", f"{STP}/f")

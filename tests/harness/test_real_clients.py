@@ -30,9 +30,7 @@ def api_client(harness: HarnessThread) -> kubernetes.client.ApiClient:
 
 def kubectl(harness: HarnessThread, *args: str) -> str:
     env = {**os.environ, "KUBECONFIG": str(harness.kubeconfig)}
-    result = subprocess.run(
-        [str(VENV_BIN / "kubectl"), *args], env=env, capture_output=True, text=True, timeout=30
-    )
+    result = subprocess.run([str(VENV_BIN / "kubectl"), *args], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -213,9 +211,7 @@ def test_real_kopf_run_handles_create_and_delete_without_unexpected_errors(
                 lambda: (
                     [
                         e.reason
-                        for e in core.list_namespaced_event(
-                            "default", field_selector="involvedObject.name=p"
-                        ).items
+                        for e in core.list_namespaced_event("default", field_selector="involvedObject.name=p").items
                     ]
                     == ["Armed"]
                 )

@@ -99,9 +99,7 @@ async def test_bookmarks_and_initial_events_end_marker(api: aiohttp.ClientSessio
 
 async def test_request_log_is_queryable_over_http(api: aiohttp.ClientSession) -> None:
     await call(api, "POST", CMS, {"metadata": {"name": "q"}}, params={"fieldManager": "tester"})
-    await call(
-        api, "PATCH", f"{CMS}/q", {"data": {"a": "1"}}, headers=MERGE, params={"fieldManager": "tester"}
-    )
+    await call(api, "PATCH", f"{CMS}/q", {"data": {"a": "1"}}, headers=MERGE, params={"fieldManager": "tester"})
     _, log = await call(api, "GET", "/_harness/requests", params={"resource": "configmaps"})
     verbs = [(r["verb"], r["namespace"], r["name"], r["field_manager"], r["status"]) for r in log["items"]]
     assert verbs == [("create", "default", None, "tester", 201), ("patch", "default", "q", "tester", 200)]
@@ -124,9 +122,7 @@ async def test_fault_injection_fails_the_next_matching_requests(api: aiohttp.Cli
     )
     assert status == 201
     assert rule["id"]
-    results = [
-        (await call(api, "PATCH", f"{CMS}/f", {"data": {"n": str(n)}}, headers=MERGE))[0] for n in range(3)
-    ]
+    results = [(await call(api, "PATCH", f"{CMS}/f", {"data": {"n": str(n)}}, headers=MERGE))[0] for n in range(3)]
     assert results == [409, 409, 200]
     _, rules = await call(api, "GET", "/_harness/faults")
     assert rules["items"] == []

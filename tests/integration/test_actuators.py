@@ -73,8 +73,13 @@ def act(kube: Kube) -> Actuators:
 TARGET = Target(namespace=NS, policy=POLICY)
 
 
-def cm_action(data: dict[str, str], *, name: str = "warm-cache", cm: str = "cache-config",
-              restart: list[dict[str, str]] | None = None) -> Action:
+def cm_action(
+    data: dict[str, str],
+    *,
+    name: str = "warm-cache",
+    cm: str = "cache-config",
+    restart: list[dict[str, str]] | None = None,
+) -> Action:
     return Action.model_validate({"name": name, "configMap": {"name": cm, "data": data, "restart": restart or []}})
 
 
@@ -86,8 +91,9 @@ def job_action(cronjob: str = "warmer", *, name: str = "run-warmer") -> Action:
     return Action.model_validate({"name": name, "job": {"fromCronJob": cronjob}})
 
 
-def configmap(name: str = "cache-config", *, data: dict[str, str] | None = None,
-              annotations: dict[str, str] | None = None) -> JSON:
+def configmap(
+    name: str = "cache-config", *, data: dict[str, str] | None = None, annotations: dict[str, str] | None = None
+) -> JSON:
     meta: JSON = {"name": name, "namespace": NS}
     if annotations is not None:
         meta["annotations"] = annotations
@@ -97,33 +103,50 @@ def configmap(name: str = "cache-config", *, data: dict[str, str] | None = None,
 def workload(kind: str = "Deployment", name: str = "api", *, replicas: int | None = 2) -> JSON:
     spec: JSON = {
         "selector": {"matchLabels": {"app": name}},
-        "template": {"metadata": {"labels": {"app": name}},
-                     "spec": {"containers": [{"name": "c", "image": "nginx"}]}},
+        "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}},
     }
     if replicas is not None:
         spec["replicas"] = replicas
     return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": NS}, "spec": spec}
 
 
-def hpa(target: str = "api", *, kind: str = "Deployment", min_replicas: int | None = 2, max_replicas: int = 6,
-        name: str = "api-hpa") -> JSON:
-    spec: JSON = {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": kind, "name": target},
-                  "maxReplicas": max_replicas}
+def hpa(
+    target: str = "api",
+    *,
+    kind: str = "Deployment",
+    min_replicas: int | None = 2,
+    max_replicas: int = 6,
+    name: str = "api-hpa",
+) -> JSON:
+    spec: JSON = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": kind, "name": target},
+        "maxReplicas": max_replicas,
+    }
     if min_replicas is not None:
         spec["minReplicas"] = min_replicas
-    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-            "metadata": {"name": name, "namespace": NS}, "spec": spec}
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }
 
 
 def cronjob(name: str = "warmer") -> JSON:
     return {
-        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name, "namespace": NS},
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": name, "namespace": NS},
         "spec": {
             "schedule": "*/30 * * * *",
             "jobTemplate": {
                 "metadata": {"labels": {"app": "warmer", "team": "cache"}, "annotations": {"owner": "cache-team"}},
-                "spec": {"backoffLimit": 2, "template": {"spec": {
-                    "restartPolicy": "Never", "containers": [{"name": "warm", "image": "busybox"}]}}},
+                "spec": {
+                    "backoffLimit": 2,
+                    "template": {
+                        "spec": {"restartPolicy": "Never", "containers": [{"name": "warm", "image": "busybox"}]}
+                    },
+                },
             },
         },
     }
@@ -177,8 +200,14 @@ def test_configmap_apply_merges_keys_and_records_originals_with_none_for_absent_
     cm = read(kube, "ConfigMap", "cache-config")
     assert cm["data"] == {"ttl": "600", "coalesce": "true", "mode": "normal", "untouched": "x"}
     assert annotations(cm)[APPLIED_BY] == POLICY
-    assert ledger(cm) == {f"{POLICY}/warm-cache": {"incident": INCIDENT, "appliedAt": format_time(change.applied_at),
-                                                    "original": change.original, "applied": change.applied}}
+    assert ledger(cm) == {
+        f"{POLICY}/warm-cache": {
+            "incident": INCIDENT,
+            "appliedAt": format_time(change.applied_at),
+            "original": change.original,
+            "applied": change.applied,
+        }
+    }
     patches = writes(h, resource="configmaps")
     assert len(patches) == 1, "data and ledger must land in one request"
     assert patches[0].field_manager == "stampede-operator"
@@ -267,8 +296,15 @@ def test_configmap_key_changed_by_someone_else_is_skipped_while_the_others_are_r
     h: HarnessThread, kube: Kube, act: Actuators
 ) -> None:
     h.apply([configmap(data={"ttl": "60", "size": "1Gi"})])
-    change = ok(act.apply(TARGET, cm_action({"ttl": "600", "size": "4Gi", "coalesce": "true"}),
-                          incident=INCIDENT, now=T0, dry_run=False))
+    change = ok(
+        act.apply(
+            TARGET,
+            cm_action({"ttl": "600", "size": "4Gi", "coalesce": "true"}),
+            incident=INCIDENT,
+            now=T0,
+            dry_run=False,
+        )
+    )
     other_writer(kube, "ConfigMap", "cache-config", {"data": {"ttl": "900"}})
 
     outcome = act.undo(TARGET, change, now=T1, dry_run=False)
@@ -338,8 +374,7 @@ def test_configmap_dry_run_computes_the_same_change_and_writes_nothing(
 def test_configmap_held_by_another_policy_is_a_conflict_naming_the_owner_and_writes_nothing(
     h: HarnessThread, kube: Kube, act: Actuators
 ) -> None:
-    h.apply([configmap(data={"ttl": "60"}, annotations={APPLIED_BY: OTHER_POLICY}),
-             workload("Deployment", "api")])
+    h.apply([configmap(data={"ttl": "60"}, annotations={APPLIED_BY: OTHER_POLICY}), workload("Deployment", "api")])
     action = cm_action({"ttl": "600"}, restart=[{"kind": "Deployment", "name": "api"}])
 
     outcome = act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=False)
@@ -357,8 +392,11 @@ def test_configmap_two_actions_of_one_policy_share_the_target_and_roll_back_newe
 ) -> None:
     h.apply([configmap(data={"ttl": "60"}, annotations={"keep": "me"})])
     first = ok(act.apply(TARGET, cm_action({"ttl": "600"}, name="first"), incident=INCIDENT, now=T0, dry_run=False))
-    second = ok(act.apply(TARGET, cm_action({"ttl": "900", "extra": "1"}, name="second"),
-                          incident=INCIDENT, now=T0, dry_run=False))
+    second = ok(
+        act.apply(
+            TARGET, cm_action({"ttl": "900", "extra": "1"}, name="second"), incident=INCIDENT, now=T0, dry_run=False
+        )
+    )
     assert second.original == {"ttl": "600", "extra": None}
 
     assert act.undo(TARGET, second, now=T1, dry_run=False).reason == "ActionRolledBack"
@@ -421,8 +459,13 @@ def test_scale_is_capped_at_max_replicas(h: HarnessThread, kube: Kube, act: Actu
 def test_scale_with_an_hpa_raises_min_replicas_capped_by_max_and_leaves_replicas_alone(
     h: HarnessThread, kube: Kube, act: Actuators
 ) -> None:
-    h.apply([workload("Deployment", "api", replicas=3), hpa("api", min_replicas=2, max_replicas=6),
-             hpa("other", min_replicas=1, max_replicas=9, name="other-hpa")])
+    h.apply(
+        [
+            workload("Deployment", "api", replicas=3),
+            hpa("api", min_replicas=2, max_replicas=6),
+            hpa("other", min_replicas=1, max_replicas=9, name="other-hpa"),
+        ]
+    )
 
     change = ok(act.apply(TARGET, scale_action(8), incident=INCIDENT, now=T0, dry_run=False))
 
@@ -468,9 +511,7 @@ def test_scale_rollback_restores_replicas_exactly(h: HarnessThread, kube: Kube, 
     assert len(writes(h, resource="deployments", subresource="scale")) == 2
 
 
-def test_scale_rollback_skips_a_workload_someone_scaled_further(
-    h: HarnessThread, kube: Kube, act: Actuators
-) -> None:
+def test_scale_rollback_skips_a_workload_someone_scaled_further(h: HarnessThread, kube: Kube, act: Actuators) -> None:
     h.apply([workload("Deployment", "api", replicas=2)])
     change = ok(act.apply(TARGET, scale_action(6), incident=INCIDENT, now=T0, dry_run=False))
     other_writer(kube, "Deployment", "api", {"spec": {"replicas": 9}}, subresource="scale")
@@ -485,9 +526,7 @@ def test_scale_rollback_skips_a_workload_someone_scaled_further(
     assert annotations(obj) == {}
 
 
-def test_scale_hpa_rollback_skips_min_replicas_someone_changed(
-    h: HarnessThread, kube: Kube, act: Actuators
-) -> None:
+def test_scale_hpa_rollback_skips_min_replicas_someone_changed(h: HarnessThread, kube: Kube, act: Actuators) -> None:
     h.apply([workload("Deployment", "api"), hpa("api", min_replicas=2, max_replicas=8)])
     change = ok(act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False))
     other_writer(kube, "HorizontalPodAutoscaler", "api-hpa", {"spec": {"minReplicas": 7}})
@@ -533,7 +572,11 @@ def test_scale_works_for_statefulsets_too(h: HarnessThread, kube: Kube, act: Act
     change = ok(act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=False))
 
     assert (change.kind, change.name, change.original, change.applied) == (
-        "StatefulSet", "cache", {"replicas": "3"}, {"replicas": "5"})
+        "StatefulSet",
+        "cache",
+        {"replicas": "3"},
+        {"replicas": "5"},
+    )
     assert read(kube, "StatefulSet", "cache")["spec"]["replicas"] == 5
     assert len(writes(h, resource="statefulsets", subresource="scale")) == 1
     assert act.undo(TARGET, change, now=T1, dry_run=False).reason == "ActionRolledBack"
@@ -551,9 +594,7 @@ def test_scale_dry_run_writes_nothing(h: HarnessThread, kube: Kube, act: Actuato
     assert writes(h) == []
 
 
-def test_scale_of_a_workload_held_by_another_policy_is_a_conflict(
-    h: HarnessThread, kube: Kube, act: Actuators
-) -> None:
+def test_scale_of_a_workload_held_by_another_policy_is_a_conflict(h: HarnessThread, kube: Kube, act: Actuators) -> None:
     held = workload("Deployment", "api", replicas=2)
     held["metadata"]["annotations"] = {APPLIED_BY: OTHER_POLICY}
     h.apply([held])
@@ -667,9 +708,15 @@ def test_drift_reverted_configmap_keys_are_listed_and_reapplied_keeping_original
     h: HarnessThread, kube: Kube, act: Actuators
 ) -> None:
     h.apply([configmap(data={"ttl": "60", "size": "1Gi"}), workload("Deployment", "api")])
-    change = ok(act.apply(TARGET, cm_action({"ttl": "600", "size": "4Gi"},
-                                            restart=[{"kind": "Deployment", "name": "api"}]),
-                          incident=INCIDENT, now=T0, dry_run=False))
+    change = ok(
+        act.apply(
+            TARGET,
+            cm_action({"ttl": "600", "size": "4Gi"}, restart=[{"kind": "Deployment", "name": "api"}]),
+            incident=INCIDENT,
+            now=T0,
+            dry_run=False,
+        )
+    )
     assert act.reverted(TARGET, change) == []
     other_writer(kube, "ConfigMap", "cache-config", {"data": {"ttl": "60"}})
 
@@ -723,11 +770,17 @@ def test_drift_reapply_restores_annotations_a_gitops_replace_dropped(
 def test_drift_scaled_down_workload_and_lowered_hpa_are_listed_and_reapplied(
     h: HarnessThread, kube: Kube, act: Actuators
 ) -> None:
-    h.apply([workload("Deployment", "api", replicas=2), workload("Deployment", "web", replicas=1),
-             hpa("web", min_replicas=1, max_replicas=9, name="web-hpa")])
+    h.apply(
+        [
+            workload("Deployment", "api", replicas=2),
+            workload("Deployment", "web", replicas=1),
+            hpa("web", min_replicas=1, max_replicas=9, name="web-hpa"),
+        ]
+    )
     scale = ok(act.apply(TARGET, scale_action(6), incident=INCIDENT, now=T0, dry_run=False))
-    hpa_change = ok(act.apply(TARGET, scale_action(4, name="web", action="scale-web"),
-                              incident=INCIDENT, now=T0, dry_run=False))
+    hpa_change = ok(
+        act.apply(TARGET, scale_action(4, name="web", action="scale-web"), incident=INCIDENT, now=T0, dry_run=False)
+    )
     other_writer(kube, "Deployment", "api", {"spec": {"replicas": 2}})
     other_writer(kube, "HorizontalPodAutoscaler", "web-hpa", {"spec": {"minReplicas": 1}})
 
@@ -843,8 +896,9 @@ def test_fault_409_from_a_concurrent_writer_between_get_and_patch_fails_and_a_re
 ) -> None:
     h.apply([configmap(data={"ttl": "60", "size": "1Gi"})])
     cm_path = path("ConfigMap", NS, "cache-config")
-    act = racing_actuators(h, ("GET", cm_path),
-                           lambda: other_writer(kube, "ConfigMap", "cache-config", {"data": {"size": "2Gi"}}))
+    act = racing_actuators(
+        h, ("GET", cm_path), lambda: other_writer(kube, "ConfigMap", "cache-config", {"data": {"size": "2Gi"}})
+    )
     action = cm_action({"ttl": "600"})
 
     failed = act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=False)
@@ -866,8 +920,11 @@ def test_fault_409_on_rollback_leaves_the_change_in_place_for_a_retry(h: Harness
     h.apply([configmap(data={"ttl": "60"})])
     act = racing_actuators(h, ("", ""), lambda: None)
     change = ok(act.apply(TARGET, cm_action({"ttl": "600"}), incident=INCIDENT, now=T0, dry_run=False))
-    race(act, ("GET", path("ConfigMap", NS, "cache-config")),
-         lambda: other_writer(kube, "ConfigMap", "cache-config", {"data": {"unrelated": "1"}}))
+    race(
+        act,
+        ("GET", path("ConfigMap", NS, "cache-config")),
+        lambda: other_writer(kube, "ConfigMap", "cache-config", {"data": {"unrelated": "1"}}),
+    )
 
     failed = act.undo(TARGET, change, now=T1, dry_run=False)
 
@@ -877,12 +934,13 @@ def test_fault_409_on_rollback_leaves_the_change_in_place_for_a_retry(h: Harness
     assert read(kube, "ConfigMap", "cache-config")["data"] == {"ttl": "60", "unrelated": "1"}
 
 
-def test_fault_a_concurrent_scale_up_before_the_ledger_write_is_never_scaled_down(
-    h: HarnessThread, kube: Kube
-) -> None:
+def test_fault_a_concurrent_scale_up_before_the_ledger_write_is_never_scaled_down(h: HarnessThread, kube: Kube) -> None:
     h.apply([workload("Deployment", "api", replicas=2)])
-    act = racing_actuators(h, ("GET", path("Deployment", NS, "api")),
-                           lambda: other_writer(kube, "Deployment", "api", {"spec": {"replicas": 9}}, "scale"))
+    act = racing_actuators(
+        h,
+        ("GET", path("Deployment", NS, "api")),
+        lambda: other_writer(kube, "Deployment", "api", {"spec": {"replicas": 9}}, "scale"),
+    )
 
     first = act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False)
 
@@ -897,8 +955,11 @@ def test_fault_a_concurrent_scale_up_between_ledger_and_scale_write_is_never_sca
     h: HarnessThread, kube: Kube
 ) -> None:
     h.apply([workload("Deployment", "api", replicas=2)])
-    act = racing_actuators(h, ("PATCH", path("Deployment", NS, "api")),
-                           lambda: other_writer(kube, "Deployment", "api", {"spec": {"replicas": 9}}, "scale"))
+    act = racing_actuators(
+        h,
+        ("PATCH", path("Deployment", NS, "api")),
+        lambda: other_writer(kube, "Deployment", "api", {"spec": {"replicas": 9}}, "scale"),
+    )
 
     first = act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False)
 
@@ -920,8 +981,11 @@ def test_fault_a_concurrent_scale_between_ledger_removal_and_scale_rollback_is_l
     h.apply([workload("Deployment", "api", replicas=2)])
     act = racing_actuators(h, ("", ""), lambda: None)
     change = ok(act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False))
-    race(act, ("PATCH", path("Deployment", NS, "api")),
-         lambda: other_writer(kube, "Deployment", "api", {"spec": {"replicas": 9}}, "scale"))
+    race(
+        act,
+        ("PATCH", path("Deployment", NS, "api")),
+        lambda: other_writer(kube, "Deployment", "api", {"spec": {"replicas": 9}}, "scale"),
+    )
 
     first = act.undo(TARGET, change, now=T1, dry_run=False)
 

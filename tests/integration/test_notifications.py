@@ -13,8 +13,14 @@ from aiohttp import web
 from stampede.notifiers import messages
 from stampede.notifiers.webhook import post
 
-CTX = messages.Context(namespace="aurum-dev", policy="aurum-cache", incident="20261127-101500", severity="P1",
-                       phase="immediate-mitigation", mode="Enforce")
+CTX = messages.Context(
+    namespace="aurum-dev",
+    policy="aurum-cache",
+    incident="20261127-101500",
+    severity="P1",
+    phase="immediate-mitigation",
+    mode="Enforce",
+)
 
 
 class Receiver:

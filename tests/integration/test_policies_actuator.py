@@ -58,8 +58,16 @@ def seed_policy(h: HarnessThread, *, finalizers: list[str] | None = None) -> Non
     meta: JSON = {"name": NAME, "namespace": NS}
     if finalizers is not None:
         meta["finalizers"] = finalizers
-    h.apply([{"apiVersion": API_VERSION, "kind": "StampedePolicy", "metadata": meta,
-              "spec": {"mode": "Enforce", "signals": [{"name": "hitRate", "query": "vector(1)"}]}}])
+    h.apply(
+        [
+            {
+                "apiVersion": API_VERSION,
+                "kind": "StampedePolicy",
+                "metadata": meta,
+                "spec": {"mode": "Enforce", "signals": [{"name": "hitRate", "query": "vector(1)"}]},
+            }
+        ]
+    )
 
 
 def writes(h: HarnessThread, since: int = 0) -> list[Any]:
@@ -69,11 +77,24 @@ def writes(h: HarnessThread, since: int = 0) -> list[Any]:
 STATUS: JSON = {
     "state": "Incident",
     "severity": "P1",
-    "incident": {"id": "20250101-120000", "startedAt": "2025-01-01T12:00:00Z", "severity": "P1",
-                 "phase": "immediate", "recoveringSince": "2025-01-01T12:10:00Z"},
+    "incident": {
+        "id": "20250101-120000",
+        "startedAt": "2025-01-01T12:00:00Z",
+        "severity": "P1",
+        "phase": "immediate",
+        "recoveringSince": "2025-01-01T12:10:00Z",
+    },
     "signals": [{"name": "hitRate", "value": "0.4"}],
-    "applied": [{"action": "warm", "kind": "ConfigMap", "name": "c", "appliedAt": "2025-01-01T12:00:00Z",
-                 "original": {"ttl": "60", "new": None}, "applied": {"ttl": "600", "new": "1"}}],
+    "applied": [
+        {
+            "action": "warm",
+            "kind": "ConfigMap",
+            "name": "c",
+            "appliedAt": "2025-01-01T12:00:00Z",
+            "original": {"ttl": "60", "new": None},
+            "applied": {"ttl": "600", "new": "1"},
+        }
+    ],
 }
 
 
@@ -83,13 +104,20 @@ def test_write_status_sends_a_minimal_merge_patch_with_removed_nested_keys_as_nu
     seed_policy(h)
     assert policies.write_status(NS, NAME, old={}, new=STATUS) is not None
     kube.sent.clear()
-    new = {**STATUS, "incident": {k: v for k, v in STATUS["incident"].items() if k != "recoveringSince"},
-           "signals": [{"name": "hitRate", "value": "0.95"}]}
+    new = {
+        **STATUS,
+        "incident": {k: v for k, v in STATUS["incident"].items() if k != "recoveringSince"},
+        "signals": [{"name": "hitRate", "value": "0.95"}],
+    }
 
     result = policies.write_status(NS, NAME, old=STATUS, new=new)
 
-    assert kube.sent == [(policy_path(NS, NAME, "status"), {"status": {
-        "incident": {"recoveringSince": None}, "signals": [{"name": "hitRate", "value": "0.95"}]}})]
+    assert kube.sent == [
+        (
+            policy_path(NS, NAME, "status"),
+            {"status": {"incident": {"recoveringSince": None}, "signals": [{"name": "hitRate", "value": "0.95"}]}},
+        )
+    ]
     assert result is not None
     stored = kube.get(policy_path(NS, NAME))
     assert stored["status"] == new
@@ -97,7 +125,10 @@ def test_write_status_sends_a_minimal_merge_patch_with_removed_nested_keys_as_nu
     assert stored["spec"]["mode"] == "Enforce", "the status subresource never touches the spec"
     patch = h.log.entries(verb="patch")[-1]
     assert (patch.subresource, patch.field_manager, patch.content_type) == (
-        "status", "stampede-operator", "application/merge-patch+json")
+        "status",
+        "stampede-operator",
+        "application/merge-patch+json",
+    )
 
 
 def test_write_status_removing_a_top_level_key_and_a_null_original_survives(
@@ -137,9 +168,7 @@ def test_merge_diff_is_an_rfc7386_patch_from_old_to_new() -> None:
     assert merge_diff({"b": {"c": 1}}, {"b": "flat"}) == {"b": "flat"}
 
 
-def test_set_finalizer_adds_only_its_own_and_keeps_others(
-    h: HarnessThread, kube: SpyKube, policies: Policies
-) -> None:
+def test_set_finalizer_adds_only_its_own_and_keeps_others(h: HarnessThread, kube: SpyKube, policies: Policies) -> None:
     seed_policy(h, finalizers=[OTHER_FINALIZER])
 
     policies.set_finalizer(NS, NAME, present=True)
@@ -155,9 +184,7 @@ def test_set_finalizer_adds_only_its_own_and_keeps_others(
     assert writes(h, since=mark) == [], "already absent: no write"
 
 
-def test_set_finalizer_removes_the_last_finalizer_entirely(
-    h: HarnessThread, kube: SpyKube, policies: Policies
-) -> None:
+def test_set_finalizer_removes_the_last_finalizer_entirely(h: HarnessThread, kube: SpyKube, policies: Policies) -> None:
     seed_policy(h)
     policies.set_finalizer(NS, NAME, present=True)
     assert kube.get(policy_path(NS, NAME))["metadata"]["finalizers"] == [FINALIZER]
@@ -206,15 +233,31 @@ def test_set_finalizer_on_a_deleting_policy_removes_it_and_the_policy_goes_away(
 
 def test_read_secret_decodes_base64(h: HarnessThread, policies: Policies) -> None:
     token = "s3cr3t-töken\n"
-    h.apply([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prom", "namespace": NS},
-              "data": {"token": base64.b64encode(token.encode()).decode()}}])
+    h.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "prom", "namespace": NS},
+                "data": {"token": base64.b64encode(token.encode()).decode()},
+            }
+        ]
+    )
 
     assert policies.read_secret(NS, "prom", "token") == token
 
 
 def test_read_secret_names_the_missing_key(h: HarnessThread, policies: Policies) -> None:
-    h.apply([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prom", "namespace": NS},
-              "data": {"token": base64.b64encode(b"x").decode()}}])
+    h.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "prom", "namespace": NS},
+                "data": {"token": base64.b64encode(b"x").decode()},
+            }
+        ]
+    )
 
     with pytest.raises(KubeError) as error:
         policies.read_secret(NS, "prom", "password")

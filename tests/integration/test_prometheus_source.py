@@ -65,9 +65,7 @@ def endpoint(prometheus: PrometheusFixture) -> Endpoint:
     return Endpoint(url=prometheus.url)
 
 
-async def read_one(
-    source: PrometheusSource, endpoint: Endpoint, query: str, *, limit: float = TIMEOUT
-) -> Reading:
+async def read_one(source: PrometheusSource, endpoint: Endpoint, query: str, *, limit: float = TIMEOUT) -> Reading:
     readings = await source.read(endpoint, {"q": query}, timeout=limit, round_key=object())
     return readings["q"]
 
@@ -149,9 +147,7 @@ async def test_several_series_are_unknown_and_the_error_says_to_aggregate(
 
 
 @pytest.mark.parametrize("query", ["0/0", "vector(0)/0", "1/0", "-1/0", "vector(1)/0"])
-async def test_nan_and_infinities_are_unknown(
-    source: PrometheusSource, endpoint: Endpoint, query: str
-) -> None:
+async def test_nan_and_infinities_are_unknown(source: PrometheusSource, endpoint: Endpoint, query: str) -> None:
     reading = await read_one(source, endpoint, query)
 
     assert reading.value is None
@@ -396,9 +392,7 @@ async def test_dedup_against_real_prometheus_counts_one_request_per_distinct_que
     assert results[0] == {"a": Reading(value=1.0), "b": Reading(value=2.0), "same_as_a": Reading(value=1.0)}
 
 
-async def test_old_rounds_are_evicted_so_the_cache_stays_small(
-    source: PrometheusSource, endpoint: Endpoint
-) -> None:
+async def test_old_rounds_are_evicted_so_the_cache_stays_small(source: PrometheusSource, endpoint: Endpoint) -> None:
     for tick in range(50):
         await source.read(endpoint, {"q": "vector(1)"}, timeout=TIMEOUT, round_key=tick)
 
@@ -438,18 +432,14 @@ async def test_read_range_returns_the_exact_backfilled_values_at_each_step(
         timeout=TIMEOUT,
     )
 
-    assert readings == [
-        (datetime.fromtimestamp(ts, UTC), Reading(value=value)) for ts, value in REPLAY_A.items()
-    ]
+    assert readings == [(datetime.fromtimestamp(ts, UTC), Reading(value=value)) for ts, value in REPLAY_A.items()]
 
 
 async def test_read_range_marks_steps_with_several_series_or_no_sample_as_unknown(
     source: PrometheusSource, endpoint: Endpoint
 ) -> None:
     readings = dict(
-        await source.read_range(
-            endpoint, REPLAY_METRIC, start=_at(0), end=_at(25), step=REPLAY_STEP, timeout=TIMEOUT
-        )
+        await source.read_range(endpoint, REPLAY_METRIC, start=_at(0), end=_at(25), step=REPLAY_STEP, timeout=TIMEOUT)
     )
 
     assert len(readings) == 26
@@ -467,14 +457,10 @@ async def test_read_range_marks_steps_with_several_series_or_no_sample_as_unknow
 async def test_read_range_with_bad_promql_marks_every_step_with_the_parse_error(
     source: PrometheusSource, endpoint: Endpoint
 ) -> None:
-    readings = await source.read_range(
-        endpoint, "sum(", start=_at(0), end=_at(3), step=REPLAY_STEP, timeout=TIMEOUT
-    )
+    readings = await source.read_range(endpoint, "sum(", start=_at(0), end=_at(3), step=REPLAY_STEP, timeout=TIMEOUT)
 
     assert [ts for ts, _ in readings] == [_at(k) for k in range(4)]
-    assert all(
-        reading.kind == "http_4xx" and "parse error" in (reading.error or "") for _, reading in readings
-    )
+    assert all(reading.kind == "http_4xx" and "parse error" in (reading.error or "") for _, reading in readings)
 
 
 async def test_read_range_of_an_unreachable_prometheus_reports_connection_at_every_step(
@@ -482,9 +468,7 @@ async def test_read_range_of_an_unreachable_prometheus_reports_connection_at_eve
 ) -> None:
     closed = Endpoint(url=f"http://127.0.0.1:{free_port()}")
 
-    readings = await source.read_range(
-        closed, "up", start=_at(0), end=_at(2), step=REPLAY_STEP, timeout=TIMEOUT
-    )
+    readings = await source.read_range(closed, "up", start=_at(0), end=_at(2), step=REPLAY_STEP, timeout=TIMEOUT)
 
     assert [reading.kind for _, reading in readings] == ["connection"] * 3
 
@@ -559,9 +543,6 @@ def test_parsers_map_prometheus_result_shapes_to_readings() -> None:
     assert reading_from_result([1.0, "hello"], "string").kind == "invalid_response"
     assert reading_from_result([1.0, "+Inf"]).kind == "nan"
     assert reading_from_result("garbage").kind == "invalid_response"
-    assert (
-        reading_from_error_response(503, b'{"errorType":"timeout","error":"query timed out"}').kind
-        == "timeout"
-    )
+    assert reading_from_error_response(503, b'{"errorType":"timeout","error":"query timed out"}').kind == "timeout"
     assert reading_from_error_response(422, b'{"errorType":"execution","error":"boom"}').kind == "http_4xx"
     assert reading_from_error_response(500, b"").error == "Prometheus failed to answer (HTTP 500)."

@@ -57,10 +57,13 @@ def incident_id(offset: int) -> str:
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[PrometheusServer]:
     offsets = range(0, 3600 + 1, STEP)
-    backfill = openmetrics_gauge(METRIC, {
-        'case="breach"': [(BASE + t, breach_value(t)) for t in offsets],
-        'case="flap"': [(BASE + t, flap_value(t)) for t in offsets],
-    })
+    backfill = openmetrics_gauge(
+        METRIC,
+        {
+            'case="breach"': [(BASE + t, breach_value(t)) for t in offsets],
+            'case="flap"': [(BASE + t, flap_value(t)) for t in offsets],
+        },
+    )
     try:
         server = PrometheusServer(backfill_openmetrics=backfill)
     except PrometheusMissing as exc:
@@ -81,26 +84,46 @@ def policy(case: str, **spec_changes: Any) -> dict[str, Any]:
         ],
         "recovery": {"all": ["db < 150"], "for": "2m"},
         "phases": [
-            {"name": "breakers", "after": "0s", "actions": [
-                {"name": "api-breaker", "configMap": {"name": "aurum-api-config",
-                                                      "data": {"AURUM_API_CIRCUIT_BREAKER_ENABLED": "true"}}}]},
-            {"name": "capacity", "after": "5m", "actions": [
-                {"name": "scale-api", "scale": {"kind": "Deployment", "name": "aurum-api", "replicas": 10}},
-                {"name": "warm-cache", "job": {"fromCronJob": "cache-warming"}}]},
+            {
+                "name": "breakers",
+                "after": "0s",
+                "actions": [
+                    {
+                        "name": "api-breaker",
+                        "configMap": {
+                            "name": "aurum-api-config",
+                            "data": {"AURUM_API_CIRCUIT_BREAKER_ENABLED": "true"},
+                        },
+                    }
+                ],
+            },
+            {
+                "name": "capacity",
+                "after": "5m",
+                "actions": [
+                    {"name": "scale-api", "scale": {"kind": "Deployment", "name": "aurum-api", "replicas": 10}},
+                    {"name": "warm-cache", "job": {"fromCronJob": "cache-warming"}},
+                ],
+            },
         ],
         "escalation": {"after": "8m", "atSeverity": "P0"},
         "rollback": {"stepDelay": "30s"},
     }
     spec.update(spec_changes)
-    return {"apiVersion": "stampede.aurum.io/v1alpha1", "kind": "StampedePolicy",
-            "metadata": {"name": f"replay-{case}", "namespace": "aurum"}, "spec": spec}
+    return {
+        "apiVersion": "stampede.aurum.io/v1alpha1",
+        "kind": "StampedePolicy",
+        "metadata": {"name": f"replay-{case}", "namespace": "aurum"},
+        "spec": spec,
+    }
 
 
 def simulate(prometheus: PrometheusServer, tmp_path: Path, document: dict[str, Any], *args: str) -> tuple[int, str]:
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(document))
-    result = CliRunner().invoke(main, ["simulate", "-f", str(path), "--prometheus", prometheus.url,
-                                       "--from", at(0), "--to", at(WINDOW), *args])
+    result = CliRunner().invoke(
+        main, ["simulate", "-f", str(path), "--prometheus", prometheus.url, "--from", at(0), "--to", at(WINDOW), *args]
+    )
     return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 
@@ -112,14 +135,23 @@ def simulate_json(prometheus: PrometheusServer, tmp_path: Path, document: dict[s
 
 
 def test_a_breach_that_recovers_reproduces_the_known_timeline_exactly(
-        prometheus: PrometheusServer, tmp_path: Path) -> None:
+    prometheus: PrometheusServer, tmp_path: Path
+) -> None:
     out = simulate_json(prometheus, tmp_path, policy("breach"))
 
     # P1 (db >= 150) breaches from 10m and has held 1m at 11m; P0 from 14m fires at 15m and escalates by
     # severity; phase capacity at open + 5m; calm from 20m holds 2m at 22m; undos newest first, 30 s apart,
     # except that a Job (left to finish) costs no step; the incident closes at the poll after the last undo.
-    assert out["incidents"] == [{"id": incident_id(660), "severity": "P0", "openedAt": at(660),
-                                 "closedAt": at(1365), "maxPhase": "capacity", "escalated": True}]
+    assert out["incidents"] == [
+        {
+            "id": incident_id(660),
+            "severity": "P0",
+            "openedAt": at(660),
+            "closedAt": at(1365),
+            "maxPhase": "capacity",
+            "escalated": True,
+        }
+    ]
     assert [(e["time"], e["reason"]) for e in out["events"]] == [
         (at(660), "IncidentOpened"),
         (at(660), "PhaseEntered"),
@@ -158,9 +190,11 @@ def test_a_flapping_signal_opens_no_incident(prometheus: PrometheusServer, tmp_p
 
 
 def test_an_incident_shorter_than_the_threshold_counts_as_a_false_opening(
-        prometheus: PrometheusServer, tmp_path: Path) -> None:
-    code, output = simulate(prometheus, tmp_path, policy("breach"), "--output", "json",
-                            "--false-opening-threshold", "15m")
+    prometheus: PrometheusServer, tmp_path: Path
+) -> None:
+    code, output = simulate(
+        prometheus, tmp_path, policy("breach"), "--output", "json", "--false-opening-threshold", "15m"
+    )
 
     assert code == 0, output
     summary = json.loads(output)["summary"]
@@ -168,8 +202,7 @@ def test_an_incident_shorter_than_the_threshold_counts_as_a_false_opening(
     assert summary["falseOpeningIds"] == [incident_id(660)]
 
 
-def test_dry_run_plans_the_same_timeline_with_would_apply_events(
-        prometheus: PrometheusServer, tmp_path: Path) -> None:
+def test_dry_run_plans_the_same_timeline_with_would_apply_events(prometheus: PrometheusServer, tmp_path: Path) -> None:
     out = simulate_json(prometheus, tmp_path, policy("breach", mode="DryRun"))
 
     reasons = [e["reason"] for e in out["events"]]
@@ -181,7 +214,8 @@ def test_dry_run_plans_the_same_timeline_with_would_apply_events(
 
 
 def test_a_suspended_policy_reports_the_incident_but_changes_nothing(
-        prometheus: PrometheusServer, tmp_path: Path) -> None:
+    prometheus: PrometheusServer, tmp_path: Path
+) -> None:
     out = simulate_json(prometheus, tmp_path, policy("breach", suspend=True))
 
     reasons = [e["reason"] for e in out["events"]]
@@ -204,10 +238,20 @@ def test_the_table_output_shows_the_timeline_and_the_summary(prometheus: Prometh
     code, output = simulate(prometheus, tmp_path, policy("breach"), "--step", "15s")
 
     assert code == 0, output
-    for expected in ("IncidentOpened", "SeverityRaised", "PhaseEntered", "Escalated", "RecoveryStarted",
-                     "ActionRolledBack", "IncidentClosed", incident_id(660),
-                     "Incidents: 1", "Time to mitigate (open → first change): 0s", "Time in incident: 11m45s",
-                     "False openings (closed within 5m): 0"):
+    for expected in (
+        "IncidentOpened",
+        "SeverityRaised",
+        "PhaseEntered",
+        "Escalated",
+        "RecoveryStarted",
+        "ActionRolledBack",
+        "IncidentClosed",
+        incident_id(660),
+        "Incidents: 1",
+        "Time to mitigate (open → first change): 0s",
+        "Time in incident: 11m45s",
+        "False openings (closed within 5m): 0",
+    ):
         assert expected in output, f"{expected!r} missing from:\n{output}"
     assert f"{at(660)} │ IncidentOpened" in output
 
@@ -223,11 +267,14 @@ def test_an_invalid_policy_is_reported_like_lint_and_exits_1(prometheus: Prometh
 
 
 def test_relative_times_are_accepted_and_a_window_without_data_is_reported(
-        prometheus: PrometheusServer, tmp_path: Path) -> None:
+    prometheus: PrometheusServer, tmp_path: Path
+) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(policy("flap")))
-    result = CliRunner().invoke(main, ["simulate", "-f", str(path), "--prometheus", prometheus.url,
-                                       "--from", "-10m", "--to", "now", "-o", "json"])
+    result = CliRunner().invoke(
+        main,
+        ["simulate", "-f", str(path), "--prometheus", prometheus.url, "--from", "-10m", "--to", "now", "-o", "json"],
+    )
 
     assert result.exit_code == 0, result.output
     # 10 minutes at the policy's 15s pollInterval; this server holds no recent data, which is said on stderr.

@@ -110,7 +110,6 @@ class FakeHTTPServer(Closing):
         self._server.server_close()
 
 
-
 class DroppingServer(Closing):
     """Accepts TCP connections and closes them at once, counting them: proves a client did not retry."""
 
@@ -141,7 +140,6 @@ class DroppingServer(Closing):
         self._stop.set()
         self._thread.join(timeout=2)
         self._sock.close()
-
 
 
 def make_self_signed_cert(directory: Path) -> tuple[Path, Path] | None:

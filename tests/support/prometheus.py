@@ -39,9 +39,7 @@ class PrometheusMissing(RuntimeError):
 
 def find_prometheus(binary: str = "prometheus") -> str:
     """Path of `prometheus` or `promtool`, or a clear failure telling how to get it."""
-    found = shutil.which(binary) or (
-        f"/usr/bin/{binary}" if os.access(f"/usr/bin/{binary}", os.X_OK) else None
-    )
+    found = shutil.which(binary) or (f"/usr/bin/{binary}" if os.access(f"/usr/bin/{binary}", os.X_OK) else None)
     if found is None:
         raise PrometheusMissing(f"{binary} not found. {_MISSING_HINT}")
     return found
@@ -103,7 +101,6 @@ class Exporter(Closing):
         self._server.server_close()
 
 
-
 def _equals(expected: float) -> Callable[[float | None], bool]:
     def check(value: float | None) -> bool:
         return value == expected
@@ -121,8 +118,7 @@ def _config_yaml(exporters: Iterable[Exporter]) -> str:
         # Lets replay tests append samples older than the head (2.39+ supports it).
         "storage": {"tsdb": {"out_of_order_time_window": "1h"}},
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": targets}]}
-            for job, targets in sorted(jobs.items())
+            {"job_name": job, "static_configs": [{"targets": targets}]} for job, targets in sorted(jobs.items())
         ],
     }
     return json.dumps(config, indent=2)
@@ -239,7 +235,6 @@ class PrometheusServer(Closing):
         self.stop()
         self._tmp.cleanup()
 
-
     # -- queries ------------------------------------------------------------------------------------------
 
     def api(self, path: str, params: Mapping[str, str] | None = None, *, timeout: float = 5.0) -> object:
@@ -286,13 +281,9 @@ class PrometheusServer(Closing):
                     return value
                 last = value
             if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(
-                    f"prometheus exited ({self._process.returncode}); log:\n{self._log_tail()}"
-                )
+                raise RuntimeError(f"prometheus exited ({self._process.returncode}); log:\n{self._log_tail()}")
             if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"{promql!r} did not satisfy the predicate within {timeout}s (last: {last})"
-                )
+                raise TimeoutError(f"{promql!r} did not satisfy the predicate within {timeout}s (last: {last})")
             time.sleep(interval)
 
     # -- internals ----------------------------------------------------------------------------------------
@@ -310,9 +301,7 @@ class PrometheusServer(Closing):
             except (OSError, urllib.error.URLError):
                 pass
             if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"prometheus not ready within {self.start_timeout}s; log:\n{self._log_tail()}"
-                )
+                raise TimeoutError(f"prometheus not ready within {self.start_timeout}s; log:\n{self._log_tail()}")
             time.sleep(0.1)
 
     def _backfill(self, openmetrics: str) -> None:

@@ -30,6 +30,7 @@ def at(seconds: float) -> datetime:
 
 # -- specs -------------------------------------------------------------------------------------
 
+
 def runbook_dict() -> dict[str, Any]:
     """The Aurum cache-stampede runbook policy (examples/aurum-cache-stampede.yaml) as a wire dict."""
     return {
@@ -38,13 +39,21 @@ def runbook_dict() -> dict[str, Any]:
         "prometheus": {"url": "http://prometheus.aurum-dev.svc.cluster.local:9090", "timeout": "10s"},
         "onMetricsError": "Hold",
         "signals": [
-            {"name": "hitRate", "query": "sum(rate(cache_hits_total[5m])) / (sum(rate(cache_hits_total[5m]))"
-                                         " + sum(rate(cache_misses_total[5m])))"},
-            {"name": "missRate", "query": "sum(rate(cache_misses_total[5m])) / (sum(rate(cache_hits_total[5m]))"
-                                          " + sum(rate(cache_misses_total[5m])))"},
+            {
+                "name": "hitRate",
+                "query": "sum(rate(cache_hits_total[5m])) / (sum(rate(cache_hits_total[5m]))"
+                " + sum(rate(cache_misses_total[5m])))",
+            },
+            {
+                "name": "missRate",
+                "query": "sum(rate(cache_misses_total[5m])) / (sum(rate(cache_hits_total[5m]))"
+                " + sum(rate(cache_misses_total[5m])))",
+            },
             {"name": "dbConnections", "query": "sum(aurum_db_connections_active)"},
-            {"name": "spikeRatio", "query": "sum(rate(aurum_api_requests_total[1m])) / "
-                                            "sum(rate(aurum_api_requests_total[5m]))"},
+            {
+                "name": "spikeRatio",
+                "query": "sum(rate(aurum_api_requests_total[1m])) / sum(rate(aurum_api_requests_total[5m]))",
+            },
             {"name": "queueDepth", "query": "sum(aurum_scenario_queue_size)"},
         ],
         "severities": [
@@ -54,46 +63,95 @@ def runbook_dict() -> dict[str, Any]:
         ],
         "recovery": {"all": ["hitRate > 0.9", "spikeRatio < 1.5", "dbConnections < 150"], "for": "5m"},
         "phases": [
-            {"name": "immediate-mitigation", "after": "0s", "actions": [
-                {"name": "api-circuit-breaker-and-coalescing", "configMap": {
-                    "name": "aurum-api-config",
-                    "data": {"AURUM_API_CIRCUIT_BREAKER_ENABLED": "true",
-                             "AURUM_API_CIRCUIT_BREAKER_THRESHOLD": "1000",
-                             "AURUM_API_CIRCUIT_BREAKER_TIMEOUT": "30s",
-                             "AURUM_API_REQUEST_COALESCING_ENABLED": "true",
-                             "AURUM_API_REQUEST_COALESCING_WINDOW": "5s"},
-                    "restart": [{"kind": "Deployment", "name": "aurum-api"}]}},
-                {"name": "worker-circuit-breaker", "configMap": {
-                    "name": "aurum-worker-config",
-                    "data": {"AURUM_WORKER_CIRCUIT_BREAKER_ENABLED": "true",
-                             "AURUM_WORKER_CIRCUIT_BREAKER_THRESHOLD": "500"},
-                    "restart": [{"kind": "Deployment", "name": "aurum-worker"}]}},
-                {"name": "scale-api", "scale": {"kind": "Deployment", "name": "aurum-api", "replicas": 10}},
-                {"name": "scale-worker", "scale": {"kind": "Deployment", "name": "aurum-worker", "replicas": 8}},
-                {"name": "scale-postgres", "minSeverity": "P0",
-                 "scale": {"kind": "Deployment", "name": "postgres", "replicas": 3}},
-            ]},
-            {"name": "cache-stabilization", "after": "5m", "actions": [
-                {"name": "staggered-refresh-and-ttl", "configMap": {
-                    "name": "cache-config",
-                    "data": {"CACHE_REFRESH_STRATEGY": "staggered", "CACHE_STAGGER_WINDOW": "300",
-                             "CACHE_REFRESH_JITTER": "60", "CACHE_TTL_CRITICAL": "3600",
-                             "CACHE_TTL_IMPORTANT": "1800", "CACHE_TTL_REGULAR": "900"}}},
-                {"name": "warm-cache", "job": {"fromCronJob": "cache-warming"}},
-            ]},
-            {"name": "load-distribution", "after": "15m", "actions": [
-                {"name": "least-connections-and-queueing", "configMap": {
-                    "name": "aurum-api-config",
-                    "data": {"AURUM_API_LOAD_BALANCING_STRATEGY": "least_connections",
-                             "AURUM_API_CONNECTION_POOL_SIZE": "50",
-                             "AURUM_API_REQUEST_QUEUE_ENABLED": "true",
-                             "AURUM_API_REQUEST_QUEUE_SIZE": "1000",
-                             "AURUM_API_REQUEST_QUEUE_TIMEOUT": "30s"}}},
-                {"name": "cache-sharding", "configMap": {
-                    "name": "cache-config",
-                    "data": {"CACHE_SHARDING_ENABLED": "true", "CACHE_SHARD_COUNT": "16",
-                             "CACHE_SHARD_STRATEGY": "consistent_hash"}}},
-            ]},
+            {
+                "name": "immediate-mitigation",
+                "after": "0s",
+                "actions": [
+                    {
+                        "name": "api-circuit-breaker-and-coalescing",
+                        "configMap": {
+                            "name": "aurum-api-config",
+                            "data": {
+                                "AURUM_API_CIRCUIT_BREAKER_ENABLED": "true",
+                                "AURUM_API_CIRCUIT_BREAKER_THRESHOLD": "1000",
+                                "AURUM_API_CIRCUIT_BREAKER_TIMEOUT": "30s",
+                                "AURUM_API_REQUEST_COALESCING_ENABLED": "true",
+                                "AURUM_API_REQUEST_COALESCING_WINDOW": "5s",
+                            },
+                            "restart": [{"kind": "Deployment", "name": "aurum-api"}],
+                        },
+                    },
+                    {
+                        "name": "worker-circuit-breaker",
+                        "configMap": {
+                            "name": "aurum-worker-config",
+                            "data": {
+                                "AURUM_WORKER_CIRCUIT_BREAKER_ENABLED": "true",
+                                "AURUM_WORKER_CIRCUIT_BREAKER_THRESHOLD": "500",
+                            },
+                            "restart": [{"kind": "Deployment", "name": "aurum-worker"}],
+                        },
+                    },
+                    {"name": "scale-api", "scale": {"kind": "Deployment", "name": "aurum-api", "replicas": 10}},
+                    {"name": "scale-worker", "scale": {"kind": "Deployment", "name": "aurum-worker", "replicas": 8}},
+                    {
+                        "name": "scale-postgres",
+                        "minSeverity": "P0",
+                        "scale": {"kind": "Deployment", "name": "postgres", "replicas": 3},
+                    },
+                ],
+            },
+            {
+                "name": "cache-stabilization",
+                "after": "5m",
+                "actions": [
+                    {
+                        "name": "staggered-refresh-and-ttl",
+                        "configMap": {
+                            "name": "cache-config",
+                            "data": {
+                                "CACHE_REFRESH_STRATEGY": "staggered",
+                                "CACHE_STAGGER_WINDOW": "300",
+                                "CACHE_REFRESH_JITTER": "60",
+                                "CACHE_TTL_CRITICAL": "3600",
+                                "CACHE_TTL_IMPORTANT": "1800",
+                                "CACHE_TTL_REGULAR": "900",
+                            },
+                        },
+                    },
+                    {"name": "warm-cache", "job": {"fromCronJob": "cache-warming"}},
+                ],
+            },
+            {
+                "name": "load-distribution",
+                "after": "15m",
+                "actions": [
+                    {
+                        "name": "least-connections-and-queueing",
+                        "configMap": {
+                            "name": "aurum-api-config",
+                            "data": {
+                                "AURUM_API_LOAD_BALANCING_STRATEGY": "least_connections",
+                                "AURUM_API_CONNECTION_POOL_SIZE": "50",
+                                "AURUM_API_REQUEST_QUEUE_ENABLED": "true",
+                                "AURUM_API_REQUEST_QUEUE_SIZE": "1000",
+                                "AURUM_API_REQUEST_QUEUE_TIMEOUT": "30s",
+                            },
+                        },
+                    },
+                    {
+                        "name": "cache-sharding",
+                        "configMap": {
+                            "name": "cache-config",
+                            "data": {
+                                "CACHE_SHARDING_ENABLED": "true",
+                                "CACHE_SHARD_COUNT": "16",
+                                "CACHE_SHARD_STRATEGY": "consistent_hash",
+                            },
+                        },
+                    },
+                ],
+            },
         ],
         "escalation": {"after": "30m", "atSeverity": "P0"},
         "rollback": {"stepDelay": "30s"},
@@ -116,10 +174,16 @@ def tiny_spec(**overrides: Any) -> PolicySpec:
         "severities": [{"level": "P2", "any": ["load > 10"], "for": "1m"}],
         "recovery": {"all": ["load < 5"], "for": "1m"},
         "phases": [
-            {"name": "first", "after": "0s",
-             "actions": [{"name": "flag", "configMap": {"name": "cfg", "data": {"FLAG": "on"}}}]},
-            {"name": "second", "after": "2m",
-             "actions": [{"name": "more", "scale": {"kind": "Deployment", "name": "api", "replicas": 4}}]},
+            {
+                "name": "first",
+                "after": "0s",
+                "actions": [{"name": "flag", "configMap": {"name": "cfg", "data": {"FLAG": "on"}}}],
+            },
+            {
+                "name": "second",
+                "after": "2m",
+                "actions": [{"name": "more", "scale": {"kind": "Deployment", "name": "api", "replicas": 4}}],
+            },
         ],
         "rollback": {"stepDelay": "30s"},
     }
@@ -132,7 +196,11 @@ def tiny_spec(**overrides: Any) -> PolicySpec:
 Readings = Mapping[str, float | None]
 
 HEALTHY: dict[str, float | None] = {
-    "hitRate": 0.95, "missRate": 0.05, "dbConnections": 100.0, "spikeRatio": 1.0, "queueDepth": 10.0,
+    "hitRate": 0.95,
+    "missRate": 0.05,
+    "dbConnections": 100.0,
+    "spikeRatio": 1.0,
+    "queueDepth": 10.0,
 }
 
 
@@ -154,6 +222,7 @@ P0_READINGS = readings(dbConnections=195.0)
 
 
 # -- the caller ----------------------------------------------------------------------------------
+
 
 @dataclass
 class Cluster:
@@ -206,8 +275,9 @@ class Simulation:
             if action.name in self.fail_apply:
                 continue
             assert d.incident_id is not None
-            status = record_applied(status, self._apply(action, incident=d.incident_id, when=when, dry=dry),
-                                    dry_run=dry)
+            status = record_applied(
+                status, self._apply(action, incident=d.incident_id, when=when, dry=dry), dry_run=dry
+            )
             self.applies.append((when, action.name, d.incident_id))
         if self.roundtrip:
             parsed = PolicyStatus.model_validate(status.wire())
@@ -288,8 +358,15 @@ class Simulation:
             applied = {"job": f"{action.job.from_cron_job}-{incident}"}
             if not dry:
                 self.cluster.jobs.append((action.name, incident))
-        return AppliedChange(action=action.name, kind=action.kind, name=action.target, incident=incident,
-                             applied_at=when, original=original, applied=applied)
+        return AppliedChange(
+            action=action.name,
+            kind=action.kind,
+            name=action.target,
+            incident=incident,
+            applied_at=when,
+            original=original,
+            applied=applied,
+        )
 
     def _undo(self, change: AppliedChange) -> None:
         if change.kind == "ConfigMap":

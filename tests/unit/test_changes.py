@@ -15,14 +15,17 @@ from stampede.engine.changes import (
 )
 
 
-@pytest.mark.parametrize(("current", "wanted", "cap", "expected"), [
-    (2, 10, 50, 10),
-    (10, 10, 50, None),
-    (12, 10, 50, None),
-    (2, 80, 50, 50),
-    (50, 80, 50, None),
-    (60, 80, 50, None),
-])
+@pytest.mark.parametrize(
+    ("current", "wanted", "cap", "expected"),
+    [
+        (2, 10, 50, 10),
+        (10, 10, 50, None),
+        (12, 10, 50, None),
+        (2, 80, 50, 50),
+        (50, 80, 50, None),
+        (60, 80, 50, None),
+    ],
+)
 def test_scale_target_scales_up_to_the_wanted_replicas_within_the_cap(
     current: int, wanted: int, cap: int, expected: int | None
 ) -> None:

@@ -70,8 +70,11 @@ def _as_json_schema(node: Any) -> Any:
         return [_as_json_schema(item) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {key: _as_json_schema(value) for key, value in node.items()
-           if not key.startswith("x-kubernetes-") and key not in {"nullable", "properties"}}
+    out = {
+        key: _as_json_schema(value)
+        for key, value in node.items()
+        if not key.startswith("x-kubernetes-") and key not in {"nullable", "properties"}
+    }
     if "properties" in node:
         out["properties"] = {name: _as_json_schema(prop) for name, prop in node["properties"].items()}
     if node.get("nullable"):
@@ -127,8 +130,12 @@ def test_the_crd_identifies_the_resource_as_the_contract_says() -> None:
     assert crd["spec"]["group"] == "stampede.aurum.io"
     assert crd["spec"]["scope"] == "Namespaced"
     assert crd["spec"]["names"] == {
-        "kind": "StampedePolicy", "listKind": "StampedePolicyList", "plural": "stampedepolicies",
-        "singular": "stampedepolicy", "shortNames": ["stp"], "categories": ["stampede"],
+        "kind": "StampedePolicy",
+        "listKind": "StampedePolicyList",
+        "plural": "stampedepolicies",
+        "singular": "stampedepolicy",
+        "shortNames": ["stp"],
+        "categories": ["stampede"],
     }
     version = _version()
     assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
@@ -139,8 +146,9 @@ def test_the_status_is_a_subresource() -> None:
 
 
 def test_printer_columns_show_mode_state_severity_phase_incident_and_age() -> None:
-    columns = {column["name"]: (column["type"], column["jsonPath"])
-               for column in _version()["additionalPrinterColumns"]}
+    columns = {
+        column["name"]: (column["type"], column["jsonPath"]) for column in _version()["additionalPrinterColumns"]
+    }
     assert list(columns) == ["Mode", "State", "Severity", "Phase", "Incident", "Age"]
     assert columns["Mode"] == ("string", ".spec.mode")
     assert columns["State"] == ("string", ".status.state")
@@ -159,16 +167,27 @@ def test_printer_columns_point_at_fields_that_exist_in_the_schema() -> None:
 
 
 def test_the_schema_has_no_references_combinators_or_titles() -> None:
-    forbidden = {"$ref", "$defs", "definitions", "anyOf", "allOf", "oneOf", "not", "title",
-                 "patternProperties", "x-kubernetes-preserve-unknown-fields"}
+    forbidden = {
+        "$ref",
+        "$defs",
+        "definitions",
+        "anyOf",
+        "allOf",
+        "oneOf",
+        "not",
+        "title",
+        "patternProperties",
+        "x-kubernetes-preserve-unknown-fields",
+    }
     for path, node in _nodes(_root()):
         assert not forbidden & set(node), f"{path or '<root>'} has {sorted(forbidden & set(node))}"
 
 
 def test_every_schema_node_has_a_structural_type() -> None:
     for path, node in _nodes(_root()):
-        assert node.get("type") in {"object", "string", "integer", "boolean", "array", "number"} \
-            or node.get("x-kubernetes-int-or-string"), path or "<root>"
+        assert node.get("type") in {"object", "string", "integer", "boolean", "array", "number"} or node.get(
+            "x-kubernetes-int-or-string"
+        ), path or "<root>"
 
 
 def test_no_default_is_null_and_no_object_mixes_properties_with_additional_properties() -> None:
@@ -200,13 +219,23 @@ def test_enums_come_from_the_models_str_enums() -> None:
     assert _at("spec.severities.[].level")["enum"] == ["P0", "P1", "P2"]
     assert _at("spec.phases.[].actions.[].scale.kind")["enum"] == ["Deployment", "StatefulSet"]
     assert _at("spec.phases.[].actions.[].configMap.restart.[].kind")["enum"] == [
-        "Deployment", "StatefulSet", "DaemonSet"]
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+    ]
     assert _at("status.state")["enum"] == ["Idle", "Incident", "RollingBack"]
 
 
 def test_durations_conditions_and_names_carry_patterns() -> None:
-    for path in ["spec.pollInterval", "spec.prometheus.timeout", "spec.severities.[].for", "spec.recovery.for",
-                 "spec.phases.[].after", "spec.escalation.after", "spec.rollback.stepDelay"]:
+    for path in [
+        "spec.pollInterval",
+        "spec.prometheus.timeout",
+        "spec.severities.[].for",
+        "spec.recovery.for",
+        "spec.phases.[].after",
+        "spec.escalation.after",
+        "spec.rollback.stepDelay",
+    ]:
         assert _at(path)["pattern"].startswith("^(0|"), path
     assert "<=|>=" in _at("spec.recovery.all.[]")["pattern"]
     assert "<=|>=" in _at("spec.severities.[].any.[]")["pattern"]
@@ -270,8 +299,12 @@ def test_the_status_is_fully_typed_and_carries_no_defaults() -> None:
 
 
 def test_names_that_must_be_unique_are_list_map_keys() -> None:
-    for path, key in [("spec.signals", "name"), ("spec.severities", "level"), ("spec.phases", "name"),
-                      ("spec.phases.[].actions", "name")]:
+    for path, key in [
+        ("spec.signals", "name"),
+        ("spec.severities", "level"),
+        ("spec.phases", "name"),
+        ("spec.phases.[].actions", "name"),
+    ]:
         node = _at(path)
         assert node["x-kubernetes-list-type"] == "map", path
         assert node["x-kubernetes-list-map-keys"] == [key], path
@@ -289,10 +322,13 @@ def test_the_crd_is_a_valid_apiextensions_v1_object() -> None:
     assert kubernetes_validate.validate(render_crd(), "1.31", strict=True) == "1.31"
 
 
-@pytest.mark.parametrize(("where", "key", "value"), [
-    ((), "served", "yes"),
-    (("schema", "openAPIV3Schema", "properties", "spec"), "$defs", {}),
-])
+@pytest.mark.parametrize(
+    ("where", "key", "value"),
+    [
+        ((), "served", "yes"),
+        (("schema", "openAPIV3Schema", "properties", "spec"), "$defs", {}),
+    ],
+)
 def test_kubernetes_validate_would_notice_a_broken_crd(where: tuple[str, ...], key: str, value: Any) -> None:
     broken = render_crd()
     node = broken["spec"]["versions"][0]
@@ -306,8 +342,11 @@ def test_kubernetes_validate_would_notice_a_broken_crd(where: tuple[str, ...], k
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.name)
 def test_the_example_policies_validate_against_the_crd_schema(example: Path) -> None:
     validator = _validator()
-    policies = [doc for doc in yaml.safe_load_all(example.read_text(encoding="utf-8"))
-                if doc and doc.get("kind") == "StampedePolicy"]
+    policies = [
+        doc
+        for doc in yaml.safe_load_all(example.read_text(encoding="utf-8"))
+        if doc and doc.get("kind") == "StampedePolicy"
+    ]
     for policy in policies:
         errors = [error.message for error in validator.iter_errors(policy)]
         assert not errors, errors
@@ -315,15 +354,31 @@ def test_the_example_policies_validate_against_the_crd_schema(example: Path) -> 
 
 def test_a_status_written_by_the_operator_validates_against_the_crd_schema() -> None:
     status = {
-        "observedGeneration": 3, "state": "Incident", "severity": "P1", "phase": "first",
+        "observedGeneration": 3,
+        "state": "Incident",
+        "severity": "P1",
+        "phase": "first",
         "signals": [{"name": "hitRate", "value": "unknown", "error": "timeout"}],
         "incident": {"id": "1", "startedAt": "2024-05-01T12:00:00Z", "severity": "P1", "escalated": False},
-        "applied": [{"action": "api", "kind": "ConfigMap", "name": "aurum-api-config",
-                     "appliedAt": "2024-05-01T12:00:00Z", "original": {"A": None, "B": "x"}, "applied": {"A": "1"}}],
+        "applied": [
+            {
+                "action": "api",
+                "kind": "ConfigMap",
+                "name": "aurum-api-config",
+                "appliedAt": "2024-05-01T12:00:00Z",
+                "original": {"A": None, "B": "x"},
+                "applied": {"A": "1"},
+            }
+        ],
         "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2024-05-01T12:00:00Z"}],
     }
-    policy = {"apiVersion": "stampede.aurum.io/v1alpha1", "kind": "StampedePolicy",
-              "metadata": {"name": "p"}, "spec": _minimal_spec(), "status": status}
+    policy = {
+        "apiVersion": "stampede.aurum.io/v1alpha1",
+        "kind": "StampedePolicy",
+        "metadata": {"name": "p"},
+        "spec": _minimal_spec(),
+        "status": status,
+    }
     assert [error.message for error in _validator().iter_errors(policy)] == []
 
 

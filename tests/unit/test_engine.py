@@ -74,6 +74,7 @@ def run_to_rolling_back(sim: Simulation, *, incident_minutes: int = 20) -> float
 
 # -- for windows ---------------------------------------------------------------------------------
 
+
 def test_a_level_fires_only_after_its_condition_held_for_the_whole_for_window() -> None:
     sim = Simulation(runbook_spec())
     for t in range(0, 120, 15):
@@ -99,8 +100,9 @@ def test_a_single_poll_without_the_breach_restarts_the_for_window() -> None:
     assert sim.status.state == State.INCIDENT
 
 
-@pytest.mark.parametrize("breach", [readings(missRate=0.85, hitRate=0.85), readings(spikeRatio=4.0)],
-                         ids=["missRate", "spikeRatio"])
+@pytest.mark.parametrize(
+    "breach", [readings(missRate=0.85, hitRate=0.85), readings(spikeRatio=4.0)], ids=["missRate", "spikeRatio"]
+)
 def test_any_one_condition_of_a_level_fires_it_on_its_own(breach: dict[str, float | None]) -> None:
     sim = Simulation(runbook_spec())
     sim.run(start=0, until=45, values=breach)
@@ -186,6 +188,7 @@ def test_recovery_does_not_start_while_a_level_fires() -> None:
 
 # -- severity --------------------------------------------------------------------------------------
 
+
 def test_severity_rises_inside_an_incident_with_a_severity_raised_event() -> None:
     sim = Simulation(runbook_spec())
     start = p2_incident(sim)
@@ -223,6 +226,7 @@ def test_actions_made_eligible_by_a_raised_severity_are_applied_for_phases_alrea
 
 # -- phases ----------------------------------------------------------------------------------------
 
+
 def test_phases_are_cumulative_and_entering_one_keeps_the_earlier_ones_applied() -> None:
     sim = Simulation(runbook_spec())
     start = p2_incident(sim)
@@ -239,8 +243,9 @@ def test_phase_entered_is_emitted_once_per_phase() -> None:
     sim.run(start=start + 15, until=start + 2400, values=P2_READINGS)
     entered = [(when, e.message) for when, e in sim.events if e.reason == "PhaseEntered"]
     assert [when for when, _ in entered] == [at(start), at(start + 300), at(start + 900)]
-    for (_, message), phase in zip(entered, ["immediate-mitigation", "cache-stabilization", "load-distribution"],
-                                   strict=True):
+    for (_, message), phase in zip(
+        entered, ["immediate-mitigation", "cache-stabilization", "load-distribution"], strict=True
+    ):
         assert phase in message
 
 
@@ -292,6 +297,7 @@ def test_a_restart_inside_a_phase_neither_re_enters_nor_re_applies_it() -> None:
 
 # -- escalation ------------------------------------------------------------------------------------
 
+
 def test_an_incident_is_escalated_once_when_it_grows_older_than_escalation_after() -> None:
     sim = Simulation(runbook_spec())
     start = p2_incident(sim)
@@ -330,6 +336,7 @@ def test_a_severity_raised_to_the_escalation_severity_escalates_the_incident() -
 
 
 # -- recovery and rollback -------------------------------------------------------------------------
+
 
 def test_recovery_moves_the_incident_to_rolling_back_with_a_recovery_started_event() -> None:
     sim = Simulation(runbook_spec())
@@ -420,6 +427,7 @@ def recover_tiny(sim: Simulation, *, start: float) -> float:
 
 # -- a new incident during rollback ----------------------------------------------------------------
 
+
 def test_a_level_firing_during_rollback_opens_a_new_incident_keeping_what_is_still_applied() -> None:
     sim = Simulation(runbook_spec(rollback={"stepDelay": "2m"}))
     began = run_to_rolling_back(sim)
@@ -440,8 +448,7 @@ def test_a_level_firing_during_rollback_opens_a_new_incident_keeping_what_is_sti
     # Held changes stay held and are not applied again; the P0-only action is new.
     assert names(d.apply) == ["scale-postgres"]
     assert d.undo == ()
-    assert [c.action for c in sim.status.applied] == [a for a in held_before if a != "warm-cache"] + [
-        "scale-postgres"]
+    assert [c.action for c in sim.status.applied] == [a for a in held_before if a != "warm-cache"] + ["scale-postgres"]
 
 
 def test_a_job_action_is_created_again_for_an_incident_opened_during_rollback() -> None:
@@ -455,10 +462,13 @@ def test_a_job_action_is_created_again_for_an_incident_opened_during_rollback() 
     assert names(decisions[-1].apply) == ["warm-cache"]  # its ConfigMap sibling is still held
     assert decisions[-1].incident_id == new_id
     assert [incident for action, incident in sim.cluster.jobs if action == "warm-cache"] == [
-        sim.status.history[0].id, new_id]
+        sim.status.history[0].id,
+        new_id,
+    ]
 
 
 # -- modes -----------------------------------------------------------------------------------------
+
 
 def scripted(sim: Simulation) -> list[tuple[list[str], list[str], list[str], State]]:
     """A whole incident with a severity rise, recovery and rollback; the decisions as plain data."""
@@ -466,8 +476,10 @@ def scripted(sim: Simulation) -> list[tuple[list[str], list[str], list[str], Sta
     sim.run(start=0, until=600, values=P2_READINGS)
     sim.run(start=615, until=1500, values=worse)
     sim.run(start=1515, until=2400, values=HEALTHY, follow_wake=True)
-    return [(names(d.apply), [c.action for c in d.undo], [e.reason for e in d.events], d.status.state)
-            for _, d in sim.decisions]
+    return [
+        (names(d.apply), [c.action for c in d.undo], [e.reason for e in d.events], d.status.state)
+        for _, d in sim.decisions
+    ]
 
 
 def test_dry_run_makes_the_same_decisions_and_holds_its_changes_in_planned() -> None:
@@ -522,6 +534,7 @@ def test_a_suspended_rollback_does_not_ask_to_be_called_again_at_once() -> None:
 
 # -- onMetricsError --------------------------------------------------------------------------------
 
+
 def test_hold_opens_no_incident_while_any_signal_is_unknown() -> None:
     sim = Simulation(runbook_spec())
     blind = P2_READINGS | {"queueDepth": None}
@@ -558,8 +571,11 @@ def test_hold_resets_the_recovery_window_so_recovery_needs_fresh_healthy_reading
     sim = Simulation(runbook_spec())
     start = p2_incident(sim)
     outage = start + 240
-    sim.run(start=start + 15, until=outage + 315,
-            values=lambda t: HEALTHY | {"queueDepth": None} if outage <= t < outage + 30 else HEALTHY)
+    sim.run(
+        start=start + 15,
+        until=outage + 315,
+        values=lambda t: HEALTHY | {"queueDepth": None} if outage <= t < outage + 30 else HEALTHY,
+    )
     assert sim.status.state == State.INCIDENT
     assert sim.status.incident is not None
     assert sim.status.incident.recovering_since == at(outage + 30)
@@ -598,8 +614,10 @@ UNKNOWN_VALUES = [None, math.nan, math.inf, -math.inf]
 
 @pytest.mark.parametrize("value", UNKNOWN_VALUES, ids=["None", "nan", "inf", "-inf"])
 def test_an_unknown_reading_never_counts_as_breaching(value: float | None) -> None:
-    spec = runbook_spec(onMetricsError="Continue", severities=[
-        {"level": "P2", "any": ["hitRate < 0.8", "hitRate > 2", "hitRate != 0.95"], "for": "0s"}])
+    spec = runbook_spec(
+        onMetricsError="Continue",
+        severities=[{"level": "P2", "any": ["hitRate < 0.8", "hitRate > 2", "hitRate != 0.95"], "for": "0s"}],
+    )
     sim = Simulation(spec)
     sim.run(start=0, until=300, values=readings(hitRate=value))
     assert sim.status.breaching == []
@@ -608,8 +626,9 @@ def test_an_unknown_reading_never_counts_as_breaching(value: float | None) -> No
 
 @pytest.mark.parametrize("value", UNKNOWN_VALUES, ids=["None", "nan", "inf", "-inf"])
 def test_an_unknown_reading_never_counts_as_healthy(value: float | None) -> None:
-    spec = runbook_spec(onMetricsError="Continue",
-                        recovery={"all": ["hitRate > 0.9", "hitRate < 2", "hitRate != 0.5"], "for": "0s"})
+    spec = runbook_spec(
+        onMetricsError="Continue", recovery={"all": ["hitRate > 0.9", "hitRate < 2", "hitRate != 0.5"], "for": "0s"}
+    )
     sim = Simulation(spec)
     start = p2_incident(sim)
     sim.run(start=start + 15, until=start + 600, values=readings(hitRate=value))
@@ -639,13 +658,15 @@ def test_metrics_unavailable_and_restored_are_emitted_only_on_transitions() -> N
     sim.run(start=0, until=300, values=HEALTHY)
     sim.run(start=315, until=3600, values=readings(dbConnections=None))
     sim.run(start=3615, until=4000, values=HEALTHY)
-    metrics = [(when, e.reason, e.warning) for when, e in sim.events
-               if e.reason in ("MetricsUnavailable", "MetricsRestored")]
+    metrics = [
+        (when, e.reason, e.warning) for when, e in sim.events if e.reason in ("MetricsUnavailable", "MetricsRestored")
+    ]
     assert metrics == [(at(315), "MetricsUnavailable", True), (at(3615), "MetricsRestored", False)]
     assert condition(sim.status, "MetricsAvailable").status == ConditionStatus.TRUE
 
 
 # -- failures of the caller --------------------------------------------------------------------------
+
 
 def test_a_failed_apply_is_planned_again_at_the_next_poll() -> None:
     sim = Simulation(runbook_spec(), fail_apply={"scale-api"})
@@ -674,6 +695,7 @@ def test_a_failed_undo_is_retried_after_step_delay() -> None:
 
 # -- identity and conditions -------------------------------------------------------------------------
 
+
 def test_the_incident_id_is_stable_through_an_incident_and_restarts_and_unique_per_incident() -> None:
     sim = Simulation(runbook_spec(), roundtrip=True)
     t = 0.0
@@ -698,7 +720,11 @@ def test_a_condition_keeps_its_last_transition_time_while_its_status_does_not_fl
     sim = Simulation(runbook_spec(), roundtrip=True)
     sim.run(start=0, until=105, values=P2_READINGS)
     assert {c.type: c.last_transition_time for c in sim.status.conditions} == {
-        "MetricsAvailable": at(0), "IncidentActive": at(0), "Escalated": at(0), "Suspended": at(0)}
+        "MetricsAvailable": at(0),
+        "IncidentActive": at(0),
+        "Escalated": at(0),
+        "Suspended": at(0),
+    }
     sim.run(start=120, until=600, values=P2_READINGS)
     times = {c.type: c.last_transition_time for c in sim.status.conditions}
     assert times == {"MetricsAvailable": at(0), "IncidentActive": at(120), "Escalated": at(0), "Suspended": at(0)}

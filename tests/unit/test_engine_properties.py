@@ -35,15 +35,22 @@ KINDS: dict[str, Readings] = {
 }
 
 segments = st.lists(
-    st.tuples(st.sampled_from(sorted(KINDS)), st.integers(min_value=1, max_value=30),
-              st.sampled_from([1.0, 5.0, 15.0, 15.0, 15.0, 40.0])),
-    min_size=1, max_size=8,
+    st.tuples(
+        st.sampled_from(sorted(KINDS)),
+        st.integers(min_value=1, max_value=30),
+        st.sampled_from([1.0, 5.0, 15.0, 15.0, 15.0, 40.0]),
+    ),
+    min_size=1,
+    max_size=8,
 )
 specs = st.builds(
-    lambda mode, on_error, step, suspend: runbook_spec(mode=mode, onMetricsError=on_error, suspend=suspend,
-                                                       rollback={"stepDelay": step}),
-    st.sampled_from(["Enforce", "DryRun"]), st.sampled_from(["Hold", "Continue"]),
-    st.sampled_from(["0s", "10s", "30s", "2m"]), st.booleans(),
+    lambda mode, on_error, step, suspend: runbook_spec(
+        mode=mode, onMetricsError=on_error, suspend=suspend, rollback={"stepDelay": step}
+    ),
+    st.sampled_from(["Enforce", "DryRun"]),
+    st.sampled_from(["Hold", "Continue"]),
+    st.sampled_from(["0s", "10s", "30s", "2m"]),
+    st.booleans(),
 )
 
 
@@ -73,9 +80,13 @@ WINDOW = {"hitRate": 120.0, "queueDepth": 120.0, "missRate": 60.0, "spikeRatio":
 @SETTINGS
 @given(
     polls=st.lists(
-        st.tuples(st.floats(min_value=0.5, max_value=45.0), st.dictionaries(
-            st.sampled_from(sorted(BREACH)), st.sampled_from(["breach", "unknown"]), max_size=5)),
-        min_size=1, max_size=120),
+        st.tuples(
+            st.floats(min_value=0.5, max_value=45.0),
+            st.dictionaries(st.sampled_from(sorted(BREACH)), st.sampled_from(["breach", "unknown"]), max_size=5),
+        ),
+        min_size=1,
+        max_size=120,
+    ),
     on_error=st.sampled_from(["Hold", "Continue"]),
 )
 def test_a_signal_flapping_faster_than_for_never_opens_an_incident(
@@ -108,6 +119,7 @@ def test_a_signal_flapping_faster_than_for_never_opens_an_incident(
 
 # -- monotonic incidents -------------------------------------------------------------------------
 
+
 @SETTINGS
 @given(spec=specs, plan=segments, suspend_from=st.one_of(st.none(), st.integers(min_value=0, max_value=150)))
 def test_phases_never_go_backwards_and_severity_never_falls_inside_an_incident(
@@ -134,15 +146,22 @@ def test_phases_never_go_backwards_and_severity_never_falls_inside_an_incident(
         assert d.status.severity == incident.severity.value
     opened = Counter(e.message.split()[1] for _, e in sim.events if e.reason == "IncidentOpened")
     assert all(count == 1 for count in opened.values())
-    entered = Counter((e.message.split()[1], e.message.split()[4]) for _, e in sim.events
-                      if e.reason == "PhaseEntered")
+    entered = Counter((e.message.split()[1], e.message.split()[4]) for _, e in sim.events if e.reason == "PhaseEntered")
     assert all(count == 1 for count in entered.values())
 
 
 @SETTINGS
 @given(
-    plan=st.lists(st.tuples(st.sampled_from([1.0, 7.0, 20.0, None]), st.integers(min_value=1, max_value=8),
-                            st.sampled_from([1.0, 15.0, 60.0]), st.booleans()), min_size=1, max_size=20),
+    plan=st.lists(
+        st.tuples(
+            st.sampled_from([1.0, 7.0, 20.0, None]),
+            st.integers(min_value=1, max_value=8),
+            st.sampled_from([1.0, 15.0, 60.0]),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
     step=st.sampled_from(["0s", "30s"]),
     fail_undo=st.booleans(),
 )
@@ -212,8 +231,9 @@ def test_rollback_skips_exactly_the_keys_edited_by_someone_else_and_leaves_their
     foreign: dict[str, str | None] = {}
     for key in sorted(edited):
         # None: the foreign edit deleted the key.
-        foreign[key] = data.draw(st.one_of(st.none(), values_.filter(lambda v, k=key: v != applied[k])),
-                                 label=f"foreign {key}")
+        foreign[key] = data.draw(
+            st.one_of(st.none(), values_.filter(lambda v, k=key: v != applied[k])), label=f"foreign {key}"
+        )
     changed = apply_merge_patch(changed, foreign)
     patch, skipped = configmap_rollback(changed, original, applied)
     assert sorted(skipped) == sorted(edited)
@@ -227,11 +247,20 @@ def test_rollback_skips_exactly_the_keys_edited_by_someone_else_and_leaves_their
 
 # -- restarts ------------------------------------------------------------------------------------
 
+
 @SETTINGS
-@given(spec=specs, plan=st.lists(
-    st.tuples(st.sampled_from(sorted(KINDS)), st.integers(min_value=1, max_value=30),
-              st.sampled_from([0.25, 1.5, 15.0, 15.0, 33.333])),
-    min_size=1, max_size=8))
+@given(
+    spec=specs,
+    plan=st.lists(
+        st.tuples(
+            st.sampled_from(sorted(KINDS)),
+            st.integers(min_value=1, max_value=30),
+            st.sampled_from([0.25, 1.5, 15.0, 15.0, 33.333]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+)
 def test_continuing_from_a_round_tripped_status_gives_the_same_decisions(
     spec: PolicySpec, plan: list[tuple[str, int, float]]
 ) -> None:
@@ -246,14 +275,20 @@ def test_continuing_from_a_round_tripped_status_gives_the_same_decisions(
 
 # -- rollback completeness -------------------------------------------------------------------------
 
+
 @SETTINGS
 @given(spec=specs, plan=segments)
 def test_every_applied_change_is_undone_exactly_once_after_recovery(
     spec: PolicySpec, plan: list[tuple[str, int, float]]
 ) -> None:
-    cluster = Cluster(configmaps={"aurum-api-config": {"AURUM_API_CIRCUIT_BREAKER_ENABLED": "false", "OTHER": "x"},
-                                  "aurum-worker-config": {}, "cache-config": {"CACHE_TTL_REGULAR": "900"}},
-                      replicas={"aurum-api": 3, "aurum-worker": 12, "postgres": 1})
+    cluster = Cluster(
+        configmaps={
+            "aurum-api-config": {"AURUM_API_CIRCUIT_BREAKER_ENABLED": "false", "OTHER": "x"},
+            "aurum-worker-config": {},
+            "cache-config": {"CACHE_TTL_REGULAR": "900"},
+        },
+        replicas={"aurum-api": 3, "aurum-worker": 12, "postgres": 1},
+    )
     before = cluster.snapshot()
     sim = Simulation(spec, cluster=cluster, roundtrip=True)
     moments = timeline(plan)

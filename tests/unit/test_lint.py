@@ -86,9 +86,17 @@ def test_the_examples_cover_the_production_and_the_demo_policy() -> None:
 
 def test_the_corpus_has_one_broken_policy_per_rule() -> None:
     assert {path.stem for path in CORPUS} >= {
-        "bad-duration", "undeclared-signal", "bad-operator", "empty-phases", "two-actions-in-one",
-        "negative-replicas", "unknown-mode", "after-decreasing", "duplicate-action-names",
-        "poll-interval-too-short", "unknown-field",
+        "bad-duration",
+        "undeclared-signal",
+        "bad-operator",
+        "empty-phases",
+        "two-actions-in-one",
+        "negative-replicas",
+        "unknown-mode",
+        "after-decreasing",
+        "duplicate-action-names",
+        "poll-interval-too-short",
+        "unknown-field",
     }
 
 
@@ -105,7 +113,8 @@ def test_each_broken_policy_fails_with_exactly_its_expected_line(broken: Path) -
 def test_a_bad_value_is_shown_after_the_message() -> None:
     problems = lint_files([str(REPO / "tests" / "lint-corpus" / "negative-replicas.yaml")])
     assert str(problems[0]).endswith(
-        "spec.phases[0].actions[1].scale.replicas: Input should be greater than or equal to 1 (got -3)")
+        "spec.phases[0].actions[1].scale.replicas: Input should be greater than or equal to 1 (got -3)"
+    )
 
 
 def test_cross_field_errors_become_one_line_each_with_their_own_path(tmp_path: Path) -> None:
@@ -120,13 +129,15 @@ def test_cross_field_errors_become_one_line_each_with_their_own_path(tmp_path: P
 
 
 def test_a_multi_document_bundle_lints_every_policy_and_ignores_other_kinds(tmp_path: Path) -> None:
-    bundle = "\n---\n".join([
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n",
-        _policy(name="good"),
-        "",  # an empty document, as kustomize and editors leave them
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec: {whatever: true}\n",
-        _policy(name="bad", poll="5 m"),
-    ])
+    bundle = "\n---\n".join(
+        [
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n",
+            _policy(name="good"),
+            "",  # an empty document, as kustomize and editors leave them
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec: {whatever: true}\n",
+            _policy(name="bad", poll="5 m"),
+        ]
+    )
     problems = lint_files([_write(tmp_path, bundle)])
     assert len(problems) == 1
     assert problems[0].object == "StampedePolicy team-a/bad"
@@ -135,11 +146,15 @@ def test_a_multi_document_bundle_lints_every_policy_and_ignores_other_kinds(tmp_
 
 
 def test_a_kubectl_list_is_unpacked(tmp_path: Path) -> None:
-    listing = {"apiVersion": "v1", "kind": "List",
-               "items": [yaml.safe_load(_policy(name="one")), yaml.safe_load(_policy(name="two", poll="0"))]}
+    listing = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [yaml.safe_load(_policy(name="one")), yaml.safe_load(_policy(name="two", poll="0"))],
+    }
     problems = lint_files([_write(tmp_path, yaml.safe_dump(listing))])
     assert [(problem.object, problem.path) for problem in problems] == [
-        ("StampedePolicy team-a/two", "spec.pollInterval")]
+        ("StampedePolicy team-a/two", "spec.pollInterval")
+    ]
 
 
 def test_a_yaml_syntax_error_is_one_problem_with_its_line_number(tmp_path: Path) -> None:
@@ -163,7 +178,8 @@ def test_a_wrong_api_version_for_the_kind_is_a_problem(tmp_path: Path) -> None:
     text = _policy().replace("stampede.aurum.io/v1alpha1", "stampede.aurum.io/v1")
     problems = lint_files([_write(tmp_path, text)])
     assert [(problem.path, problem.message) for problem in problems] == [
-        ("apiVersion", "expected 'stampede.aurum.io/v1alpha1' for kind StampedePolicy (got 'stampede.aurum.io/v1')")]
+        ("apiVersion", "expected 'stampede.aurum.io/v1alpha1' for kind StampedePolicy (got 'stampede.aurum.io/v1')")
+    ]
 
 
 def test_a_misspelt_kind_in_the_stampede_group_is_a_problem(tmp_path: Path) -> None:
@@ -183,7 +199,8 @@ def test_a_missing_name_and_namespace_still_name_the_document(tmp_path: Path) ->
     text = _policy().replace("  name: good\n  namespace: team-a\n", "  labels: {}\n")
     problems = lint_files([_write(tmp_path, text)])
     assert [(problem.object, problem.path, problem.message) for problem in problems] == [
-        ("StampedePolicy (document 1)", "metadata.name", "Field required")]
+        ("StampedePolicy (document 1)", "metadata.name", "Field required")
+    ]
 
 
 def test_a_bad_configmap_key_is_quoted_in_the_path(tmp_path: Path) -> None:
@@ -199,7 +216,8 @@ def test_an_unquoted_yaml_boolean_in_configmap_data_is_caught(tmp_path: Path) ->
     text = _policy().replace("job: {fromCronJob: cache-warming}", "configMap: {name: c, data: {ENABLED: true}}")
     problems = lint_files([_write(tmp_path, text)])
     assert [str(problem).split(": ", 2)[2] for problem in problems] == [
-        "spec.phases[0].actions[0].configMap.data.ENABLED: Input should be a valid string (got True)"]
+        "spec.phases[0].actions[0].configMap.data.ENABLED: Input should be a valid string (got True)"
+    ]
 
 
 def test_an_unreadable_file_is_one_problem(tmp_path: Path) -> None:
@@ -211,8 +229,10 @@ def test_an_unreadable_file_is_one_problem(tmp_path: Path) -> None:
 def test_problems_print_as_file_object_path_message() -> None:
     problem = Problem(file="p.yaml", object="StampedePolicy ns/p", path="spec.mode", message="bad")
     assert str(problem) == "p.yaml: StampedePolicy ns/p: spec.mode: bad"
-    assert str(Problem(file="p.yaml", object="", path="", message="YAML syntax error: x", line=3)) == \
-        "p.yaml:3: YAML syntax error: x"
+    assert (
+        str(Problem(file="p.yaml", object="", path="", message="YAML syntax error: x", line=3))
+        == "p.yaml:3: YAML syntax error: x"
+    )
 
 
 def test_the_cli_exits_1_with_one_line_per_problem() -> None:
@@ -244,7 +264,8 @@ def prometheus() -> Iterator[FakeHTTPServer]:
 
 
 def test_with_prometheus_every_query_is_test_run_and_failures_name_the_signal(
-        tmp_path: Path, prometheus: FakeHTTPServer) -> None:
+    tmp_path: Path, prometheus: FakeHTTPServer
+) -> None:
     good = _write(tmp_path, _policy(name="good"), "good.yaml")
     bad = _write(tmp_path, _policy(name="bad", query="'sum(rate(x[5m]'"), "bad.yaml")
     problems = lint_files([good, bad], prometheus_url=prometheus.url)

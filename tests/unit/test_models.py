@@ -26,17 +26,27 @@ Spec = dict[str, Any]
 def _spec(**overrides: Any) -> Spec:
     spec: Spec = {
         "signals": [{"name": "hitRate", "query": "vector(1)"}, {"name": "dbConnections", "query": "vector(2)"}],
-        "severities": [{"level": "P0", "any": ["dbConnections >= 190"], "for": "1m"},
-                       {"level": "P2", "any": ["hitRate < 0.8"], "for": "2m"}],
+        "severities": [
+            {"level": "P0", "any": ["dbConnections >= 190"], "for": "1m"},
+            {"level": "P2", "any": ["hitRate < 0.8"], "for": "2m"},
+        ],
         "recovery": {"all": ["hitRate > 0.9"], "for": "5m"},
         "phases": [
-            {"name": "immediate", "after": "0s", "actions": [
-                {"name": "api-config", "configMap": {"name": "aurum-api-config", "data": {"A": "1"}}},
-                {"name": "scale-api", "scale": {"kind": "Deployment", "name": "aurum-api", "replicas": 10}},
-            ]},
-            {"name": "later", "after": "5m", "actions": [
-                {"name": "warm-cache", "job": {"fromCronJob": "cache-warming"}},
-            ]},
+            {
+                "name": "immediate",
+                "after": "0s",
+                "actions": [
+                    {"name": "api-config", "configMap": {"name": "aurum-api-config", "data": {"A": "1"}}},
+                    {"name": "scale-api", "scale": {"kind": "Deployment", "name": "aurum-api", "replicas": 10}},
+                ],
+            },
+            {
+                "name": "later",
+                "after": "5m",
+                "actions": [
+                    {"name": "warm-cache", "job": {"fromCronJob": "cache-warming"}},
+                ],
+            },
         ],
     }
     spec.update(copy.deepcopy(overrides))
@@ -58,16 +68,19 @@ def _only_error(spec: Spec) -> tuple[tuple[int | str, ...], str, Any]:
 # Durations ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("0", timedelta(0)),
-    ("0s", timedelta(0)),
-    ("500ms", timedelta(milliseconds=500)),
-    ("15s", timedelta(seconds=15)),
-    ("5m", timedelta(minutes=5)),
-    ("1h30m", timedelta(hours=1, minutes=30)),
-    ("1.5h", timedelta(minutes=90)),
-    ("2m30s500ms", timedelta(minutes=2, seconds=30, milliseconds=500)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", timedelta(0)),
+        ("0s", timedelta(0)),
+        ("500ms", timedelta(milliseconds=500)),
+        ("15s", timedelta(seconds=15)),
+        ("5m", timedelta(minutes=5)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("1.5h", timedelta(minutes=90)),
+        ("2m30s500ms", timedelta(minutes=2, seconds=30, milliseconds=500)),
+    ],
+)
 def test_go_durations_parse_to_the_expected_timedelta(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
@@ -79,14 +92,17 @@ def test_a_malformed_duration_is_refused_naming_the_text(text: str) -> None:
     assert repr(text) in str(caught.value)
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    (timedelta(0), "0s"),
-    (timedelta(milliseconds=500), "500ms"),
-    (timedelta(seconds=90), "1m30s"),
-    (timedelta(hours=1, minutes=30), "1h30m"),
-    (timedelta(seconds=1, milliseconds=500), "1.5s"),
-    (timedelta(hours=2, milliseconds=5), "2h5ms"),
-])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (timedelta(0), "0s"),
+        (timedelta(milliseconds=500), "500ms"),
+        (timedelta(seconds=90), "1m30s"),
+        (timedelta(hours=1, minutes=30), "1h30m"),
+        (timedelta(seconds=1, milliseconds=500), "1.5s"),
+        (timedelta(hours=2, milliseconds=5), "2h5ms"),
+    ],
+)
 def test_durations_format_in_the_shortest_go_form(value: timedelta, text: str) -> None:
     assert format_duration(value) == text
 
@@ -115,26 +131,41 @@ def test_durations_serialize_back_to_go_form_on_the_wire() -> None:
 # Conditions -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "op", "threshold"), [
-    ("hitRate < 0.5", "<", 0.5),
-    ("hitRate <= 0.5", "<=", 0.5),
-    ("missRate > 0.8", ">", 0.8),
-    ("dbConnections >= 190", ">=", 190.0),
-    ("queueDepth == 0", "==", 0.0),
-    ("queueDepth != 0", "!=", 0.0),
-    ("x<-1.5e3", "<", -1500.0),
-    ("  spike_ratio   >   .5  ", ">", 0.5),
-])
+@pytest.mark.parametrize(
+    ("text", "op", "threshold"),
+    [
+        ("hitRate < 0.5", "<", 0.5),
+        ("hitRate <= 0.5", "<=", 0.5),
+        ("missRate > 0.8", ">", 0.8),
+        ("dbConnections >= 190", ">=", 190.0),
+        ("queueDepth == 0", "==", 0.0),
+        ("queueDepth != 0", "!=", 0.0),
+        ("x<-1.5e3", "<", -1500.0),
+        ("  spike_ratio   >   .5  ", ">", 0.5),
+    ],
+)
 def test_every_comparison_operator_parses(text: str, op: str, threshold: float) -> None:
     condition = parse_condition(text)
     assert (condition.op, condition.threshold) == (op, threshold)
     assert condition.text == text.strip()
 
 
-@pytest.mark.parametrize("text", [
-    "hitRate => 0.5", "hitRate =< 0.5", "hitRate = 0.5", "hitRate <> 1", "hitRate < ", "< 0.5",
-    "hitRate < abc", "1hit < 2", "hitRate < inf", "hitRate < 0.5 and x > 1", "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hitRate => 0.5",
+        "hitRate =< 0.5",
+        "hitRate = 0.5",
+        "hitRate <> 1",
+        "hitRate < ",
+        "< 0.5",
+        "hitRate < abc",
+        "1hit < 2",
+        "hitRate < inf",
+        "hitRate < 0.5 and x > 1",
+        "",
+    ],
+)
 def test_a_malformed_condition_is_refused_naming_the_text(text: str) -> None:
     with pytest.raises(ValueError, match="invalid condition") as caught:
         parse_condition(text)
@@ -162,13 +193,13 @@ def test_a_malformed_condition_in_a_policy_names_the_field_and_the_text() -> Non
 def test_a_severity_condition_naming_an_undeclared_signal_is_refused_with_its_path() -> None:
     spec = _spec()
     spec["severities"][1]["any"].append("latency > 1")
-    (loc, message, _), = _errors(spec)
+    ((loc, message, _),) = _errors(spec)
     assert loc == ()
     assert "severities[1].any[1]: condition 'latency > 1' names undeclared signal 'latency'" in message
 
 
 def test_a_recovery_condition_naming_an_undeclared_signal_is_refused_with_its_path() -> None:
-    (_, message, _), = _errors(_spec(recovery={"all": ["cacheHits > 5"]}))
+    ((_, message, _),) = _errors(_spec(recovery={"all": ["cacheHits > 5"]}))
     assert "recovery.all[0]: condition 'cacheHits > 5' names undeclared signal 'cacheHits'" in message
 
 
@@ -184,35 +215,35 @@ def test_parsed_conditions_are_available_to_the_engine() -> None:
 def test_duplicate_signal_names_are_refused_at_the_repeat() -> None:
     spec = _spec()
     spec["signals"].append({"name": "hitRate", "query": "up"})
-    (_, message, _), = _errors(spec)
+    ((_, message, _),) = _errors(spec)
     assert "signals[2].name: duplicate signal name 'hitRate'" in message
 
 
 def test_duplicate_phase_names_are_refused_at_the_repeat() -> None:
     spec = _spec()
     spec["phases"][1]["name"] = "immediate"
-    (_, message, _), = _errors(spec)
+    ((_, message, _),) = _errors(spec)
     assert "phases[1].name: duplicate phase name 'immediate'" in message
 
 
 def test_action_names_must_be_unique_across_phases() -> None:
     spec = _spec()
     spec["phases"][1]["actions"][0]["name"] = "scale-api"
-    (_, message, _), = _errors(spec)
+    ((_, message, _),) = _errors(spec)
     assert "phases[1].actions[0].name: duplicate action name 'scale-api'" in message
 
 
 def test_a_severity_level_may_be_declared_only_once() -> None:
     spec = _spec()
     spec["severities"][1]["level"] = "P0"
-    (_, message, _), = _errors(spec)
+    ((_, message, _),) = _errors(spec)
     assert "severities[1].level: duplicate severity level 'P0'" in message
 
 
 def test_phase_after_must_not_decrease() -> None:
     spec = _spec()
     spec["phases"][0]["after"] = "10m"
-    (_, message, _), = _errors(spec)
+    ((_, message, _),) = _errors(spec)
     assert "phases[1].after: '5m' is earlier than phases[0].after '10m'" in message
 
 
@@ -225,14 +256,20 @@ def test_phases_may_start_at_the_same_time() -> None:
 def test_several_cross_field_problems_are_all_reported_at_once() -> None:
     spec = _spec(pollInterval="100ms", recovery={"all": ["nope > 1"]})
     spec["phases"][1]["name"] = "immediate"
-    (_, message, _), = _errors(spec)
+    ((_, message, _),) = _errors(spec)
     assert message.count("; ") == 2
     assert "pollInterval: must be at least 1s, got '100ms'" in message
 
 
-@pytest.mark.parametrize(("where", "bad"), [
-    ("phase", "Immediate"), ("phase", "a_b"), ("action", "-leading"), ("action", "x" * 64),
-])
+@pytest.mark.parametrize(
+    ("where", "bad"),
+    [
+        ("phase", "Immediate"),
+        ("phase", "a_b"),
+        ("action", "-leading"),
+        ("action", "x" * 64),
+    ],
+)
 def test_phase_and_action_names_are_dns_labels(where: str, bad: str) -> None:
     spec = _spec()
     if where == "phase":
@@ -305,7 +342,10 @@ def test_configmap_data_needs_at_least_one_valid_key() -> None:
 def test_an_action_knows_its_target_kind_and_name() -> None:
     spec = PolicySpec.model_validate(_spec())
     assert [(action.kind, action.target) for _, action in spec.actions()] == [
-        ("ConfigMap", "aurum-api-config"), ("Deployment", "aurum-api"), ("Job", "cache-warming")]
+        ("ConfigMap", "aurum-api-config"),
+        ("Deployment", "aurum-api"),
+        ("Job", "cache-warming"),
+    ]
     assert spec.action("warm-cache") is not None
     assert spec.action("missing") is None
 
@@ -314,16 +354,19 @@ def test_an_action_knows_its_target_kind_and_name() -> None:
 
 
 def test_poll_interval_must_be_at_least_one_second() -> None:
-    (loc, message, _), = _errors(_spec(pollInterval="999ms"))
+    ((loc, message, _),) = _errors(_spec(pollInterval="999ms"))
     assert loc == ()
     assert "pollInterval: must be at least 1s, got '999ms'" in message
     assert PolicySpec.model_validate(_spec(pollInterval="1s")).poll_interval == timedelta(seconds=1)
 
 
-@pytest.mark.parametrize(("field", "value", "loc"), [
-    ("mode", "Enforced", ("mode",)),
-    ("onMetricsError", "Ignore", ("onMetricsError",)),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "loc"),
+    [
+        ("mode", "Enforced", ("mode",)),
+        ("onMetricsError", "Ignore", ("onMetricsError",)),
+    ],
+)
 def test_an_unknown_enum_value_is_refused_listing_the_allowed_ones(field: str, value: str, loc: tuple[str]) -> None:
     got_loc, message, got = _only_error(_spec(**{field: value}))
     assert (got_loc, got) == (loc, value)
@@ -383,8 +426,12 @@ def test_python_names_and_wire_names_both_populate_the_spec() -> None:
 
 
 def test_a_whole_document_is_checked_with_its_metadata() -> None:
-    document = {"apiVersion": "stampede.aurum.io/v1alpha1", "kind": "StampedePolicy",
-                "metadata": {"name": "Bad_Name", "labels": {"a": "b"}}, "spec": _spec()}
+    document = {
+        "apiVersion": "stampede.aurum.io/v1alpha1",
+        "kind": "StampedePolicy",
+        "metadata": {"name": "Bad_Name", "labels": {"a": "b"}},
+        "spec": _spec(),
+    }
     with pytest.raises(ValidationError) as caught:
         StampedePolicyDocument.model_validate(document)
     assert [tuple(error["loc"]) for error in caught.value.errors()] == [("metadata", "name")]
@@ -396,10 +443,20 @@ def test_a_whole_document_is_checked_with_its_metadata() -> None:
 def test_the_status_round_trips_through_its_wire_form() -> None:
     started = datetime(2024, 5, 1, 12, 0, 0, 250000, tzinfo=UTC)
     status = PolicyStatus(
-        state=State.INCIDENT, severity="P1", phase="immediate",
+        state=State.INCIDENT,
+        severity="P1",
+        phase="immediate",
         incident=IncidentStatus(id="7", started_at=started, severity=Severity.P1),
-        applied=[AppliedChange(action="api-config", kind="ConfigMap", name="aurum-api-config",
-                               applied_at=started, original={"A": None, "B": "x"}, applied={"A": "1", "B": "y"})],
+        applied=[
+            AppliedChange(
+                action="api-config",
+                kind="ConfigMap",
+                name="aurum-api-config",
+                applied_at=started,
+                original={"A": None, "B": "x"},
+                applied={"A": "1", "B": "y"},
+            )
+        ],
     )
     wire = status.wire()
     assert wire["incident"]["startedAt"] == "2024-05-01T12:00:00.250000Z"

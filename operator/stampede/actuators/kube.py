@@ -92,12 +92,18 @@ class Kube:
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
         _, url, header_params, serialized, _ = self.api.param_serialize(
-            method=method, resource_path=path, query_params=params, header_params=headers, body=body,
-            auth_settings=["BearerToken"])
+            method=method,
+            resource_path=path,
+            query_params=params,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
         self.counter.add(method)
         try:
-            response = self.api.call_api(method, url, header_params=header_params, body=serialized,
-                                         _request_timeout=self.timeout)
+            response = self.api.call_api(
+                method, url, header_params=header_params, body=serialized, _request_timeout=self.timeout
+            )
             response.read()  # type: ignore[no-untyped-call]
         except ApiException as error:
             raise KubeError(int(error.status or 0), _reason(error)) from None

@@ -31,8 +31,9 @@ def merge_diff(old: Any, new: Any) -> Any:
         if key not in old:
             patch[key] = value
         elif old[key] != value:
-            patch[key] = merge_diff(old[key], value) if isinstance(value, dict) and isinstance(old[key], dict) \
-                else value
+            patch[key] = (
+                merge_diff(old[key], value) if isinstance(value, dict) and isinstance(old[key], dict) else value
+            )
     return patch
 
 
@@ -60,8 +61,10 @@ class Policies:
         if (FINALIZER in finalizers) == present:
             return
         finalizers = [*finalizers, FINALIZER] if present else [f for f in finalizers if f != FINALIZER]
-        self.kube.merge(policy_path(namespace, name), {
-            "metadata": {"resourceVersion": meta.get("resourceVersion"), "finalizers": finalizers or None}})
+        self.kube.merge(
+            policy_path(namespace, name),
+            {"metadata": {"resourceVersion": meta.get("resourceVersion"), "finalizers": finalizers or None}},
+        )
 
     def read_secret(self, namespace: str, name: str, key: str) -> str:
         """One key of a Secret in the policy's namespace; raises KubeError naming what is missing."""

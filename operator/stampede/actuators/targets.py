@@ -95,7 +95,7 @@ def label_value(text: str) -> str:
 def job_name(cronjob: str, *, policy: str, incident: str) -> str:
     """One deterministic Job name per (policy, incident): a restarted operator finds, not duplicates, it."""
     digest = hashlib.sha256(f"{policy}/{incident}".encode()).hexdigest()[:8]
-    return f"{cronjob[:63 - 13]}-stp-{digest}"
+    return f"{cronjob[: 63 - 13]}-stp-{digest}"
 
 
 class Actuators:
@@ -116,23 +116,46 @@ class Actuators:
             return self._apply_job(target, action, incident=incident, now=now, dry_run=dry_run)
         except KubeError as error:
             what = "not found" if error.not_found else f"failed ({error.status or 'unreachable'}): {error.message}"
-            return Outcome(False, "ActionFailed",
-                           f"Action {action.name}: {action.kind} {target.namespace}/{action.target} {what}.")
+            return Outcome(
+                False, "ActionFailed", f"Action {action.name}: {action.kind} {target.namespace}/{action.target} {what}."
+            )
 
-    def _record(self, action: Action, *, kind: str, name: str, incident: str, now: datetime,
-                original: dict[str, str | None], applied: dict[str, str],
-                restart: list[WorkloadStatusRef] | None = None) -> AppliedChange:
-        return AppliedChange(action=action.name, kind=kind, name=name, incident=incident, applied_at=now,
-                             original=original, applied=applied, restart=restart or [])
+    def _record(
+        self,
+        action: Action,
+        *,
+        kind: str,
+        name: str,
+        incident: str,
+        now: datetime,
+        original: dict[str, str | None],
+        applied: dict[str, str],
+        restart: list[WorkloadStatusRef] | None = None,
+    ) -> AppliedChange:
+        return AppliedChange(
+            action=action.name,
+            kind=kind,
+            name=name,
+            incident=incident,
+            applied_at=now,
+            original=original,
+            applied=applied,
+            restart=restart or [],
+        )
 
-    def _apply_configmap(self, target: Target, action: Action, *, incident: str, now: datetime,
-                         dry_run: bool) -> Outcome:
+    def _apply_configmap(
+        self, target: Target, action: Action, *, incident: str, now: datetime, dry_run: bool
+    ) -> Outcome:
         spec = action.config_map
         assert spec is not None
         cm = self.kube.get(path("ConfigMap", target.namespace, spec.name))
         if (owner := _owner_conflict(cm, target.policy)) is not None:
-            return Outcome(False, "Conflict", f"Action {action.name}: ConfigMap {spec.name} is held by policy "
-                                              f"{owner}; not applied.", owner=owner)
+            return Outcome(
+                False,
+                "Conflict",
+                f"Action {action.name}: ConfigMap {spec.name} is held by policy {owner}; not applied.",
+                owner=owner,
+            )
         key = f"{target.policy}/{action.name}"
         data: dict[str, str] = dict(cm.get("data") or {})
         previous = _ledger(cm).get(key)
@@ -142,30 +165,51 @@ class Actuators:
         else:
             original, applied = plan_configmap(data, spec.data)
         restart = [WorkloadStatusRef(kind=w.kind.value, name=w.name) for w in spec.restart]
-        change = self._record(action, kind="ConfigMap", name=spec.name, incident=incident, now=now,
-                              original=original, applied=applied, restart=restart)
+        change = self._record(
+            action,
+            kind="ConfigMap",
+            name=spec.name,
+            incident=incident,
+            now=now,
+            original=original,
+            applied=applied,
+            restart=restart,
+        )
         keys = ", ".join(f"{k}={v}" for k, v in applied.items()) or "no key (values already set)"
         if dry_run:
-            return Outcome(True, "WouldApply", f"Would set {keys} in ConfigMap {spec.name} (action {action.name}).",
-                           change)
+            return Outcome(
+                True, "WouldApply", f"Would set {keys} in ConfigMap {spec.name} (action {action.name}).", change
+            )
         if applied and (previous is None or any(data.get(k) != v for k, v in applied.items())):
             entry = {"incident": incident, "appliedAt": format_time(now), "original": original, "applied": applied}
-            self.kube.merge(path("ConfigMap", target.namespace, spec.name), {
-                "metadata": {"resourceVersion": _meta(cm).get("resourceVersion"),
-                             "annotations": _ledger_patch(cm, policy=target.policy, key=key, entry=entry)},
-                "data": applied})
+            self.kube.merge(
+                path("ConfigMap", target.namespace, spec.name),
+                {
+                    "metadata": {
+                        "resourceVersion": _meta(cm).get("resourceVersion"),
+                        "annotations": _ledger_patch(cm, policy=target.policy, key=key, entry=entry),
+                    },
+                    "data": applied,
+                },
+            )
         restarted, failed = self._restart(target, restart, now=now) if applied else ([], [])
         if failed:
             # The keys are set (and in the ledger); the change is recorded only once its workloads have
             # restarted, so the next poll runs this again: no key write, the restart retried.
-            return Outcome(False, "ActionFailed", f"Set {keys} in ConfigMap {spec.name} (action {action.name}), but "
-                                                  f"{'; '.join(failed)}; retrying at the next poll.")
+            return Outcome(
+                False,
+                "ActionFailed",
+                f"Set {keys} in ConfigMap {spec.name} (action {action.name}), but "
+                f"{'; '.join(failed)}; retrying at the next poll.",
+            )
         suffix = f"; restarted {', '.join(restarted)}" if restarted else ""
-        return Outcome(True, "ActionApplied", f"Set {keys} in ConfigMap {spec.name} (action {action.name}){suffix}.",
-                       change)
+        return Outcome(
+            True, "ActionApplied", f"Set {keys} in ConfigMap {spec.name} (action {action.name}){suffix}.", change
+        )
 
-    def _restart(self, target: Target, workloads: list[WorkloadStatusRef], *,
-                 now: datetime) -> tuple[list[str], list[str]]:
+    def _restart(
+        self, target: Target, workloads: list[WorkloadStatusRef], *, now: datetime
+    ) -> tuple[list[str], list[str]]:
         """Rollout restart, as `kubectl rollout restart` does: stamp the pod template.
 
         Returns the workloads restarted and one sentence per workload that could not be.
@@ -190,20 +234,24 @@ class Actuators:
                 return found
         return None
 
-    def _apply_scale(self, target: Target, action: Action, *, incident: str, now: datetime,
-                     dry_run: bool) -> Outcome:
+    def _apply_scale(self, target: Target, action: Action, *, incident: str, now: datetime, dry_run: bool) -> Outcome:
         spec = action.scale
         assert spec is not None
         kind = spec.kind.value
         key = f"{target.policy}/{action.name}"
         workload = self.kube.get(path(kind, target.namespace, spec.name))
         hpa = self._find_hpa(target, kind, spec.name)
-        obj, obj_kind, field_name = (hpa, "HorizontalPodAutoscaler", "minReplicas") if hpa else \
-            (workload, kind, "replicas")
+        obj, obj_kind, field_name = (
+            (hpa, "HorizontalPodAutoscaler", "minReplicas") if hpa else (workload, kind, "replicas")
+        )
         obj_name = str(_meta(obj).get("name"))
         if (owner := _owner_conflict(obj, target.policy)) is not None:
-            return Outcome(False, "Conflict", f"Action {action.name}: {obj_kind} {obj_name} is held by policy "
-                                              f"{owner}; not applied.", owner=owner)
+            return Outcome(
+                False,
+                "Conflict",
+                f"Action {action.name}: {obj_kind} {obj_name} is held by policy {owner}; not applied.",
+                owner=owner,
+            )
         raw = (obj.get("spec") or {}).get(field_name)
         current = int(raw) if raw is not None else 1
         previous = _ledger(obj).get(key)
@@ -218,13 +266,18 @@ class Actuators:
             wanted = scale_target(current=current, wanted=spec.replicas, cap=cap)
             original = {field_name: str(raw) if raw is not None else None} if wanted is not None else {}
             applied = {field_name: str(wanted)} if wanted is not None else {}
-        change = self._record(action, kind=obj_kind, name=obj_name, incident=incident, now=now,
-                              original=original, applied=applied)
+        change = self._record(
+            action, kind=obj_kind, name=obj_name, incident=incident, now=now, original=original, applied=applied
+        )
         capped = " (capped by STAMPEDE_MAX_REPLICAS)" if spec.replicas > self.max_replicas else ""
         if wanted is None:
-            return Outcome(True, "WouldApply" if dry_run else "ActionApplied",
-                           f"{obj_kind} {obj_name} {field_name} is already {current} (≥ {spec.replicas}); "
-                           f"nothing to change (action {action.name}).", change)
+            return Outcome(
+                True,
+                "WouldApply" if dry_run else "ActionApplied",
+                f"{obj_kind} {obj_name} {field_name} is already {current} (≥ {spec.replicas}); "
+                f"nothing to change (action {action.name}).",
+                change,
+            )
         what = f"{field_name} of {obj_kind} {obj_name} from {current} to {wanted}{capped}"
         if dry_run:
             return Outcome(True, "WouldApply", f"Would raise {what} (action {action.name}).", change)
@@ -232,47 +285,75 @@ class Actuators:
         annotations = _ledger_patch(obj, policy=target.policy, key=key, entry=entry)
         if hpa is not None:
             if current < wanted or previous is None:
-                self.kube.merge(path("HorizontalPodAutoscaler", target.namespace, obj_name), {
-                    "metadata": {"resourceVersion": _meta(hpa).get("resourceVersion"), "annotations": annotations},
-                    "spec": {"minReplicas": max(current, wanted)}})
+                self.kube.merge(
+                    path("HorizontalPodAutoscaler", target.namespace, obj_name),
+                    {
+                        "metadata": {"resourceVersion": _meta(hpa).get("resourceVersion"), "annotations": annotations},
+                        "spec": {"minReplicas": max(current, wanted)},
+                    },
+                )
         else:
             version = _meta(workload).get("resourceVersion")
             if previous is None:
-                version = _meta(self.kube.merge(path(kind, target.namespace, obj_name), {
-                    "metadata": {"resourceVersion": version, "annotations": annotations}})).get("resourceVersion")
+                version = _meta(
+                    self.kube.merge(
+                        path(kind, target.namespace, obj_name),
+                        {"metadata": {"resourceVersion": version, "annotations": annotations}},
+                    )
+                ).get("resourceVersion")
             if current < wanted:
                 # Conditional on the version read: a concurrent scale-up is never overwritten (scaled down).
-                self.kube.merge(path(kind, target.namespace, obj_name, "scale"),
-                                {"metadata": {"resourceVersion": version}, "spec": {"replicas": wanted}})
+                self.kube.merge(
+                    path(kind, target.namespace, obj_name, "scale"),
+                    {"metadata": {"resourceVersion": version}, "spec": {"replicas": wanted}},
+                )
         return Outcome(True, "ActionApplied", f"Raised {what} (action {action.name}).", change)
 
-    def _apply_job(self, target: Target, action: Action, *, incident: str, now: datetime,
-                   dry_run: bool) -> Outcome:
+    def _apply_job(self, target: Target, action: Action, *, incident: str, now: datetime, dry_run: bool) -> Outcome:
         spec = action.job
         assert spec is not None
         cronjob = self.kube.get(path("CronJob", target.namespace, spec.from_cron_job))
         name = job_name(spec.from_cron_job, policy=target.policy, incident=incident)
-        change = self._record(action, kind="Job", name=name, incident=incident, now=now, original={},
-                              applied={"job": name})
+        change = self._record(
+            action, kind="Job", name=name, incident=incident, now=now, original={}, applied={"job": name}
+        )
         if dry_run:
-            return Outcome(True, "WouldApply", f"Would create Job {name} from CronJob {spec.from_cron_job} "
-                                               f"(action {action.name}).", change)
+            return Outcome(
+                True,
+                "WouldApply",
+                f"Would create Job {name} from CronJob {spec.from_cron_job} (action {action.name}).",
+                change,
+            )
         template = (cronjob.get("spec") or {}).get("jobTemplate") or {}
         template_meta = template.get("metadata") or {}
         job_spec = dict(template.get("spec") or {})
         job_spec.setdefault("ttlSecondsAfterFinished", DEFAULT_JOB_TTL)
         meta = _meta(cronjob)
         job = {
-            "apiVersion": "batch/v1", "kind": "Job",
+            "apiVersion": "batch/v1",
+            "kind": "Job",
             "metadata": {
-                "name": name, "namespace": target.namespace,
-                "labels": {**(template_meta.get("labels") or {}), POLICY_LABEL: label_value(target.policy),
-                           INCIDENT_LABEL: incident},
-                "annotations": {**(template_meta.get("annotations") or {}),
-                                "cronjob.kubernetes.io/instantiate": "manual"},
-                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": meta.get("name"),
-                                     "uid": meta.get("uid"), "controller": True,
-                                     "blockOwnerDeletion": True}],
+                "name": name,
+                "namespace": target.namespace,
+                "labels": {
+                    **(template_meta.get("labels") or {}),
+                    POLICY_LABEL: label_value(target.policy),
+                    INCIDENT_LABEL: incident,
+                },
+                "annotations": {
+                    **(template_meta.get("annotations") or {}),
+                    "cronjob.kubernetes.io/instantiate": "manual",
+                },
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "CronJob",
+                        "name": meta.get("name"),
+                        "uid": meta.get("uid"),
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
             },
             "spec": job_spec,
         }
@@ -283,8 +364,12 @@ class Actuators:
             if not error.conflict:
                 raise
             verb = "Found existing"
-        return Outcome(True, "ActionApplied", f"{verb} Job {name} from CronJob {spec.from_cron_job} for incident "
-                                              f"{incident} (action {action.name}).", change)
+        return Outcome(
+            True,
+            "ActionApplied",
+            f"{verb} Job {name} from CronJob {spec.from_cron_job} for incident {incident} (action {action.name}).",
+            change,
+        )
 
     # -- adoption -------------------------------------------------------------------------------
     def adopt(self, target: Target, action: Action, *, now: datetime) -> AppliedChange | None:
@@ -319,10 +404,16 @@ class Actuators:
             applied_at = parse_time(entry["appliedAt"]) if entry.get("appliedAt") else now
         except ValueError:
             applied_at = now
-        return AppliedChange(action=action.name, kind=kind, name=str(_meta(obj).get("name")),
-                             incident=str(entry.get("incident") or ""), applied_at=applied_at,
-                             original=dict(entry.get("original") or {}), applied=dict(entry.get("applied") or {}),
-                             restart=restart)
+        return AppliedChange(
+            action=action.name,
+            kind=kind,
+            name=str(_meta(obj).get("name")),
+            incident=str(entry.get("incident") or ""),
+            applied_at=applied_at,
+            original=dict(entry.get("original") or {}),
+            applied=dict(entry.get("applied") or {}),
+            restart=restart,
+        )
 
     # -- drift ----------------------------------------------------------------------------------
     def reverted(self, target: Target, change: AppliedChange) -> list[str] | None:
@@ -344,8 +435,12 @@ class Actuators:
         dropped it together with `applied-by`); conditional on the version read, never scaling down."""
         obj_path = path(change.kind, target.namespace, change.name)
         key = f"{target.policy}/{change.action}"
-        entry = {"incident": change.incident, "appliedAt": format_time(change.applied_at),
-                 "original": dict(change.original), "applied": dict(change.applied)}
+        entry = {
+            "incident": change.incident,
+            "appliedAt": format_time(change.applied_at),
+            "original": dict(change.original),
+            "applied": dict(change.applied),
+        }
         try:
             obj = self.kube.get(obj_path)
             meta: JSON = {"resourceVersion": _meta(obj).get("resourceVersion")}
@@ -356,8 +451,11 @@ class Actuators:
                 self.kube.merge(obj_path, {"metadata": meta, "data": change.applied})
                 _, failed = self._restart(target, change.restart, now=now)
                 if failed:
-                    return Outcome(False, "ActionFailed", f"Re-applied action {change.action} to ConfigMap "
-                                                          f"{change.name}, but {'; '.join(failed)}.")
+                    return Outcome(
+                        False,
+                        "ActionFailed",
+                        f"Re-applied action {change.action} to ConfigMap {change.name}, but {'; '.join(failed)}.",
+                    )
             elif change.kind == "HorizontalPodAutoscaler":
                 wanted = int(change.applied["minReplicas"])
                 body: JSON = {"metadata": meta}
@@ -371,43 +469,69 @@ class Actuators:
                 if "annotations" in meta:
                     version = _meta(self.kube.merge(obj_path, {"metadata": meta})).get("resourceVersion")
                 if _replicas(spec, "replicas") < wanted:
-                    self.kube.merge(path(change.kind, target.namespace, change.name, "scale"),
-                                    {"metadata": {"resourceVersion": version}, "spec": {"replicas": wanted}})
+                    self.kube.merge(
+                        path(change.kind, target.namespace, change.name, "scale"),
+                        {"metadata": {"resourceVersion": version}, "spec": {"replicas": wanted}},
+                    )
         except KubeError as error:
-            return Outcome(False, "ActionFailed", f"Re-applying action {change.action} to {change.kind} "
-                                                  f"{change.name} failed: {error.message}.")
+            return Outcome(
+                False,
+                "ActionFailed",
+                f"Re-applying action {change.action} to {change.kind} {change.name} failed: {error.message}.",
+            )
         values = ", ".join(f"{k}={v}" for k, v in change.applied.items())
-        return Outcome(True, "DriftCorrected", f"{change.kind} {change.name} was reverted by someone else; "
-                                               f"re-applied {values} (action {change.action}).",
-                       replace_reverts(change))
+        return Outcome(
+            True,
+            "DriftCorrected",
+            f"{change.kind} {change.name} was reverted by someone else; re-applied {values} (action {change.action}).",
+            replace_reverts(change),
+        )
 
     # -- undo -----------------------------------------------------------------------------------
     def undo(self, target: Target, change: AppliedChange, *, now: datetime, dry_run: bool) -> Outcome:
         """Restore what this policy changed, only where it still holds the value it set."""
         if change.kind == "Job":
-            return Outcome(True, "ActionRolledBack", f"Job {change.name} (action {change.action}) is left to "
-                                                     f"finish; it is removed by its ttlSecondsAfterFinished.")
+            return Outcome(
+                True,
+                "ActionRolledBack",
+                f"Job {change.name} (action {change.action}) is left to "
+                f"finish; it is removed by its ttlSecondsAfterFinished.",
+            )
         if dry_run:
-            return Outcome(True, "WouldApply", f"Would roll back action {change.action} on {change.kind} "
-                                               f"{change.name} to {_values(change.original)}.")
+            return Outcome(
+                True,
+                "WouldApply",
+                f"Would roll back action {change.action} on {change.kind} {change.name} to {_values(change.original)}.",
+            )
         try:
             if change.kind == "ConfigMap":
                 return self._undo_configmap(target, change, now=now)
             return self._undo_scale(target, change)
         except KubeError as error:
             if error.not_found:
-                return Outcome(True, "RollbackSkipped", f"{change.kind} {change.name} no longer exists; nothing to "
-                                                        f"roll back for action {change.action}.")
-            return Outcome(False, "ActionFailed", f"Rolling back action {change.action} on {change.kind} "
-                                                  f"{change.name} failed ({error.status}): {error.message}.")
+                return Outcome(
+                    True,
+                    "RollbackSkipped",
+                    f"{change.kind} {change.name} no longer exists; nothing to roll back for action {change.action}.",
+                )
+            return Outcome(
+                False,
+                "ActionFailed",
+                f"Rolling back action {change.action} on {change.kind} "
+                f"{change.name} failed ({error.status}): {error.message}.",
+            )
 
     def _undo_configmap(self, target: Target, change: AppliedChange, *, now: datetime) -> Outcome:
         cm_path = path("ConfigMap", target.namespace, change.name)
         cm = self.kube.get(cm_path)
         patch, skipped = configmap_rollback(dict(cm.get("data") or {}), change.original, change.applied)
         key = f"{target.policy}/{change.action}"
-        body: JSON = {"metadata": {"resourceVersion": _meta(cm).get("resourceVersion"),
-                                   "annotations": _ledger_patch(cm, policy=target.policy, key=key, entry=None)}}
+        body: JSON = {
+            "metadata": {
+                "resourceVersion": _meta(cm).get("resourceVersion"),
+                "annotations": _ledger_patch(cm, policy=target.policy, key=key, entry=None),
+            }
+        }
         if patch:
             body["data"] = patch
         if patch or key in _ledger(cm):
@@ -422,8 +546,12 @@ class Actuators:
         key = f"{target.policy}/{change.action}"
         spec = obj.get("spec") or {}
         restored, skipped = [], []
-        body: JSON = {"metadata": {"resourceVersion": _meta(obj).get("resourceVersion"),
-                                   "annotations": _ledger_patch(obj, policy=target.policy, key=key, entry=None)}}
+        body: JSON = {
+            "metadata": {
+                "resourceVersion": _meta(obj).get("resourceVersion"),
+                "annotations": _ledger_patch(obj, policy=target.policy, key=key, entry=None),
+            }
+        }
         for field_name, value in change.applied.items():
             if str(spec.get(field_name)) != value:
                 skipped.append(field_name)
@@ -439,9 +567,13 @@ class Actuators:
         if change.kind != "HorizontalPodAutoscaler" and restored:
             original = change.original.get("replicas")
             # Conditional: someone scaling in between gets a 409 here, not their replicas overwritten.
-            self.kube.merge(path(change.kind, target.namespace, change.name, "scale"),
-                            {"metadata": {"resourceVersion": version},
-                             "spec": {"replicas": int(original) if original is not None else 1}})
+            self.kube.merge(
+                path(change.kind, target.namespace, change.name, "scale"),
+                {
+                    "metadata": {"resourceVersion": version},
+                    "spec": {"replicas": int(original) if original is not None else 1},
+                },
+            )
         return _undo_outcome(change, restored=restored, skipped=skipped, restarted=[])
 
 
@@ -463,13 +595,20 @@ def _undo_outcome(change: AppliedChange, *, restored: list[str], skipped: list[s
     if skipped:
         held = ", ".join(skipped)
         done = f"; restored {', '.join(restored)}" if restored else ""
-        return Outcome(True, "RollbackSkipped",
-                       f"{change.kind} {change.name}: {held} changed by someone else since action {change.action} set "
-                       f"it; left as is{done}.", skipped=tuple(skipped))
+        return Outcome(
+            True,
+            "RollbackSkipped",
+            f"{change.kind} {change.name}: {held} changed by someone else since action {change.action} set "
+            f"it; left as is{done}.",
+            skipped=tuple(skipped),
+        )
     suffix = f"; restarted {', '.join(restarted)}" if restarted else ""
     original = {k: change.original.get(k) for k in restored}
-    return Outcome(True, "ActionRolledBack",
-                   f"Rolled back action {change.action}: {change.kind} {change.name} {_values(original)}{suffix}.")
+    return Outcome(
+        True,
+        "ActionRolledBack",
+        f"Rolled back action {change.action}: {change.kind} {change.name} {_values(original)}{suffix}.",
+    )
 
 
 __all__ = ["Actuators", "Outcome", "Target", "job_name", "replace_reverts"]

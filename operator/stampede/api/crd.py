@@ -50,40 +50,70 @@ CRD_NAME = f"{PLURAL}.{GROUP}"
 _PROPERTY_EXTRAS: dict[tuple[str, str], Schema] = {
     (PolicySpec.__name__, "signals"): {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     (PolicySpec.__name__, "severities"): {
-        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["level"],
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["level"],
     },
     (PolicySpec.__name__, "phases"): {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     (Phase.__name__, "actions"): {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     (PolicyStatus.__name__, "conditions"): {
-        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
     },
 }
 
 #: Per model: CEL rules. Only constant-cost rules, so the API server's cost estimate never rejects the CRD.
 _MODEL_VALIDATIONS: dict[str, list[Schema]] = {
-    Action.__name__: [{
-        "rule": "(has(self.configMap) ? 1 : 0) + (has(self.scale) ? 1 : 0) + (has(self.job) ? 1 : 0) == 1",
-        "message": "an action must set exactly one of configMap, scale, job",
-    }],
+    Action.__name__: [
+        {
+            "rule": "(has(self.configMap) ? 1 : 0) + (has(self.scale) ? 1 : 0) + (has(self.job) ? 1 : 0) == 1",
+            "message": "an action must set exactly one of configMap, scale, job",
+        }
+    ],
 }
 
 _PRINTER_COLUMNS: list[Schema] = [
     {"name": "Mode", "type": "string", "jsonPath": ".spec.mode", "description": "Enforce or DryRun."},
     {"name": "State", "type": "string", "jsonPath": ".status.state", "description": "Idle, Incident or RollingBack."},
-    {"name": "Severity", "type": "string", "jsonPath": ".status.severity",
-     "description": "Severity of the incident in progress."},
-    {"name": "Phase", "type": "string", "jsonPath": ".status.phase",
-     "description": "Latest phase of the incident in progress."},
-    {"name": "Incident", "type": "date", "jsonPath": ".status.incident.startedAt",
-     "description": "When the incident in progress started."},
+    {
+        "name": "Severity",
+        "type": "string",
+        "jsonPath": ".status.severity",
+        "description": "Severity of the incident in progress.",
+    },
+    {
+        "name": "Phase",
+        "type": "string",
+        "jsonPath": ".status.phase",
+        "description": "Latest phase of the incident in progress.",
+    },
+    {
+        "name": "Incident",
+        "type": "date",
+        "jsonPath": ".status.incident.startedAt",
+        "description": "When the incident in progress started.",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
 _STRUCTURAL_TYPES = {"object", "array", "string", "integer", "number", "boolean"}
 #: Keys that carry over unchanged from pydantic's JSON schema into the structural schema.
 _KEPT_KEYS = {
-    "type", "description", "enum", "pattern", "format", "minimum", "maximum", "minLength", "maxLength",
-    "minItems", "maxItems", "minProperties", "maxProperties", "uniqueItems", "multipleOf", "default",
+    "type",
+    "description",
+    "enum",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "uniqueItems",
+    "multipleOf",
+    "default",
 }
 
 
@@ -163,8 +193,11 @@ class _Converter:
             out["description"] = _description(out["description"])
         if out.get("default", 0) is None or not self._keep_defaults:
             out.pop("default", None)
-        unknown = set(node) - _KEPT_KEYS - {"title", "properties", "required", "items", "additionalProperties",
-                                            "patternProperties"}
+        unknown = (
+            set(node)
+            - _KEPT_KEYS
+            - {"title", "properties", "required", "items", "additionalProperties", "patternProperties"}
+        )
         if unknown:
             raise TypeError(f"{where or '<root>'}: cannot express {sorted(unknown)} in a structural schema")
         kind = out.get("type")
@@ -184,8 +217,13 @@ class _Converter:
             for name, prop in properties.items():
                 converted = self._node(prop, where=f"{where}.{name}", model=None, nullable_ok=False)
                 converted.update(_PROPERTY_EXTRAS.get((model or "", name), {}))
-                if (self._keep_defaults and name not in required and "default" not in converted
-                        and _defaults_from_nothing(converted) and not _is_optional(prop)):
+                if (
+                    self._keep_defaults
+                    and name not in required
+                    and "default" not in converted
+                    and _defaults_from_nothing(converted)
+                    and not _is_optional(prop)
+                ):
                     converted["default"] = {}
                 out["properties"][name] = converted
             if required:
@@ -226,7 +264,7 @@ def open_api_schema() -> Schema:
     return {
         "type": "object",
         "description": "StampedePolicy detects a cache stampede from Prometheus signals and runs a phased "
-                       "mitigation runbook against workloads in its own namespace, rolling it back after recovery.",
+        "mitigation runbook against workloads in its own namespace, rolling it back after recovery.",
         "properties": {
             "apiVersion": {
                 "type": "string",
@@ -261,14 +299,16 @@ def render_crd() -> Schema:
                 "categories": [CATEGORY],
             },
             "scope": "Namespaced",
-            "versions": [{
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": copy.deepcopy(_PRINTER_COLUMNS),
-                "schema": {"openAPIV3Schema": open_api_schema()},
-            }],
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": copy.deepcopy(_PRINTER_COLUMNS),
+                    "schema": {"openAPIV3Schema": open_api_schema()},
+                }
+            ],
         },
     }
 

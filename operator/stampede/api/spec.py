@@ -208,8 +208,11 @@ class Action(Model):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Action:
-        chosen = [name for name, value in (("configMap", self.config_map), ("scale", self.scale),
-                                           ("job", self.job)) if value is not None]
+        chosen = [
+            name
+            for name, value in (("configMap", self.config_map), ("scale", self.scale), ("job", self.job))
+            if value is not None
+        ]
         if len(chosen) != 1:
             got = ", ".join(chosen) if chosen else "none"
             raise ValueError(f"action {self.name!r} must set exactly one of configMap, scale, job (got {got})")
@@ -311,26 +314,37 @@ class PolicySpec(Model):
             errors.append(f"pollInterval: must be at least 1s, got {format_duration(self.poll_interval)!r}")
         names = [signal.name for signal in self.signals]
         errors += _duplicates("signal name", [(f"signals[{i}].name", s.name) for i, s in enumerate(self.signals)])
-        errors += _duplicates("severity level",
-                              [(f"severities[{i}].level", s.level.value) for i, s in enumerate(self.severities)])
+        errors += _duplicates(
+            "severity level", [(f"severities[{i}].level", s.level.value) for i, s in enumerate(self.severities)]
+        )
         errors += _duplicates("phase name", [(f"phases[{i}].name", p.name) for i, p in enumerate(self.phases)])
-        errors += _duplicates("action name", [(f"phases[{i}].actions[{j}].name", a.name)
-                                              for i, p in enumerate(self.phases) for j, a in enumerate(p.actions)])
+        errors += _duplicates(
+            "action name",
+            [
+                (f"phases[{i}].actions[{j}].name", a.name)
+                for i, p in enumerate(self.phases)
+                for j, a in enumerate(p.actions)
+            ],
+        )
         declared = set(names)
         for i, severity in enumerate(self.severities):
             for j, condition in enumerate(severity.parsed()):
                 if condition.signal not in declared:
-                    errors.append(f"severities[{i}].any[{j}]: condition {condition.text!r} names undeclared "
-                                  f"signal {condition.signal!r}")
+                    errors.append(
+                        f"severities[{i}].any[{j}]: condition {condition.text!r} names undeclared "
+                        f"signal {condition.signal!r}"
+                    )
         for j, condition in enumerate(self.recovery.parsed()):
             if condition.signal not in declared:
-                errors.append(f"recovery.all[{j}]: condition {condition.text!r} names undeclared "
-                              f"signal {condition.signal!r}")
+                errors.append(
+                    f"recovery.all[{j}]: condition {condition.text!r} names undeclared signal {condition.signal!r}"
+                )
         for i in range(1, len(self.phases)):
             if self.phases[i].after < self.phases[i - 1].after:
                 errors.append(
                     f"phases[{i}].after: {format_duration(self.phases[i].after)!r} is earlier than "
-                    f"phases[{i - 1}].after {format_duration(self.phases[i - 1].after)!r} (must be non-decreasing)")
+                    f"phases[{i - 1}].after {format_duration(self.phases[i - 1].after)!r} (must be non-decreasing)"
+                )
         if errors:
             raise ValueError("; ".join(errors))
         return self

@@ -9,7 +9,14 @@ from .conditions import set_condition
 from .decide import Decision, Event, decide, record_applied, record_undone
 
 __all__ = [
-    "Decision", "Event", "configmap_apply_patch", "configmap_rollback", "decide", "plan_configmap", "record_applied",
+    "Decision",
+    "Event",
+    "configmap_apply_patch",
+    "configmap_rollback",
+    "decide",
+    "plan_configmap",
+    "record_applied",
     "record_undone",
-    "scale_target", "set_condition",
+    "scale_target",
+    "set_condition",
 ]

@@ -31,11 +31,27 @@ def set_condition(
             continue
         found = True
         since = condition.last_transition_time if condition.status == wanted else now
-        out.append(StatusCondition(type=type_, status=wanted, reason=reason, message=message,
-                                   last_transition_time=since, observed_generation=generation))
+        out.append(
+            StatusCondition(
+                type=type_,
+                status=wanted,
+                reason=reason,
+                message=message,
+                last_transition_time=since,
+                observed_generation=generation,
+            )
+        )
     if not found:
-        out.append(StatusCondition(type=type_, status=wanted, reason=reason, message=message,
-                                   last_transition_time=now, observed_generation=generation))
+        out.append(
+            StatusCondition(
+                type=type_,
+                status=wanted,
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=generation,
+            )
+        )
     return out
 
 

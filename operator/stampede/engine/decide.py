@@ -99,9 +99,12 @@ def record_applied(status: PolicyStatus, change: AppliedChange, *, dry_run: bool
 
 def record_undone(status: PolicyStatus, change: AppliedChange) -> PolicyStatus:
     """The caller's half of the contract, after a change was rolled back: stop holding it."""
-    return status.model_copy(update={
-        "applied": [c for c in status.applied if c.action != change.action],
-        "planned": [c for c in status.planned if c.action != change.action]})
+    return status.model_copy(
+        update={
+            "applied": [c for c in status.applied if c.action != change.action],
+            "planned": [c for c in status.planned if c.action != change.action],
+        }
+    )
 
 
 def decide(
@@ -121,8 +124,9 @@ def decide(
     events: list[Event] = []
 
     signals = [
-        SignalStatus(name=name, value=format_value(value),
-                     error=None if value is not None else errors.get(name, "no value"))
+        SignalStatus(
+            name=name, value=format_value(value), error=None if value is not None else errors.get(name, "no value")
+        )
         for name, value in values.items()
     ]
     conditions = list(status.conditions)
@@ -130,22 +134,41 @@ def decide(
     if unknown:
         detail = "; ".join(f"{name}: {errors.get(name, 'no value')}" for name in unknown)
         message = f"Signals unknown: {', '.join(unknown)} ({detail})."
-        conditions = set_condition(conditions, type_="MetricsAvailable", status=False, reason="SignalsUnknown",
-                                   message=message, now=now, generation=generation)
+        conditions = set_condition(
+            conditions,
+            type_="MetricsAvailable",
+            status=False,
+            reason="SignalsUnknown",
+            message=message,
+            now=now,
+            generation=generation,
+        )
         if was_available is not False:
             action = "holding the incident state" if hold else "continuing by time"
             events.append(Event("MetricsUnavailable", f"{message[:-1]}; {action}.", warning=True))
     else:
-        conditions = set_condition(conditions, type_="MetricsAvailable", status=True, reason="AllSignalsKnown",
-                                   message=f"All {len(values)} signals have values.", now=now,
-                                   generation=generation)
+        conditions = set_condition(
+            conditions,
+            type_="MetricsAvailable",
+            status=True,
+            reason="AllSignalsKnown",
+            message=f"All {len(values)} signals have values.",
+            now=now,
+            generation=generation,
+        )
         if was_available is False:
             events.append(Event("MetricsRestored", f"All {len(values)} signals have values again."))
 
     breaching = _update_breaches(spec, status.breaching, values, now)
     firing = _firing_level(spec, breaching, now)
-    work = _Work(spec=spec, status=status.model_copy(update={"breaching": breaching, "signals": signals}),
-                 now=now, values=values, events=events, generation=generation)
+    work = _Work(
+        spec=spec,
+        status=status.model_copy(update={"breaching": breaching, "signals": signals}),
+        now=now,
+        values=values,
+        events=events,
+        generation=generation,
+    )
 
     if not hold:
         if status.state == State.IDLE and firing is not None:
@@ -176,10 +199,15 @@ def decide(
 
     conditions = _incident_conditions(work.status, conditions, spec, now, generation)
     status_out = work.status.model_copy(update={"conditions": conditions})
-    return Decision(status=status_out, apply=tuple(work.apply), undo=tuple(work.undo),
-                    events=tuple(work.events), wake_at=work.wake_at,
-                    incident_id=status_out.incident.id if status_out.incident else None,
-                    phase_by_action=work.phase_by_action)
+    return Decision(
+        status=status_out,
+        apply=tuple(work.apply),
+        undo=tuple(work.undo),
+        events=tuple(work.events),
+        wake_at=work.wake_at,
+        incident_id=status_out.incident.id if status_out.incident else None,
+        phase_by_action=work.phase_by_action,
+    )
 
 
 def _clean(value: float | None) -> float | None:
@@ -212,41 +240,92 @@ def _incident_conditions(
 ) -> list[StatusCondition]:
     incident = status.incident
     if incident is None:
-        conditions = set_condition(conditions, type_="IncidentActive", status=False, reason="Idle",
-                                   message="No incident.", now=now, generation=generation)
-        conditions = set_condition(conditions, type_="Escalated", status=False, reason="NotEscalated",
-                                   message="No incident is escalated.", now=now, generation=generation)
+        conditions = set_condition(
+            conditions,
+            type_="IncidentActive",
+            status=False,
+            reason="Idle",
+            message="No incident.",
+            now=now,
+            generation=generation,
+        )
+        conditions = set_condition(
+            conditions,
+            type_="Escalated",
+            status=False,
+            reason="NotEscalated",
+            message="No incident is escalated.",
+            now=now,
+            generation=generation,
+        )
     else:
         reason = "RollingBack" if status.state == State.ROLLING_BACK else "Incident"
         conditions = set_condition(
-            conditions, type_="IncidentActive", status=True, reason=reason,
+            conditions,
+            type_="IncidentActive",
+            status=True,
+            reason=reason,
             message=f"Incident {incident.id} at {incident.severity.value}, phase {incident.phase or '-'}"
-                    f" ({status.state.value}).",
-            now=now, generation=generation)
+            f" ({status.state.value}).",
+            now=now,
+            generation=generation,
+        )
         if incident.escalated:
-            conditions = set_condition(conditions, type_="Escalated", status=True, reason="Escalated",
-                                       message=f"Incident {incident.id} was escalated.", now=now,
-                                       generation=generation)
+            conditions = set_condition(
+                conditions,
+                type_="Escalated",
+                status=True,
+                reason="Escalated",
+                message=f"Incident {incident.id} was escalated.",
+                now=now,
+                generation=generation,
+            )
         else:
-            conditions = set_condition(conditions, type_="Escalated", status=False, reason="NotEscalated",
-                                       message=f"Incident {incident.id} is not escalated.", now=now,
-                                       generation=generation)
+            conditions = set_condition(
+                conditions,
+                type_="Escalated",
+                status=False,
+                reason="NotEscalated",
+                message=f"Incident {incident.id} is not escalated.",
+                now=now,
+                generation=generation,
+            )
     if spec.suspend:
-        conditions = set_condition(conditions, type_="Suspended", status=True, reason="Suspended",
-                                   message="spec.suspend is true: polling and reporting only, no changes "
-                                           "and no rollback.", now=now, generation=generation)
+        conditions = set_condition(
+            conditions,
+            type_="Suspended",
+            status=True,
+            reason="Suspended",
+            message="spec.suspend is true: polling and reporting only, no changes and no rollback.",
+            now=now,
+            generation=generation,
+        )
     else:
-        conditions = set_condition(conditions, type_="Suspended", status=False, reason="Active",
-                                   message="Changes are made as the policy prescribes.", now=now,
-                                   generation=generation)
+        conditions = set_condition(
+            conditions,
+            type_="Suspended",
+            status=False,
+            reason="Active",
+            message="Changes are made as the policy prescribes.",
+            now=now,
+            generation=generation,
+        )
     return conditions
 
 
 class _Work:
     """Mutable scratchpad for one decision, so each rule reads as a short method."""
 
-    def __init__(self, *, spec: PolicySpec, status: PolicyStatus, now: datetime,
-                 values: Mapping[str, float | None], events: list[Event], generation: int | None) -> None:
+    def __init__(
+        self,
+        *,
+        spec: PolicySpec,
+        status: PolicyStatus,
+        now: datetime,
+        values: Mapping[str, float | None],
+        events: list[Event],
+        generation: int | None,
+    ) -> None:
         self.spec = spec
         self.status = status
         self.now = now
@@ -265,8 +344,9 @@ class _Work:
     def _set_incident(self, **update: object) -> IncidentStatus:
         assert self.status.incident is not None
         incident = self.status.incident.model_copy(update=update)
-        self.status = self.status.model_copy(update={"incident": incident, "severity": incident.severity.value,
-                                                     "phase": incident.phase})
+        self.status = self.status.model_copy(
+            update={"incident": incident, "severity": incident.severity.value, "phase": incident.phase}
+        )
         return incident
 
     def _wake(self, when: datetime | None) -> None:
@@ -288,22 +368,33 @@ class _Work:
         # for the new incident. Other changes are still applied and stay held.
         applied = [c for c in self.status.applied if c.kind != "Job"]
         planned = [c for c in self.status.planned if c.kind != "Job"]
-        self.status = self.status.model_copy(update={
-            "state": State.INCIDENT, "incident": incident, "severity": level.value, "phase": "",
-            "applied": applied, "planned": planned})
-        self._emit("IncidentOpened",
-                   f"Incident {incident.id} opened at {level.value}: {why} "
-                   f"({self._readings_text(sorted({c.condition.split()[0] for c in conditions}))}).",
-                   warning=True)
+        self.status = self.status.model_copy(
+            update={
+                "state": State.INCIDENT,
+                "incident": incident,
+                "severity": level.value,
+                "phase": "",
+                "applied": applied,
+                "planned": planned,
+            }
+        )
+        self._emit(
+            "IncidentOpened",
+            f"Incident {incident.id} opened at {level.value}: {why} "
+            f"({self._readings_text(sorted({c.condition.split()[0] for c in conditions}))}).",
+            warning=True,
+        )
 
     def raise_severity(self, level: Severity) -> None:
         incident = self.status.incident
         assert incident is not None
         if level.rank > incident.severity.rank:
             self._set_incident(severity=level)
-            self._emit("SeverityRaised",
-                       f"Incident {incident.id} severity raised from {incident.severity.value} to {level.value}.",
-                       warning=True)
+            self._emit(
+                "SeverityRaised",
+                f"Incident {incident.id} severity raised from {incident.severity.value} to {level.value}.",
+                warning=True,
+            )
 
     def advance_phases(self) -> None:
         incident = self.status.incident
@@ -315,18 +406,21 @@ class _Work:
             for index in range(current + 1, reached + 1):
                 phase = self.spec.phases[index]
                 names = ", ".join(a.name for a in phase.actions)
-                self._emit("PhaseEntered", f"Incident {incident.id} entered phase {phase.name} "
-                                           f"({index + 1}/{len(self.spec.phases)}) after "
-                                           f"{format_duration(age)}: {names}.")
+                self._emit(
+                    "PhaseEntered",
+                    f"Incident {incident.id} entered phase {phase.name} "
+                    f"({index + 1}/{len(self.spec.phases)}) after "
+                    f"{format_duration(age)}: {names}.",
+                )
             name = self.spec.phases[reached].name
             furthest = max(reached, self._phase_index(incident.max_phase))
-            self._set_incident(phase=name, phase_started_at=self.now,
-                               max_phase=self.spec.phases[furthest].name)
+            self._set_incident(phase=name, phase_started_at=self.now, max_phase=self.spec.phases[furthest].name)
         incident = self.status.incident
         assert incident is not None
         index = self._phase_index(incident.phase)
-        next_at = (incident.started_at + self.spec.phases[index + 1].after
-                   if 0 <= index + 1 < len(self.spec.phases) else None)
+        next_at = (
+            incident.started_at + self.spec.phases[index + 1].after if 0 <= index + 1 < len(self.spec.phases) else None
+        )
         if next_at != incident.next_phase_at:
             self._set_incident(next_phase_at=next_at)
         self._wake(next_at)
@@ -340,11 +434,13 @@ class _Work:
             return
         by_severity = incident.severity.at_least(rule.at_severity)
         if by_severity or self.now >= due_at:
-            why = (f"severity {incident.severity.value} reached {rule.at_severity.value}" if by_severity
-                   else f"open for more than {format_duration(rule.after)}")
+            why = (
+                f"severity {incident.severity.value} reached {rule.at_severity.value}"
+                if by_severity
+                else f"open for more than {format_duration(rule.after)}"
+            )
             self._set_incident(escalated=True, escalated_at=self.now)
-            self._emit("Escalated", f"Incident {incident.id} escalated: {why} (phase {incident.phase}).",
-                       warning=True)
+            self._emit("Escalated", f"Incident {incident.id} escalated: {why} (phase {incident.phase}).", warning=True)
         else:
             self._wake(due_at)
 
@@ -366,11 +462,13 @@ class _Work:
             self._set_incident(recovered_at=self.now)
             self.status = self.status.model_copy(update={"state": State.ROLLING_BACK})
             held = held_changes(self.spec, self.status)
-            self._emit("RecoveryStarted",
-                       f"Incident {incident.id} recovered: {', '.join(self.spec.recovery.all)} held for "
-                       f"{format_duration(self.now - since)} "
-                       f"({self._readings_text(sorted({c.signal for c in conditions}))}); rolling back "
-                       f"{len(held)} change(s), {format_duration(self.spec.rollback.step_delay)} apart.")
+            self._emit(
+                "RecoveryStarted",
+                f"Incident {incident.id} recovered: {', '.join(self.spec.recovery.all)} held for "
+                f"{format_duration(self.now - since)} "
+                f"({self._readings_text(sorted({c.signal for c in conditions}))}); rolling back "
+                f"{len(held)} change(s), {format_duration(self.spec.rollback.step_delay)} apart.",
+            )
         else:
             self._wake(since + self.spec.recovery.for_)
 
@@ -401,16 +499,26 @@ class _Work:
         incident = self.status.incident
         assert incident is not None
         duration = int((self.now - incident.started_at).total_seconds())
-        entry = HistoryEntry(id=incident.id, severity=incident.severity, started_at=incident.started_at,
-                             recovered_at=incident.recovered_at, closed_at=self.now, duration_seconds=duration,
-                             max_phase=incident.max_phase or incident.phase, escalated=incident.escalated)
+        entry = HistoryEntry(
+            id=incident.id,
+            severity=incident.severity,
+            started_at=incident.started_at,
+            recovered_at=incident.recovered_at,
+            closed_at=self.now,
+            duration_seconds=duration,
+            max_phase=incident.max_phase or incident.phase,
+            escalated=incident.escalated,
+        )
         history = [entry, *self.status.history][:HISTORY_LIMIT]
-        self.status = self.status.model_copy(update={
-            "state": State.IDLE, "incident": None, "severity": "", "phase": "", "history": history})
+        self.status = self.status.model_copy(
+            update={"state": State.IDLE, "incident": None, "severity": "", "phase": "", "history": history}
+        )
         took = format_duration(self.now - incident.started_at)
-        self._emit("IncidentClosed",
-                   f"Incident {incident.id} ({incident.severity.value}) closed after {took}: {reason}; "
-                   f"furthest phase {entry.max_phase or '-'}{', escalated' if incident.escalated else ''}.")
+        self._emit(
+            "IncidentClosed",
+            f"Incident {incident.id} ({incident.severity.value}) closed after {took}: {reason}; "
+            f"furthest phase {entry.max_phase or '-'}{', escalated' if incident.escalated else ''}.",
+        )
 
     def plan_wake(self) -> None:
         incident = self.status.incident

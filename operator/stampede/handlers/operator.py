@@ -54,16 +54,23 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     # The kubernetes and Prometheus clients block; each call runs in a thread. The default pool
     # (cores + 4) would queue a thousand policies behind six threads.
     asyncio.get_running_loop().set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="stampede-io"))
+        concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="stampede-io")
+    )
     kube = Kube(load_api_client())
-    memo["shared"] = Shared(config=config, actuators=Actuators(kube, max_replicas=config.max_replicas),
-                            policies=Policies(kube), source=PrometheusSource(max_workers=32), emit=_emit)
+    memo["shared"] = Shared(
+        config=config,
+        actuators=Actuators(kube, max_replicas=config.max_replicas),
+        policies=Policies(kube),
+        source=PrometheusSource(max_workers=32),
+        emit=_emit,
+    )
 
 
 @kopf.on.cleanup()
@@ -73,8 +80,9 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="poll", cancellation_timeout=30)
-async def poll(*, body: kopf.Body, name: str, namespace: str | None, uid: str, stopped: kopf.DaemonStopped,
-               memo: Any, **_: Any) -> None:
+async def poll(
+    *, body: kopf.Body, name: str, namespace: str | None, uid: str, stopped: kopf.DaemonStopped, memo: Any, **_: Any
+) -> None:
     """The policy's poll loop; the body is kopf's live view, so spec edits apply at the next tick."""
     runner = PolicyRunner(shared=_shared(memo), namespace=namespace or "", name=name)
     while not stopped and uid not in _deleted:
@@ -93,7 +101,8 @@ async def poll(*, body: kopf.Body, name: str, namespace: str | None, uid: str, s
 # kopf would add its own finalizer for the daemon; see the module docstring for why it must not.
 _registry = kopf.get_default_registry()
 _registry._spawning._handlers[:] = [  # pinned kopf==1.45.2: the registry has no public setter
-    dataclasses.replace(h, requires_finalizer=False) for h in _registry._spawning._handlers]
+    dataclasses.replace(h, requires_finalizer=False) for h in _registry._spawning._handlers
+]
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -109,8 +118,9 @@ def _has_rollback_finalizer(body: kopf.Body, **_: Any) -> bool:
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=_has_rollback_finalizer, backoff=5)
-async def roll_back_on_delete(*, body: kopf.Body, name: str, namespace: str | None, retry: int, memo: Any,
-                              **_: Any) -> None:
+async def roll_back_on_delete(
+    *, body: kopf.Body, name: str, namespace: str | None, retry: int, memo: Any, **_: Any
+) -> None:
     """Deleting a policy with applied changes rolls them all back first, then lets it go."""
     shared = _shared(memo)
     namespace = namespace or ""
@@ -126,8 +136,12 @@ async def roll_back_on_delete(*, body: kopf.Body, name: str, namespace: str | No
     if failed and retry + 1 < shared.config.deletion_attempts:
         raise kopf.TemporaryError(f"rollback incomplete: {', '.join(failed)}", delay=5)
     if failed:
-        _emit(body, "Warning", "RollbackSkipped",
-              f"Gave up rolling back {', '.join(failed)} after {retry + 1} attempts; the changes stay in place "
-              f"(annotated stampede.aurum.io/applied-by={name}) and the policy is released.")
+        _emit(
+            body,
+            "Warning",
+            "RollbackSkipped",
+            f"Gave up rolling back {', '.join(failed)} after {retry + 1} attempts; the changes stay in place "
+            f"(annotated stampede.aurum.io/applied-by={name}) and the policy is released.",
+        )
     # The rollback finalizer is kopf's finalizer: kopf removes it once this handler succeeds. Removing it
     # here too would delete the object under kopf, which then re-runs this handler on a stale event.

@@ -153,10 +153,18 @@ class PolicyRunner:
                 raise InvalidSpec(f"spec.prometheus.url: {problem}")
         return spec
 
-    async def _report_invalid(self, body: Mapping[str, Any], status: PolicyStatus, message: str, *,
-                              generation: int | None, now: datetime) -> None:
-        conditions = set_condition(status.conditions, type_="Ready", status=False, reason="InvalidSpec",
-                                   message=message, now=now, generation=generation)
+    async def _report_invalid(
+        self, body: Mapping[str, Any], status: PolicyStatus, message: str, *, generation: int | None, now: datetime
+    ) -> None:
+        conditions = set_condition(
+            status.conditions,
+            type_="Ready",
+            status=False,
+            reason="InvalidSpec",
+            message=message,
+            now=now,
+            generation=generation,
+        )
         status = status.model_copy(update={"conditions": conditions, "observed_generation": generation})
         self.current = status
         if self.invalid_generation != generation:
@@ -175,8 +183,9 @@ class PolicyRunner:
         assert url is not None
         interval = spec.poll_interval.total_seconds()
         round_key = (interval, math.floor(now.timestamp() / interval))
-        results = await self.shared.source.read(Endpoint(url=url, auth=auth), queries,
-                                                timeout=spec.prometheus.timeout.total_seconds(), round_key=round_key)
+        results = await self.shared.source.read(
+            Endpoint(url=url, auth=auth), queries, timeout=spec.prometheus.timeout.total_seconds(), round_key=round_key
+        )
         readings = {name: r.value for name, r in results.items()}
         errors = {name: r.error or "unknown" for name, r in results.items() if r.value is None}
         return readings, errors
@@ -186,8 +195,9 @@ class PolicyRunner:
         read = self.shared.policies.read_secret
         token = basic = ca = None
         if p.bearer_token_secret_ref:
-            token = await self._call(read, self.namespace, p.bearer_token_secret_ref.name,
-                                     p.bearer_token_secret_ref.key)
+            token = await self._call(
+                read, self.namespace, p.bearer_token_secret_ref.name, p.bearer_token_secret_ref.key
+            )
         if p.basic_auth_secret_ref:
             user = await self._call(read, self.namespace, p.basic_auth_secret_ref.name, "username")
             password = await self._call(read, self.namespace, p.basic_auth_secret_ref.name, "password")
@@ -196,8 +206,9 @@ class PolicyRunner:
             ca = await self._call(read, self.namespace, p.ca_secret_ref.name, p.ca_secret_ref.key)
         return Auth(bearer_token=token, basic=basic, ca_pem=ca, insecure_skip_verify=p.insecure_skip_verify)
 
-    async def _adopt(self, body: Mapping[str, Any], spec: PolicySpec, status: PolicyStatus, *,
-                     now: datetime) -> PolicyStatus:
+    async def _adopt(
+        self, body: Mapping[str, Any], spec: PolicySpec, status: PolicyStatus, *, now: datetime
+    ) -> PolicyStatus:
         """Record changes found in targets' ledgers that status does not know (the operator died between
         the write and its record), so they are rolled back like any other; an idle policy starts rolling
         them back at once."""
@@ -209,29 +220,41 @@ class PolicyRunner:
             change = await self._call(self.shared.actuators.adopt, self.target, action, now=now)
             if change is not None:
                 found.append(change)
-                self.shared.emit(body, "Warning", "ActionApplied",
-                                 f"Found action {action.name} applied to {change.kind} {change.name} for incident "
-                                 f"{change.incident or '-'} but not recorded (the operator stopped in between); "
-                                 f"recorded it so it is rolled back exactly.")
+                self.shared.emit(
+                    body,
+                    "Warning",
+                    "ActionApplied",
+                    f"Found action {action.name} applied to {change.kind} {change.name} for incident "
+                    f"{change.incident or '-'} but not recorded (the operator stopped in between); "
+                    f"recorded it so it is rolled back exactly.",
+                )
         if not found:
             return status
         status = status.model_copy(update={"applied": [*status.applied, *found]})
         if status.state == State.IDLE:
             first = min(found, key=lambda c: c.applied_at)
-            incident = IncidentStatus(id=first.incident or incident_id_for(now), started_at=first.applied_at,
-                                      severity=Severity.P2, recovered_at=now, phase="", max_phase="")
+            incident = IncidentStatus(
+                id=first.incident or incident_id_for(now),
+                started_at=first.applied_at,
+                severity=Severity.P2,
+                recovered_at=now,
+                phase="",
+                max_phase="",
+            )
             status = status.model_copy(update={"state": State.ROLLING_BACK, "incident": incident})
         self.current = status
         return status
 
     # -- acting ---------------------------------------------------------------------------------
-    async def _execute(self, body: Mapping[str, Any], spec: PolicySpec, decision: Decision, *,
-                       now: datetime) -> PolicyStatus:
+    async def _execute(
+        self, body: Mapping[str, Any], spec: PolicySpec, decision: Decision, *, now: datetime
+    ) -> PolicyStatus:
         status = decision.status
         dry_run = spec.mode == Mode.DRY_RUN
         for change in decision.undo:
-            outcome = await self._call(self.shared.actuators.undo, self.target, change, now=now,
-                                       dry_run=dry_run or change in status.planned)
+            outcome = await self._call(
+                self.shared.actuators.undo, self.target, change, now=now, dry_run=dry_run or change in status.planned
+            )
             self._outcome(body, change.action, outcome, kind=change.kind, result="rolled_back")
             if outcome.ok:
                 metrics.ROLLBACKS_TOTAL.labels(self.namespace, self.name).inc()
@@ -243,21 +266,33 @@ class PolicyRunner:
                 await self._call(self.shared.policies.set_finalizer, self.namespace, self.name, present=True)
                 self.reported.pop("finalizer", None)
             except KubeError as error:
-                self._report(body, "finalizer", "ActionFailed",
-                             f"Cannot add finalizer {FINALIZER}: {error.message}; changes postponed.")
+                self._report(
+                    body,
+                    "finalizer",
+                    "ActionFailed",
+                    f"Cannot add finalizer {FINALIZER}: {error.message}; changes postponed.",
+                )
                 return status
         incident = decision.incident_id or ""
         for action in decision.apply:
-            outcome = await self._call(self.shared.actuators.apply, self.target, action, incident=incident,
-                                       now=now, dry_run=dry_run)
+            outcome = await self._call(
+                self.shared.actuators.apply, self.target, action, incident=incident, now=now, dry_run=dry_run
+            )
             self._outcome(body, action.name, outcome, kind=action.kind, result="applied")
             if outcome.ok and outcome.change is not None:
                 status = record_applied(status, outcome.change, dry_run=dry_run)
         return status
 
     # -- notifications --------------------------------------------------------------------------
-    def _notify(self, body: Mapping[str, Any], spec: PolicySpec, status: PolicyStatus, events: tuple[Event, ...],
-                *, closed: IncidentStatus | None) -> None:
+    def _notify(
+        self,
+        body: Mapping[str, Any],
+        spec: PolicySpec,
+        status: PolicyStatus,
+        events: tuple[Event, ...],
+        *,
+        closed: IncidentStatus | None,
+    ) -> None:
         """Post the runbook's messages in the background; remediation never waits for them."""
         webhook = spec.notifications.webhook if spec.notifications else None
         if webhook is None:
@@ -267,8 +302,14 @@ class PolicyRunner:
             incident = status.incident or closed
             if incident is None:
                 continue
-            ctx = messages.Context(namespace=self.namespace, policy=self.name, incident=incident.id,
-                                   severity=incident.severity.value, phase=incident.phase, mode=spec.mode.value)
+            ctx = messages.Context(
+                namespace=self.namespace,
+                policy=self.name,
+                incident=incident.id,
+                severity=incident.severity.value,
+                phase=incident.phase,
+                mode=spec.mode.value,
+            )
             if event.reason == "IncidentOpened":
                 texts.append(messages.detected(ctx, trigger=event.message))
             elif event.reason == "PhaseEntered":
@@ -286,14 +327,22 @@ class PolicyRunner:
         try:
             url = await self._call(self.shared.policies.read_secret, self.namespace, secret, key)
         except KubeError as error:
-            self.shared.emit(body, "Warning", "NotificationFailed",
-                             f"Notification not sent: webhook Secret {secret} key {key}: {error.message}.")
+            self.shared.emit(
+                body,
+                "Warning",
+                "NotificationFailed",
+                f"Notification not sent: webhook Secret {secret} key {key}: {error.message}.",
+            )
             return
         for text in texts:
             problem = await webhook_post(url.strip(), text)
             if problem:
-                self.shared.emit(body, "Warning", "NotificationFailed",
-                                 f"Notification to the webhook in Secret {secret} failed: {problem}.")
+                self.shared.emit(
+                    body,
+                    "Warning",
+                    "NotificationFailed",
+                    f"Notification to the webhook in Secret {secret} failed: {problem}.",
+                )
 
     async def _correct_drift(self, body: Mapping[str, Any], status: PolicyStatus, *, now: datetime) -> PolicyStatus:
         applied: list[AppliedChange] = []
@@ -316,12 +365,14 @@ class PolicyRunner:
         return status.model_copy(update={"applied": applied})
 
     def _outcome(self, body: Mapping[str, Any], action: str, outcome: Outcome, *, kind: str, result: str) -> None:
-        metrics.ACTIONS_TOTAL.labels(self.namespace, self.name, kind,
-                                     result if outcome.ok else outcome.reason.lower()).inc()
+        metrics.ACTIONS_TOTAL.labels(
+            self.namespace, self.name, kind, result if outcome.ok else outcome.reason.lower()
+        ).inc()
         if outcome.ok:
             self.reported.pop(f"action/{action}", None)
-            self.shared.emit(body, "Warning" if outcome.reason == "RollbackSkipped" else "Normal",
-                             outcome.reason, outcome.message)
+            self.shared.emit(
+                body, "Warning" if outcome.reason == "RollbackSkipped" else "Normal", outcome.reason, outcome.message
+            )
             for warning in outcome.warnings:
                 self.shared.emit(body, "Warning", "ActionFailed", f"Action {action}: {warning}.")
         else:
@@ -339,34 +390,60 @@ class PolicyRunner:
         self.shared.emit(body, "Warning" if event.warning else "Normal", event.reason, event.message)
 
     # -- reporting ------------------------------------------------------------------------------
-    def _finish_conditions(self, spec: PolicySpec, status: PolicyStatus, *, generation: int | None,
-                           now: datetime) -> PolicyStatus:
+    def _finish_conditions(
+        self, spec: PolicySpec, status: PolicyStatus, *, generation: int | None, now: datetime
+    ) -> PolicyStatus:
         if status.state == State.IDLE:  # nothing is being applied or undone: earlier problems are over
             self.reported = {k: v for k, v in self.reported.items() if not k.startswith(("action/", "drift/"))}
         failing = [m for _, (reason, m) in sorted(self.reported.items()) if reason == "ActionFailed"]
         if failing:
-            conditions = set_condition(status.conditions, type_="Ready", status=False, reason="ActionFailed",
-                                       message=" ".join(failing), now=now, generation=generation)
+            conditions = set_condition(
+                status.conditions,
+                type_="Ready",
+                status=False,
+                reason="ActionFailed",
+                message=" ".join(failing),
+                now=now,
+                generation=generation,
+            )
         else:
-            conditions = set_condition(status.conditions, type_="Ready", status=True, reason="Valid",
-                                       message="The spec is valid and polled every "
-                                               f"{spec.poll_interval.total_seconds():g}s.",
-                                       now=now, generation=generation)
+            conditions = set_condition(
+                status.conditions,
+                type_="Ready",
+                status=True,
+                reason="Valid",
+                message=f"The spec is valid and polled every {spec.poll_interval.total_seconds():g}s.",
+                now=now,
+                generation=generation,
+            )
         conflicts = [m for _, (reason, m) in sorted(self.reported.items()) if reason == "Conflict"]
-        conditions = set_condition(conditions, type_="Conflict", status=bool(conflicts),
-                                   reason="Conflict" if conflicts else "NoConflict",
-                                   message=" ".join(conflicts) or "No other writer fights this policy.",
-                                   now=now, generation=generation)
+        conditions = set_condition(
+            conditions,
+            type_="Conflict",
+            status=bool(conflicts),
+            reason="Conflict" if conflicts else "NoConflict",
+            message=" ".join(conflicts) or "No other writer fights this policy.",
+            now=now,
+            generation=generation,
+        )
         planned = status.planned if spec.mode == Mode.DRY_RUN or status.state != State.IDLE else []
-        return status.model_copy(update={"conditions": conditions, "observed_generation": generation,
-                                         "planned": planned, "last_poll_time": now})
+        return status.model_copy(
+            update={
+                "conditions": conditions,
+                "observed_generation": generation,
+                "planned": planned,
+                "last_poll_time": now,
+            }
+        )
 
     async def _write(self, status: PolicyStatus, *, now: datetime, force: bool) -> None:
         new = status.wire()
         old = self.last_written or {}
         meaningful = _meaningful(new) != _meaningful(old)
-        due = self.last_write_at is None or \
-            (now - self.last_write_at).total_seconds() >= self.shared.config.status_refresh_seconds
+        due = (
+            self.last_write_at is None
+            or (now - self.last_write_at).total_seconds() >= self.shared.config.status_refresh_seconds
+        )
         if not (meaningful or force or due):
             return
         try:
@@ -378,8 +455,14 @@ class PolicyRunner:
         self.last_written = new
         self.last_write_at = now
 
-    def _observe(self, spec: PolicySpec, status: PolicyStatus, decision: Decision,
-                 readings: Mapping[str, float | None], started: float) -> None:
+    def _observe(
+        self,
+        spec: PolicySpec,
+        status: PolicyStatus,
+        decision: Decision,
+        readings: Mapping[str, float | None],
+        started: float,
+    ) -> None:
         labels = (self.namespace, self.name)
         metrics.POLL_DURATION.labels(*labels).observe(time.monotonic() - started)
         metrics.INCIDENT_ACTIVE.labels(*labels).set(1 if status.incident else 0)
@@ -393,12 +476,11 @@ class PolicyRunner:
                 metrics.INCIDENTS_TOTAL.labels(*labels, status.incident.severity.value).inc()
             if event.reason == "IncidentClosed" and status.history:
                 metrics.INCIDENT_DURATION.labels(*labels).observe(status.history[0].duration_seconds)
-        for (namespace, policy, phase, severity) in list(metrics.PHASE_INFO._metrics):
+        for namespace, policy, phase, severity in list(metrics.PHASE_INFO._metrics):
             if (namespace, policy) == labels:
                 metrics.PHASE_INFO.remove(namespace, policy, phase, severity)
         if status.incident:
-            metrics.PHASE_INFO.labels(*labels, status.incident.phase or "-",
-                                      status.incident.severity.value).set(1)
+            metrics.PHASE_INFO.labels(*labels, status.incident.phase or "-", status.incident.severity.value).set(1)
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a blocking client call in a worker thread."""
@@ -454,10 +536,12 @@ def _meaningful(status: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _gitops_message(change: AppliedChange, fields: list[str]) -> str:
-    return (f"{change.kind} {change.name} ({', '.join(fields)}) was reverted {change.reverts} times during the "
-            f"incident; stopped re-applying action {change.action}. If a GitOps tool (e.g. Argo CD self-heal) "
-            f"reverts it, add ignoreDifferences with managedFieldsManagers: [stampede-operator] and the sync "
-            f"option RespectIgnoreDifferences=true to that Application.")
+    return (
+        f"{change.kind} {change.name} ({', '.join(fields)}) was reverted {change.reverts} times during the "
+        f"incident; stopped re-applying action {change.action}. If a GitOps tool (e.g. Argo CD self-heal) "
+        f"reverts it, add ignoreDifferences with managedFieldsManagers: [stampede-operator] and the sync "
+        f"option RespectIgnoreDifferences=true to that Application."
+    )
 
 
 def _next_tick(spec: PolicySpec, decision: Decision, *, now: datetime) -> datetime:

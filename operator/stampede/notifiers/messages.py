@@ -29,38 +29,46 @@ def _header(emoji: str, title: str, ctx: Context) -> str:
 
 
 def detected(ctx: Context, *, trigger: str) -> str:
-    return "\n".join([
-        _header(":rotating_light:", "Cache stampede detected", ctx),
-        f"*Incident:* {ctx.incident}   *Severity:* {ctx.severity}",
-        f"*Trigger:* {trigger}",
-        "*Status:* automatic mitigation started; updates follow at every phase.",
-        f"*Follow:* `kubectl describe stp {ctx.policy} -n {ctx.namespace}`",
-    ])
+    return "\n".join(
+        [
+            _header(":rotating_light:", "Cache stampede detected", ctx),
+            f"*Incident:* {ctx.incident}   *Severity:* {ctx.severity}",
+            f"*Trigger:* {trigger}",
+            "*Status:* automatic mitigation started; updates follow at every phase.",
+            f"*Follow:* `kubectl describe stp {ctx.policy} -n {ctx.namespace}`",
+        ]
+    )
 
 
 def progress(ctx: Context, *, detail: str) -> str:
-    return "\n".join([
-        _header(":hammer_and_wrench:", "Mitigation progress", ctx),
-        f"*Incident:* {ctx.incident}   *Severity:* {ctx.severity}   *Phase:* {ctx.phase}",
-        f"*Actions:* {detail}",
-    ])
+    return "\n".join(
+        [
+            _header(":hammer_and_wrench:", "Mitigation progress", ctx),
+            f"*Incident:* {ctx.incident}   *Severity:* {ctx.severity}   *Phase:* {ctx.phase}",
+            f"*Actions:* {detail}",
+        ]
+    )
 
 
 def escalated(ctx: Context, *, reason: str) -> str:
-    return "\n".join([
-        _header(":mega:", "Incident escalated", ctx),
-        f"*Incident:* {ctx.incident}   *Severity:* {ctx.severity}   *Phase:* {ctx.phase}",
-        f"*Why:* {reason}",
-        "*Needed:* the owning team's on-call to join the incident channel now.",
-    ])
+    return "\n".join(
+        [
+            _header(":mega:", "Incident escalated", ctx),
+            f"*Incident:* {ctx.incident}   *Severity:* {ctx.severity}   *Phase:* {ctx.phase}",
+            f"*Why:* {reason}",
+            "*Needed:* the owning team's on-call to join the incident channel now.",
+        ]
+    )
 
 
 def resolved(ctx: Context, *, summary: str, actions: Sequence[str]) -> str:
     taken = ", ".join(actions) if actions else "none"
-    return "\n".join([
-        _header(":white_check_mark:", "Cache stampede resolved", ctx),
-        f"*Incident:* {ctx.incident}   *Max severity:* {ctx.severity}",
-        f"*Summary:* {summary}",
-        f"*Actions taken (all rolled back):* {taken}",
-        "*Next:* post-incident review within 48 hours.",
-    ])
+    return "\n".join(
+        [
+            _header(":white_check_mark:", "Cache stampede resolved", ctx),
+            f"*Incident:* {ctx.incident}   *Max severity:* {ctx.severity}",
+            f"*Summary:* {summary}",
+            f"*Actions taken (all rolled back):* {taken}",
+            "*Next:* post-incident review within 48 hours.",
+        ]
+    )

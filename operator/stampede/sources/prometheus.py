@@ -134,15 +134,11 @@ def _sample_value(raw: object, *, what: str) -> Reading:
         )
     if math.isnan(number) or math.isinf(number):
         # NaN/Inf usually mean a division by zero (e.g. an idle rate); they are no basis for a decision.
-        return Reading.unknown(
-            ReadingKind.NAN, f"The query evaluated to {raw[1]}, which is not a usable number."
-        )
+        return Reading.unknown(ReadingKind.NAN, f"The query evaluated to {raw[1]}, which is not a usable number.")
     return Reading(value=number)
 
 
-_NOT_A_LIST: Final = Reading.unknown(
-    ReadingKind.INVALID_RESPONSE, "Prometheus returned a result that is not a list."
-)
+_NOT_A_LIST: Final = Reading.unknown(ReadingKind.INVALID_RESPONSE, "Prometheus returned a result that is not a list.")
 
 
 def reading_from_result(result: object, result_type: str | None = None) -> Reading:
@@ -154,10 +150,7 @@ def reading_from_result(result: object, result_type: str | None = None) -> Readi
     if result_type == "string":
         return Reading.unknown(ReadingKind.INVALID_RESPONSE, "The query returned a string, not a number.")
     if result_type == "scalar" or (
-        result_type is None
-        and isinstance(result, list)
-        and len(result) == 2
-        and not isinstance(result[0], dict)
+        result_type is None and isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict)
     ):
         return _sample_value(result, what="scalar")
     if not isinstance(result, list):
@@ -205,9 +198,7 @@ def reading_from_error_response(status: int, body: bytes) -> Reading:
         return Reading.unknown(ReadingKind.HTTP_4XX, f"Prometheus rejected the query ({label}){detail}")
     if 500 <= status < 600:
         return Reading.unknown(ReadingKind.HTTP_5XX, f"Prometheus failed to answer ({label}){detail}")
-    return Reading.unknown(
-        ReadingKind.INVALID_RESPONSE, f"Prometheus answered with unexpected {label}{detail}"
-    )
+    return Reading.unknown(ReadingKind.INVALID_RESPONSE, f"Prometheus answered with unexpected {label}{detail}")
 
 
 # prometheus-api-client 0.7.2 raises PrometheusApiClientException("HTTP Status Code 400 (b'...')") and
@@ -272,9 +263,7 @@ def _reading_from_exception(exc: BaseException, *, url: str, timeout: float) -> 
     # read timeout as a ConnectionError wrapping urllib3's MaxRetryError(ReadTimeoutError); either way it
     # is a timeout.
     if any(_is_timeout(link) for link in _exception_chain(exc)):
-        return Reading.unknown(
-            ReadingKind.TIMEOUT, f"Prometheus at {url} did not answer within {timeout:g}s."
-        )
+        return Reading.unknown(ReadingKind.TIMEOUT, f"Prometheus at {url} did not answer within {timeout:g}s.")
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
         return Reading.unknown(ReadingKind.CONNECTION, f"Prometheus URL {url!r} is not a valid http(s) URL.")
     if isinstance(exc, requests.exceptions.InvalidSchema):
@@ -616,9 +605,7 @@ class PrometheusSource:
             # Time spent queued behind other queries counts against the caller's timeout.
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return Reading.unknown(
-                    ReadingKind.TIMEOUT, f"Prometheus at {url} was not queried within {limit:g}s."
-                )
+                return Reading.unknown(ReadingKind.TIMEOUT, f"Prometheus at {url} was not queried within {limit:g}s.")
             client = self._client(endpoint)
             with self._count_lock:
                 self._request_count += 1
@@ -634,9 +621,7 @@ class PrometheusSource:
             # interrupted; it ends at the latest when its socket timeout fires.
             outcome = await asyncio.wait_for(loop.run_in_executor(self._executor, blocking), limit)
         except TimeoutError:
-            outcome = Reading.unknown(
-                ReadingKind.TIMEOUT, f"Prometheus at {url} did not answer within {limit:g}s."
-            )
+            outcome = Reading.unknown(ReadingKind.TIMEOUT, f"Prometheus at {url} did not answer within {limit:g}s.")
         if isinstance(outcome, Reading):
             scrubbed = _scrub(outcome, secrets)
             _log.debug("Prometheus read failed (%s): %s", scrubbed.kind, scrubbed.error)
