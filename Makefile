@@ -42,15 +42,20 @@ test: install prometheus lint
 unit: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
+# Plurals of the generated CRDs: `stampede crd PLURAL` prints crds/PLURAL.stampede.aurum.io.yaml.
+CRDS := stampedepolicies stampedepolicytemplates clusterstampedepolicytemplates
+
 crds: install
-	$(BIN)/stampede crd > crds/stampedepolicies.stampede.aurum.io.yaml
+	@for crd in $(CRDS); do $(BIN)/stampede crd $$crd > crds/$$crd.stampede.aurum.io.yaml || exit 1; done
 	./deploy/sync-crds.sh
 
 verify-crds: install
-	@$(BIN)/stampede crd | diff -u crds/stampedepolicies.stampede.aurum.io.yaml - \
-	  || { echo "crds/ is stale: run 'make crds' and commit the result"; exit 1; }
-	@cmp -s crds/stampedepolicies.stampede.aurum.io.yaml deploy/base/crds/stampedepolicies.stampede.aurum.io.yaml \
-	  || { echo "deploy/base/crds is stale: run 'make crds' and commit the result"; exit 1; }
+	@for crd in $(CRDS); do \
+	  $(BIN)/stampede crd $$crd | diff -u crds/$$crd.stampede.aurum.io.yaml - \
+	    || { echo "crds/ is stale: run 'make crds' and commit the result"; exit 1; }; \
+	  cmp -s crds/$$crd.stampede.aurum.io.yaml deploy/base/crds/$$crd.stampede.aurum.io.yaml \
+	    || { echo "deploy/base/crds is stale: run 'make crds' and commit the result"; exit 1; }; \
+	done
 
 demo: install prometheus
 	$(BIN)/python -m demo

@@ -17,11 +17,20 @@ def main() -> None:
 
 
 @main.command()
-def crd() -> None:
-    """Print the StampedePolicy CustomResourceDefinition (generated from the models)."""
-    from .api.crd import render_crd_yaml
+@click.argument(
+    "plural",
+    default="stampedepolicies",
+    type=click.Choice(["stampedepolicies", "stampedepolicytemplates", "clusterstampedepolicytemplates"]),
+)
+def crd(plural: str) -> None:
+    """Print a CustomResourceDefinition generated from the models (default: StampedePolicy's)."""
+    from .api.crd import render_crd, render_crd_yaml
+    from .api.template_crds import render_template_crd
 
-    click.echo(render_crd_yaml(), nl=False)
+    if plural == "stampedepolicies":
+        click.echo(render_crd_yaml(render_crd()), nl=False)
+    else:
+        click.echo(render_crd_yaml(render_template_crd(cluster=plural.startswith("cluster"))), nl=False)
 
 
 @main.command()
@@ -84,7 +93,7 @@ def run(
 
     import kopf
 
-    from .handlers import metrics
+    from .handlers import metrics, templates
     from .handlers import operator as _handlers  # noqa: F401 - importing registers the handlers
     from .handlers.config import OperatorConfig
 
@@ -96,6 +105,8 @@ def run(
     )
     if not verbose:  # kopf reports every successful handler call at INFO; only problems matter here
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if all_namespaces:  # cluster-scoped templates need a cluster-wide watch, which -n NS does not grant
+        templates.serve_cluster_templates()
     if metrics_port:
         metrics.serve(metrics_port)
     if priority is None:

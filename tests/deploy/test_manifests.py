@@ -104,7 +104,13 @@ def test_overlay_builds_with_the_expected_objects(overlay: str) -> None:
     }
     assert expected <= set(kinds)
     crds = {crd["metadata"]["name"] for crd in objects(overlay, "CustomResourceDefinition")}
-    assert crds == {"stampedepolicies.stampede.aurum.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"}
+    assert crds == {
+        "stampedepolicies.stampede.aurum.io",
+        "stampedepolicytemplates.stampede.aurum.io",
+        "clusterstampedepolicytemplates.stampede.aurum.io",
+        "kopfpeerings.kopf.dev",
+        "clusterkopfpeerings.kopf.dev",
+    }
     if overlay == "cluster":
         assert {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"} <= set(kinds)
         assert not {"Role", "RoleBinding", "KopfPeering"} & set(kinds)
@@ -384,8 +390,15 @@ KOPF_COMMON = {
 }
 KOPF_MODE = {
     "cluster": {("kopf.dev", "clusterkopfpeerings", v) for v in ("list", "watch", "patch")}
-    | {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")},
-    "namespaced": {("kopf.dev", "kopfpeerings", v) for v in ("list", "watch", "patch")},
+    | {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
+    # handlers/templates.py: kopf indices over both template kinds (cluster templates only with -A)
+    | {
+        ("stampede.aurum.io", p, v)
+        for p in ("stampedepolicytemplates", "clusterstampedepolicytemplates")
+        for v in ("list", "watch")
+    },
+    "namespaced": {("kopf.dev", "kopfpeerings", v) for v in ("list", "watch", "patch")}
+    | {("stampede.aurum.io", "stampedepolicytemplates", v) for v in ("list", "watch")},
 }
 
 

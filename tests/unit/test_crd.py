@@ -253,18 +253,24 @@ def test_numeric_and_size_limits_come_from_the_models() -> None:
 
 
 def test_scalar_defaults_are_written_in_wire_form() -> None:
-    assert _at("spec.mode")["default"] == "Enforce"
-    assert _at("spec.suspend")["default"] is False
-    assert _at("spec.pollInterval")["default"] == "15s"
-    assert _at("spec.onMetricsError")["default"] == "Hold"
     assert _at("spec.prometheus.timeout")["default"] == "10s"
     assert _at("spec.escalation.after")["default"] == "30m"
     assert _at("spec.rollback.stepDelay")["default"] == "30s"
     assert _at("spec.phases.[].actions.[].minSeverity")["default"] == "P2"
 
 
+def test_top_level_spec_fields_carry_no_default_so_a_templated_policy_keeps_its_templates_values() -> None:
+    # The policy's own top-level fields are laid over its template's: a `pollInterval: 15s` written by the
+    # API server's defaulting would silently replace the template's pollInterval.
+    for name, prop in _at("spec")["properties"].items():
+        assert "default" not in prop, name
+    assert _apply_defaults(_at("spec"), {"templateRef": {"kind": "StampedePolicyTemplate", "name": "t"}}) == {
+        "templateRef": {"kind": "StampedePolicyTemplate", "name": "t"}
+    }
+
+
 def test_the_api_servers_defaulting_yields_exactly_the_models_defaults() -> None:
-    spec = _minimal_spec()
+    spec = {**_minimal_spec(), "prometheus": {}}
     defaulted = _apply_defaults(_at("spec"), copy.deepcopy(spec))
     assert defaulted["prometheus"] == {"timeout": "10s", "insecureSkipVerify": False}
     assert PolicySpec.model_validate(defaulted) == PolicySpec.model_validate(spec)
@@ -279,7 +285,10 @@ def test_optional_fields_are_plain_types_left_out_of_required() -> None:
     assert _at("spec.notifications")["type"] == "object"
     assert "default" not in _at("spec.notifications"), "an optional section must stay absent, not become {}"
     assert _root()["required"] == ["spec"]
-    assert _at("spec")["required"] == ["signals", "severities", "recovery", "phases"]
+    # A templated policy takes the runbook fields from its template; a CEL rule asks for them otherwise.
+    assert "required" not in _at("spec")
+    rules = [rule["rule"] for rule in _at("spec")["x-kubernetes-validations"]]
+    assert any("has(self.templateRef) ||" in rule and "has(self.phases)" in rule for rule in rules)
 
 
 def test_maps_are_additional_properties_and_nullable_only_where_the_model_allows_null() -> None:

@@ -209,6 +209,8 @@ class PolicyStatus(Model):
     """The last 10 incidents."""
     conditions: list[StatusCondition] = Field(default_factory=list)
     """Standard conditions."""
+    template_generation: int | None = None
+    """metadata.generation of the template (spec.templateRef) in force; empty without a template."""
 
     def wire(self) -> dict[str, Any]:
         """The status as it is written to the API server."""

@@ -27,6 +27,7 @@ from ..actuators.targets import Actuators
 from ..api import GROUP, PLURAL, VERSION
 from ..sources.prometheus import PrometheusSource
 from . import metrics
+from . import templates as _templates  # importing registers the template indices
 from .config import OperatorConfig
 from .runner import PolicyRunner, Shared
 
@@ -111,6 +112,7 @@ async def forget_deleted(*, type: str, uid: str, name: str, namespace: str | Non
     if type == "DELETED":
         _deleted.add(uid)
         metrics.forget(namespace or "", name)
+        _templates.STORE.forget(namespace or "", name)
 
 
 def _has_rollback_finalizer(body: kopf.Body, **_: Any) -> bool:

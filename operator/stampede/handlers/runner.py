@@ -24,13 +24,14 @@ from ..actuators.policies import FINALIZER, Policies
 from ..actuators.targets import Actuators, Outcome, Target
 from ..api.spec import Mode, PolicySpec, Severity
 from ..api.status import AppliedChange, IncidentStatus, PolicyStatus, State
+from ..api.templates import TemplateProblem
 from ..engine import Decision, Event, decide, record_applied, record_undone, set_condition
 from ..engine.decide import incident_id_for
 from ..linting import validation_lines
 from ..notifiers import messages
 from ..notifiers.webhook import post as webhook_post
 from ..sources.prometheus import Auth, Endpoint, PrometheusSource, check_url_allowed
-from . import metrics
+from . import metrics, templates
 from .config import OperatorConfig
 
 log = logging.getLogger("stampede")
@@ -141,7 +142,9 @@ class PolicyRunner:
 
     def _spec(self, body: Mapping[str, Any]) -> PolicySpec:
         try:
-            spec = PolicySpec.model_validate(body.get("spec") or {})
+            spec = templates.policy_spec(body)  # rendered from spec.templateRef's template, when it names one
+        except TemplateProblem as unrenderable:
+            raise InvalidSpec(str(unrenderable)) from None
         except ValidationError as error:
             raise InvalidSpec(spec_error_text(error)) from None
         url = spec.prometheus.url or self.shared.config.prometheus_url
@@ -431,6 +434,7 @@ class PolicyRunner:
             update={
                 "conditions": conditions,
                 "observed_generation": generation,
+                "template_generation": spec.template_generation,
                 "planned": planned,
                 "last_poll_time": now,
             }
