@@ -125,3 +125,30 @@ def test_a_policy_naming_a_missing_template_or_argument_is_invalid_and_names_it(
         assert "unknown argument 'cse'" in message and "missing argument 'case'" in message, message
     finally:
         case.stack.custom.delete_cluster_custom_object(GROUP, VERSION, TEMPLATES, name)
+
+
+def test_a_namespaced_template_serves_its_namespace_and_the_policys_own_mode_wins(case: Case) -> None:
+    template = _runbook("team-runbook")
+    template["kind"] = "StampedePolicyTemplate"
+    template["metadata"]["namespace"] = case.ns
+    case.stack.custom.create_namespaced_custom_object(GROUP, VERSION, case.ns, "stampedepolicytemplates", template)
+    case.stack.apply_policy(
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "StampedePolicy",
+            "metadata": {"name": "svc", "namespace": case.ns},
+            "spec": {
+                "templateRef": {"kind": "StampedePolicyTemplate", "name": "team-runbook"},
+                "arguments": {"case": case.label},
+                "mode": "DryRun",
+            },
+        }
+    )
+    case.policies.append("svc")
+    case.wait_status("svc", "rendered and polling", lambda s: condition(s, "MetricsAvailable").get("status") == "True")
+    before = case.snapshot()
+    case.set(hit_rate=0.2)
+    status = case.wait_status("svc", "planned changes in DryRun", lambda s: len(s.get("planned") or []) >= 2)
+    assert status["state"] == "Incident"
+    assert not status.get("applied"), "the policy's own mode: DryRun is laid over the template's Enforce"
+    assert case.snapshot() == before
