@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -13,7 +15,7 @@ from stampede.api.crd import render_crd_yaml
 from stampede.api.template_crds import render_template_crd
 from stampede.api.templates import TemplateDocument, TemplateProblem, render, render_spec, substitute
 from stampede.handlers.templates import TemplateStore, entry_of
-from tests.unit.test_crd import REPO
+from tests.unit.test_crd import REPO, _as_json_schema, _nodes
 
 
 def _policy() -> dict[str, Any]:
@@ -274,3 +276,27 @@ def test_the_committed_template_crds_are_generated_and_named_as_the_contract_say
     assert root["properties"]["metadata"] == {"type": "object"}
     policy = root["properties"]["spec"]["properties"]["policy"]
     assert policy["x-kubernetes-preserve-unknown-fields"] is True, "an unrendered policy must not be pruned"
+
+
+@pytest.mark.parametrize("cluster", [False, True])
+def test_the_template_crds_install_and_explain_every_field(cluster: bool) -> None:
+    crd = render_template_crd(cluster=cluster)
+    assert kubernetes_validate.validate(crd, "1.31", strict=True) == "1.31"
+    root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _nodes(root):
+        if path != ".metadata":
+            assert node.get("description"), f"{path} has no description for kubectl explain"
+
+
+def test_the_example_template_and_policies_fit_their_crds() -> None:
+    from stampede.api.crd import render_crd
+
+    schemas = {
+        "ClusterStampedePolicyTemplate": render_template_crd(cluster=True),
+        "StampedePolicy": render_crd(),
+    }
+    documents = list(yaml.safe_load_all((REPO / "examples" / "many-services.yaml").read_text()))
+    assert [d["kind"] for d in documents] == ["ClusterStampedePolicyTemplate", *["StampedePolicy"] * 3]
+    for document in documents:
+        schema = _as_json_schema(schemas[document["kind"]]["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+        jsonschema.validate(document, schema)

@@ -123,6 +123,7 @@ def entry_of(body: Mapping[str, Any]) -> Entry:
     meta = body.get("metadata") or {}
     resource_version = str(meta.get("resourceVersion") or meta.get("generation") or "")
     try:
+        # A plain deep copy: kopf's body is a live view, and the index must hold what was parsed.
         document = TemplateDocument.model_validate(json.loads(json.dumps(dict(body), default=dict)))
     except ValidationError as error:
         return Entry(resource_version=resource_version, document=None, error="; ".join(validation_lines(error)))
