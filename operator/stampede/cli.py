@@ -59,7 +59,16 @@ def lint(files: tuple[str, ...], prometheus_url: str | None) -> None:
     envvar="STAMPEDE_PEERING_PRIORITY",
     help="Peering priority of this instance (default: random, so replicas never tie and pause).",
 )
-@click.option("--metrics-port", default=9102, show_default=True, help="Port of /metrics (0 disables it).")
+@click.option(
+    "--peering-lifetime",
+    "peering_lifetime",
+    type=click.IntRange(min=5),
+    default=20,
+    show_default=True,
+    envvar="STAMPEDE_PEERING_LIFETIME",
+    help="Seconds a silent peer counts as alive: the bound on a failover after a crash (kopf's default: 60).",
+)
+@click.option("--metrics-port", default=9102, show_default=True, help="Port of /metrics and /readyz (0 disables both).")
 @click.option(
     "--liveness",
     "liveness",
@@ -74,17 +83,21 @@ def run(
     standalone: bool,
     peering_name: str,
     priority: int | None,
+    peering_lifetime: int,
     metrics_port: int,
     liveness: str | None,
     verbose: bool,
 ) -> None:
     """Run the operator (kopf underneath; in-cluster config or KUBECONFIG)."""
     import logging
+    import os
     import random
+    import secrets
+    import socket
 
     import kopf
 
-    from .handlers import metrics
+    from .handlers import metrics, peering
     from .handlers import operator as _handlers  # noqa: F401 - importing registers the handlers
     from .handlers.config import OperatorConfig
 
@@ -102,12 +115,27 @@ def run(
         # kopf pauses every instance that ties for the highest priority; a random draw per
         # process (one in a billion to tie) lets two replicas elect one active instance.
         priority = random.SystemRandom().randint(1, 1_000_000_000)
+    # Chosen here rather than by kopf so that the peering watch recognises its own heartbeat.
+    identity = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+    peering.configure(
+        None
+        if standalone
+        else peering.PeeringSetup(
+            name=peering_name,
+            identity=identity,
+            priority=priority,
+            lifetime=peering_lifetime,
+            clusterwide=all_namespaces,
+            namespaces=namespaces,
+        )
+    )
     kopf.run(
         standalone=standalone,
         namespaces=list(namespaces),
         clusterwide=all_namespaces,
         peering_name=None if standalone else peering_name,
         priority=priority,
+        identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         liveness_endpoint=liveness,
     )
 

@@ -208,8 +208,9 @@ def test_deployment_is_hardened(overlay: str) -> None:
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     assert {"cpu", "memory"} <= set(container["resources"]["limits"])
     assert container["image"] == "ghcr.io/aurum/stampede-operator:0.1.0"
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    # Readiness is the peering watch's (handlers/peering.py), served next to /metrics.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 9102, "healthz": 8080}
     assert one(overlay, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
@@ -382,10 +383,11 @@ KOPF_COMMON = {
     ("stampede.aurum.io", "stampedepolicies", "patch"),
     ("", "events", "create"),
 }
+# Plus `create` of the peering object: the operator's own bootstrap (handlers/peering.py).
 KOPF_MODE = {
-    "cluster": {("kopf.dev", "clusterkopfpeerings", v) for v in ("list", "watch", "patch")}
+    "cluster": {("kopf.dev", "clusterkopfpeerings", v) for v in ("list", "watch", "patch", "create")}
     | {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")},
-    "namespaced": {("kopf.dev", "kopfpeerings", v) for v in ("list", "watch", "patch")},
+    "namespaced": {("kopf.dev", "kopfpeerings", v) for v in ("list", "watch", "patch", "create")},
 }
 
 
