@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from ..sources import Reading, ReadingKind
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _LABELS = ("namespace", "policy")
@@ -35,7 +39,10 @@ ACTIONS_TOTAL = Counter(
 )
 ROLLBACKS_TOTAL = Counter("stampede_rollbacks_total", "Rollback steps taken.", _LABELS, registry=REGISTRY)
 PROMETHEUS_ERRORS = Counter(
-    "stampede_prometheus_errors_total", "Signals that came back unknown.", (*_LABELS, "signal"), registry=REGISTRY
+    "stampede_prometheus_errors_total",
+    "Signal readings that came back unknown, by why (kind: connection, timeout, http_4xx, empty, ...).",
+    (*_LABELS, "signal", "kind"),
+    registry=REGISTRY,
 )
 POLL_DURATION = Histogram(
     "stampede_poll_duration_seconds",
@@ -45,6 +52,14 @@ POLL_DURATION = Histogram(
     registry=REGISTRY,
 )
 SIGNAL_VALUE = Gauge("stampede_signal_value", "Last known value of a signal.", (*_LABELS, "signal"), registry=REGISTRY)
+
+
+def count_unknown(namespace: str, policy: str, readings: Mapping[str, Reading]) -> None:
+    """One error per signal that came back unknown, labelled with the reading's kind."""
+    for signal, reading in readings.items():
+        if not reading.known:
+            kind = reading.kind or ReadingKind.INVALID_RESPONSE
+            PROMETHEUS_ERRORS.labels(namespace, policy, signal, kind.value).inc()
 
 
 def serve(port: int) -> None:
