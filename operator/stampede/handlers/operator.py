@@ -37,7 +37,11 @@ _deleted: set[str] = set()
 
 
 def _emit(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-    kopf.event(dict(body), type=type_, reason=reason, message=message[:1000])  # type: ignore[arg-type]
+    # kopf builds the event's object reference from these fields alone; the runner passes any mapping.
+    reference = kopf.RawBody(apiVersion=body.get("apiVersion") or "", kind=body.get("kind") or "")
+    if "metadata" in body:
+        reference["metadata"] = body["metadata"]
+    kopf.event(kopf.Body(reference), type=type_, reason=reason, message=message[:1000])
 
 
 def _shared(memo: Any) -> Shared:
