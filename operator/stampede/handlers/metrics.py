@@ -54,7 +54,7 @@ POLL_DURATION = Histogram(
 SIGNAL_VALUE = Gauge("stampede_signal_value", "Last known value of a signal.", (*_LABELS, "signal"), registry=REGISTRY)
 
 
-def count_unknown(namespace: str, policy: str, readings: Mapping[str, Reading]) -> None:
+def count_unknown(readings: Mapping[str, Reading], *, namespace: str, policy: str) -> None:
     """One error per signal that came back unknown, labelled with the reading's kind."""
     for signal, reading in readings.items():
         if not reading.known:

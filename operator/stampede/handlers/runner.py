@@ -178,7 +178,7 @@ class PolicyRunner:
             auth = await self._auth(spec)
         except KubeError as error:
             unknown = Reading.unknown(ReadingKind.CREDENTIALS, f"Prometheus credentials unavailable: {error.message}")
-            metrics.count_unknown(self.namespace, self.name, dict.fromkeys(queries, unknown))
+            metrics.count_unknown(dict.fromkeys(queries, unknown), namespace=self.namespace, policy=self.name)
             return dict.fromkeys(queries), dict.fromkeys(queries, unknown.summary or "")
         url = spec.prometheus.url or self.shared.config.prometheus_url
         assert url is not None
@@ -187,7 +187,7 @@ class PolicyRunner:
         results = await self.shared.source.read(
             Endpoint(url=url, auth=auth), queries, timeout=spec.prometheus.timeout.total_seconds(), round_key=round_key
         )
-        metrics.count_unknown(self.namespace, self.name, results)
+        metrics.count_unknown(results, namespace=self.namespace, policy=self.name)
         readings = {name: r.value for name, r in results.items()}
         errors = {name: r.summary or "unknown" for name, r in results.items() if r.value is None}
         return readings, errors
