@@ -6,8 +6,12 @@ Each subcommand is a thin shell over a module that does the work, so tests call 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,17 +60,15 @@ def lint(files: tuple[str, ...], prometheus_url: str | None) -> None:
     "--priority",
     type=int,
     default=None,
-    envvar="STAMPEDE_PEERING_PRIORITY",
-    help="Peering priority of this instance (default: random, so replicas never tie and pause).",
+    help="Peering priority of this instance (default: STAMPEDE_PEERING_PRIORITY, else random, so replicas never tie).",
 )
 @click.option(
     "--peering-lifetime",
     "peering_lifetime",
     type=click.IntRange(min=5),
-    default=20,
-    show_default=True,
-    envvar="STAMPEDE_PEERING_LIFETIME",
-    help="Seconds a silent peer counts as alive: the bound on a failover after a crash (kopf's default: 60).",
+    default=None,
+    help="Seconds a silent peer counts as alive: the bound on a failover after a crash "
+    "(default: STAMPEDE_PEERING_LIFETIME, else 20; kopf's own default: 60).",
 )
 @click.option("--metrics-port", default=9102, show_default=True, help="Port of /metrics and /readyz (0 disables both).")
 @click.option(
@@ -83,7 +85,7 @@ def run(
     standalone: bool,
     peering_name: str,
     priority: int | None,
-    peering_lifetime: int,
+    peering_lifetime: int | None,
     metrics_port: int,
     liveness: str | None,
     verbose: bool,
@@ -99,11 +101,10 @@ def run(
 
     from .handlers import metrics, peering
     from .handlers import operator as _handlers  # noqa: F401 - importing registers the handlers
-    from .handlers.config import OperatorConfig
 
     if bool(namespaces) == all_namespaces:
         raise click.UsageError("give either -n NAMESPACE (repeatable) or -A, not both and not neither")
-    OperatorConfig.from_env()  # fail fast on a bad environment, before connecting anywhere
+    settings = _settings_or_exit()  # fail fast on a bad environment, before connecting anywhere
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -111,6 +112,8 @@ def run(
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if metrics_port:
         metrics.serve(metrics_port)
+    if priority is None:
+        priority = settings.peering_priority
     if priority is None:
         # kopf pauses every instance that ties for the highest priority; a random draw per
         # process (one in a billion to tie) lets two replicas elect one active instance.
@@ -124,7 +127,7 @@ def run(
             name=peering_name,
             identity=identity,
             priority=priority,
-            lifetime=peering_lifetime,
+            lifetime=peering_lifetime or settings.peering_lifetime,
             clusterwide=all_namespaces,
             namespaces=namespaces,
         )
@@ -137,7 +140,20 @@ def run(
         priority=priority,
         identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         liveness_endpoint=liveness,
+        memo=kopf.Memo(settings=settings),  # the startup handler takes the settings checked here
     )
+
+
+def _settings_or_exit() -> Settings:
+    """The operator's settings, or exit 2 with one line per bad `STAMPEDE_*` variable (as `lint` prints)."""
+    from .settings import SettingsError, load_settings
+
+    try:
+        return load_settings()
+    except SettingsError as error:
+        for line in error.lines:
+            click.echo(line, err=True)
+        sys.exit(2)
 
 
 @main.command()
@@ -180,7 +196,6 @@ def simulate(
 ) -> None:
     """Replay Prometheus history through the engine and print the incident timeline it would have produced."""
     import json
-    import os
     import shutil
     from datetime import UTC, datetime
 
@@ -200,7 +215,7 @@ def simulate(
             raise SimulateError(str(exc)) from None
         if step <= 0:
             raise SimulateError("--step must be positive")
-        url = prometheus_url or spec.prometheus.url or os.environ.get("STAMPEDE_PROMETHEUS_URL")
+        url = prometheus_url or spec.prometheus.url or _settings_or_exit().prometheus_url
         if not url:
             raise SimulateError("no Prometheus: give --prometheus URL (the policy sets no spec.prometheus.url)")
     except SimulateError as problem:

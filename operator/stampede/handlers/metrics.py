@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ..sources import Reading, ReadingKind
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _LABELS = ("namespace", "policy")
@@ -39,7 +41,10 @@ ACTIONS_TOTAL = Counter(
 )
 ROLLBACKS_TOTAL = Counter("stampede_rollbacks_total", "Rollback steps taken.", _LABELS, registry=REGISTRY)
 PROMETHEUS_ERRORS = Counter(
-    "stampede_prometheus_errors_total", "Signals that came back unknown.", (*_LABELS, "signal"), registry=REGISTRY
+    "stampede_prometheus_errors_total",
+    "Signal readings that came back unknown, by why (kind: connection, timeout, http_4xx, empty, ...).",
+    (*_LABELS, "signal", "kind"),
+    registry=REGISTRY,
 )
 POLL_DURATION = Histogram(
     "stampede_poll_duration_seconds",
@@ -79,6 +84,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         """Probes and scrapes every few seconds would flood the log."""
+
+
+def count_unknown(readings: Mapping[str, Reading], *, namespace: str, policy: str) -> None:
+    """One error per signal that came back unknown, labelled with the reading's kind."""
+    for signal, reading in readings.items():
+        if not reading.known:
+            kind = reading.kind or ReadingKind.INVALID_RESPONSE
+            PROMETHEUS_ERRORS.labels(namespace, policy, signal, kind.value).inc()
 
 
 def serve(port: int) -> None:

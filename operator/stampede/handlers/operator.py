@@ -25,6 +25,7 @@ from ..actuators.kube import Kube, KubeError, load_api_client
 from ..actuators.policies import FINALIZER, Policies
 from ..actuators.targets import Actuators
 from ..api import GROUP, PLURAL, VERSION
+from ..settings import SettingsError, load_settings
 from ..sources.prometheus import PrometheusSource
 from . import metrics
 from .config import OperatorConfig
@@ -36,7 +37,11 @@ _deleted: set[str] = set()
 
 
 def _emit(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-    kopf.event(dict(body), type=type_, reason=reason, message=message[:1000])  # type: ignore[arg-type]
+    # kopf builds the event's object reference from these fields alone; the runner passes any mapping.
+    reference = kopf.RawBody(apiVersion=body.get("apiVersion") or "", kind=body.get("kind") or "")
+    if "metadata" in body:
+        reference["metadata"] = body["metadata"]
+    kopf.event(kopf.Body(reference), type=type_, reason=reason, message=message[:1000])
 
 
 def _shared(memo: Any) -> Shared:
@@ -47,7 +52,12 @@ def _shared(memo: Any) -> Shared:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Operator settings, clients and the worker threads for blocking client calls."""
-    config = OperatorConfig.from_env()
+    # `stampede run` checked the settings before starting kopf and hands them over in the memo; run any
+    # other way (`kopf run`), the operator reads them here, and bad ones stop it rather than being retried.
+    try:
+        config: OperatorConfig = memo.get("settings") or load_settings()
+    except SettingsError as error:
+        raise kopf.PermanentError("; ".join(error.lines)) from None
     # kopf calls on.delete handlers only while *its* finalizer blocks the deletion, so the rollback
     # finalizer must be kopf's finalizer; `roll_back_on_delete`'s `when` filter keeps kopf from adding
     # it to (or stripping it from) policies on its own: only the runner adds and removes it.
