@@ -9,6 +9,8 @@ import sys
 
 import click
 
+EXIT_NO_CLUSTER = 2
+"""`stampede run`: no in-cluster config and no usable kubeconfig; nothing to retry, so exit at once."""
 EXIT_STEPS_UNKNOWN = 3
 """`stampede simulate`: the replay ran but some steps could not be evaluated (1 is "policy invalid",
 2 is click's usage error), so a CI gate on a replay fails when Prometheus is unreachable."""
@@ -89,12 +91,16 @@ def run(
     import kopf
 
     from .handlers import metrics
-    from .handlers import operator as _handlers  # noqa: F401 - importing registers the handlers
+    from .handlers import operator as _handlers  # importing registers the handlers
     from .handlers.config import OperatorConfig
 
     if bool(namespaces) == all_namespaces:
         raise click.UsageError("give either -n NAMESPACE (repeatable) or -A, not both and not neither")
     OperatorConfig.from_env()  # fail fast on a bad environment, before connecting anywhere
+    problem = _handlers.credentials_problem()
+    if problem is not None:
+        click.echo(f"stampede run: {problem}", err=True)
+        sys.exit(EXIT_NO_CLUSTER)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
