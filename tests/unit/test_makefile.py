@@ -44,8 +44,7 @@ def _make_prometheus(tmp_path: Path, *, existing_policy_rc_d: bool = False) -> t
     (fakes / "sudo").chmod(0o755)
     env = os.environ | {"PATH": f"{fakes}:/usr/bin:/bin"}
     result = subprocess.run(
-        ["make", "--no-print-directory", "-C", str(ROOT), "prometheus"]
-        + ["PROMETHEUS_BIN=no-such-prometheus-here", f"POLICY_RC_D={policy}"],
+        ["make", "-C", str(ROOT), "prometheus", "PROMETHEUS_BIN=no-such-prometheus-here", f"POLICY_RC_D={policy}"],
         env=env,
         capture_output=True,
         text=True,
