@@ -29,9 +29,27 @@ class OperatorConfig:
             raise SystemExit(f"STAMPEDE_MAX_REPLICAS must be a whole number, got {raw_max!r}") from None
         if max_replicas < 1:
             raise SystemExit(f"STAMPEDE_MAX_REPLICAS must be at least 1, got {max_replicas}")
+        prometheus_url = env.get("STAMPEDE_PROMETHEUS_URL") or None
         return cls(
-            prometheus_url=env.get("STAMPEDE_PROMETHEUS_URL") or None,
-            allowed_prometheus_urls=allowed_prefixes_from_env(env),
+            prometheus_url=prometheus_url,
+            allowed_prometheus_urls=_allow_list(allowed_prefixes_from_env(env), default_url=prometheus_url),
             max_replicas=max_replicas,
             status_refresh_seconds=float(env.get("STAMPEDE_STATUS_REFRESH_SECONDS", "60")),
         )
+
+
+ANY_URL = "*"
+"""STAMPEDE_ALLOWED_PROMETHEUS_URLS=* lets policies name any Prometheus: the only way to open the list."""
+
+
+def _allow_list(prefixes: list[str], *, default_url: str | None) -> list[str]:
+    """The URL prefixes policies may query ([] = any). Closed by default: unset, only the default URL.
+
+    Left empty, policies could make the operator send requests anywhere (SSRF); a cluster that really
+    wants that says so with `*`.
+    """
+    if prefixes == [ANY_URL]:
+        return []
+    if not prefixes and default_url:
+        return [default_url]
+    return prefixes
