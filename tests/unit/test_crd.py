@@ -152,7 +152,7 @@ def test_printer_columns_show_mode_state_severity_phase_incident_and_age() -> No
     columns = {
         column["name"]: (column["type"], column["jsonPath"]) for column in _version()["additionalPrinterColumns"]
     }
-    assert list(columns) == ["Mode", "Ready", "Reason", "State", "Severity", "Phase", "Incident", "Age"]
+    assert list(columns) == ["Mode", "State", "Ready", "Reason", "Severity", "Phase", "Incident", "Age"]
     assert columns["Mode"] == ("string", ".spec.mode")
     assert columns["Ready"] == ("string", '.status.conditions[?(@.type=="Ready")].status')
     assert columns["Reason"] == ("string", '.status.conditions[?(@.type=="Ready")].reason')

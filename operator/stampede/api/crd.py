@@ -73,6 +73,7 @@ _MODEL_VALIDATIONS: dict[str, list[Schema]] = {
 
 _PRINTER_COLUMNS: list[Schema] = [
     {"name": "Mode", "type": "string", "jsonPath": ".spec.mode", "description": "Enforce or DryRun."},
+    {"name": "State", "type": "string", "jsonPath": ".status.state", "description": "Idle, Incident or RollingBack."},
     # Ready and its reason side by side: a JSONPath cannot choose between them, and without them an
     # invalid policy reads as a healthy `Idle` in `kubectl get stp`.
     {
@@ -87,7 +88,6 @@ _PRINTER_COLUMNS: list[Schema] = [
         "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
         "description": "Why the policy is or is not Ready, e.g. InvalidSpec or ActionFailed.",
     },
-    {"name": "State", "type": "string", "jsonPath": ".status.state", "description": "Idle, Incident or RollingBack."},
     {
         "name": "Severity",
         "type": "string",
