@@ -13,6 +13,12 @@ import click
 if TYPE_CHECKING:
     from .settings import Settings
 
+EXIT_NO_CLUSTER = 2
+"""`stampede run`: no in-cluster config and no usable kubeconfig; nothing to retry, so exit at once."""
+EXIT_STEPS_UNKNOWN = 3
+"""`stampede simulate`: the replay ran but some steps could not be evaluated (1 is "policy invalid",
+2 is click's usage error), so a CI gate on a replay fails when Prometheus is unreachable."""
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="stampede-operator")
@@ -100,11 +106,15 @@ def run(
     import kopf
 
     from .handlers import metrics, peering
-    from .handlers import operator as _handlers  # noqa: F401 - importing registers the handlers
+    from .handlers import operator as _handlers  # importing registers the handlers
 
     if bool(namespaces) == all_namespaces:
         raise click.UsageError("give either -n NAMESPACE (repeatable) or -A, not both and not neither")
     settings = _settings_or_exit()  # fail fast on a bad environment, before connecting anywhere
+    problem = _handlers.credentials_problem()
+    if problem is not None:
+        click.echo(f"stampede run: {problem}", err=True)
+        sys.exit(EXIT_NO_CLUSTER)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -171,11 +181,19 @@ def _settings_or_exit() -> Settings:
     metavar="URL",
     help="Prometheus to read history from (default: spec.prometheus.url, then STAMPEDE_PROMETHEUS_URL).",
 )
-@click.option("--from", "start_text", required=True, metavar="T", help="Start: RFC 3339, now, or relative (-1h).")
+@click.option(
+    "--from", "start_text", required=True, metavar="T", help="Start: RFC 3339, now, or relative (-1h, -7d, -2w)."
+)
 @click.option(
     "--to", "end_text", default="now", show_default=True, metavar="T", help="End: RFC 3339, now, or relative (-10m)."
 )
-@click.option("--step", "step_text", metavar="D", help="Replay step, e.g. 15s (default: the policy's pollInterval).")
+@click.option(
+    "--step",
+    "step_text",
+    metavar="D",
+    help="Sampling step, e.g. 15s or 1m (default: the policy's pollInterval); the policy's own durations "
+    "(phases, stepDelay, for windows) are kept exactly.",
+)
 @click.option("--output", "-o", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option(
     "--false-opening-threshold",
@@ -194,13 +212,25 @@ def simulate(
     output: str,
     false_text: str,
 ) -> None:
-    """Replay Prometheus history through the engine and print the incident timeline it would have produced."""
+    """Replay Prometheus history through the engine and print the incident timeline it would have produced.
+
+    Exit codes: 0 every step was evaluated; 1 the policy or an argument is invalid (nothing replayed);
+    3 the replay ran but some steps had unknown signals (Prometheus unreachable, a query failing), so
+    its timeline cannot be trusted: each distinct error is printed once on stderr.
+    """
     import json
     import shutil
     from datetime import UTC, datetime
 
-    from .api.durations import parse_duration
-    from .simulate import SimulateError, load_policy, parse_time, read_history, render_table, replay
+    from .simulate import (
+        SimulateError,
+        load_policy,
+        parse_cli_duration,
+        parse_time,
+        read_history,
+        render_table,
+        replay,
+    )
 
     try:
         name, spec = load_policy(policy_file)
@@ -209,8 +239,8 @@ def simulate(
         if end <= start:
             raise SimulateError(f"--to ({end_text}) must be after --from ({start_text})")
         try:
-            step = parse_duration(step_text).total_seconds() if step_text else spec.poll_interval.total_seconds()
-            threshold = parse_duration(false_text)
+            step = parse_cli_duration(step_text).total_seconds() if step_text else spec.poll_interval.total_seconds()
+            threshold = parse_cli_duration(false_text)
         except ValueError as exc:
             raise SimulateError(str(exc)) from None
         if step <= 0:
@@ -223,16 +253,19 @@ def simulate(
         sys.exit(1)
     history = read_history(spec, url=url, start=start, end=end, step=step)
     result = replay(spec, history, policy=name, start=start, end=end, step=step, false_opening_threshold=threshold)
-    if result.steps and result.unknown_steps == result.steps:
-        reasons = sorted({reason for _, _, errors in history for reason in errors.values()})
-        click.echo(
-            f"warning: every step had unknown signals, so nothing could be decided: {'; '.join(reasons[:3])}", err=True
-        )
     if output == "json":
         click.echo(json.dumps(result.wire(), indent=2))
     else:
         width = shutil.get_terminal_size((160, 24)).columns if sys.stdout.isatty() else 160
         click.echo(render_table(result, width=width), nl=False)
+    if result.unknown_steps:
+        which = (
+            "every step" if result.unknown_steps == result.steps else f"{result.unknown_steps} of {result.steps} steps"
+        )
+        click.echo(f"error: {which} had unknown signals, so the replay cannot be trusted:", err=True)
+        for error in result.errors:
+            click.echo(f"  {error}", err=True)
+        sys.exit(EXIT_STEPS_UNKNOWN)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Final
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails, InitErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     prometheus_url: str | None = Field(default=None, max_length=2048)
     """Prometheus of policies without `spec.prometheus.url`."""
     allowed_prometheus_urls: Annotated[tuple[str, ...], NoDecode] = Field(default=(), max_length=100)
-    """Comma-separated URL prefixes a policy's Prometheus must be under; empty: any."""
+    """Comma-separated URL prefixes a policy's Prometheus must be under. Closed by default: unset, only
+    `prometheus_url` may be queried; `*` (alone) opens it to any URL on purpose. Empty after loading: any."""
     max_replicas: int = Field(default=50, ge=1, le=10_000)
     """Cap of every scale action (replicas or an HPA's minReplicas)."""
     status_refresh_seconds: float = Field(default=60.0, ge=0.1, le=3600)
@@ -73,6 +74,23 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _closed_by_default(cls, data: object) -> object:
+        # Left empty, the list would let any policy make the operator send requests anywhere (SSRF); a
+        # cluster that really wants that says so with `*`.
+        if not isinstance(data, dict):
+            return data
+        raw = data.get("allowed_prometheus_urls")
+        parts = cls._comma_separated(raw) if raw is not None else ()
+        if parts in (("*",), ["*"]):
+            return {**data, "allowed_prometheus_urls": ()}
+        default = data.get("prometheus_url")
+        # A bad default URL is reported once, as itself, not again as a bad prefix.
+        if not parts and isinstance(default, str) and default.strip() and not url_problem(default.strip()):
+            return {**data, "allowed_prometheus_urls": (default.strip(),)}
+        return data
 
     @field_validator("allowed_prometheus_urls")
     @classmethod

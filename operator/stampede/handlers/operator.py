@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,9 +45,40 @@ def _emit(body: Mapping[str, Any], type_: str, reason: str, message: str) -> Non
     kopf.event(kopf.Body(reference), type=type_, reason=reason, message=message[:1000])
 
 
+def credentials_problem() -> str | None:
+    """Why no Kubernetes client can be configured (neither in-cluster nor a kubeconfig), or None.
+
+    Checked by `stampede run` before kopf starts: kopf would log a traceback and retry its startup
+    every 60 s for ever, which a person trying the operator on a laptop reads as a hang.
+    """
+    try:
+        load_api_client()
+    except Exception as exc:  # ConfigException, but also a kubeconfig that is not YAML or names no context
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        return (
+            f"no usable Kubernetes credentials: not in a pod (no in-cluster config) and no usable kubeconfig "
+            f"({detail}); set KUBECONFIG or create ~/.kube/config"
+        )
+    return None
+
+
 def _shared(memo: Any) -> Shared:
     shared: Shared = memo["shared"]
     return shared
+
+
+EVENT_COMPONENT = "stampede-operator"
+
+
+def configure_event_source(settings: kopf.OperatorSettings) -> None:
+    """Events name this operator, not kopf: `kubectl describe` shows `From: stampede-operator`.
+
+    The instance is the pod (its hostname), so with two replicas an event says which one acted; the API
+    server requires it when `eventTime` is set and caps it at 128 characters.
+    """
+    settings.posting.reporting_component = EVENT_COMPONENT
+    settings.posting.reporting_instance = (socket.gethostname() or EVENT_COMPONENT)[:128]
+    settings.posting.event_name_prefix = f"{EVENT_COMPONENT}-"
 
 
 @kopf.on.startup()
@@ -67,6 +99,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    configure_event_source(settings)
     settings.watching.server_timeout = 300
     # The kubernetes and Prometheus clients block; each call runs in a thread. The default pool
     # (cores + 4) would queue a thousand policies behind six threads.
