@@ -17,7 +17,7 @@ import asyncio
 import io
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from .api import KIND
-from .api.durations import format_duration, parse_duration
+from .api.durations import format_duration
 from .api.spec import Action, Mode, PolicySpec, StampedePolicyDocument
 from .api.status import AppliedChange, PolicyStatus, State, format_time
 from .engine import decide, record_applied, record_undone
@@ -38,6 +38,7 @@ __all__ = [
     "SimulateError",
     "SimulatedEvent",
     "load_policy",
+    "parse_cli_duration",
     "parse_time",
     "read_history",
     "render_table",
@@ -80,11 +81,31 @@ def load_policy(path: str) -> tuple[str, PolicySpec]:
     raise SimulateError(f"{path}: no {KIND} document found")
 
 
+# Prometheus's duration units (`7d`, `2w`, `1y`) as well as Go's, for the CLI's times only: what a policy
+# accepts stays the Go form the CRD validates, so `--from -7d` works without `after: 7d` becoming valid.
+_CLI_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w|y)")
+_CLI_DURATION = re.compile(r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w|y))+)$")
+_CLI_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
+MAX_CLI_DURATION = timedelta(days=10 * 365)
+"""Far beyond any Prometheus retention; keeps `now - offset` clear of datetime's range."""
+
+
+def parse_cli_duration(text: str) -> timedelta:
+    """A duration given on the command line: Go units plus Prometheus's `d`, `w` and `y` (`7d`, `2w`, `1h30m`)."""
+    value = text.strip()
+    if not _CLI_DURATION.match(value):
+        raise ValueError(f"invalid duration {text!r}: use units such as 30s, 15m, 1h30m, 7d or 2w")
+    seconds = sum(float(number) * _CLI_UNIT_SECONDS[unit] for number, unit in _CLI_PART.findall(value))
+    if seconds > MAX_CLI_DURATION.total_seconds():
+        raise ValueError(f"duration {text!r} is longer than the maximum {MAX_CLI_DURATION.days}d")
+    return timedelta(seconds=seconds)
+
+
 _RELATIVE = re.compile(r"^now\s*(?P<sign>[-+])\s*(?P<duration>\S+)$|^(?P<bare>[-+])(?P<bare_duration>\S+)$")
 
 
 def parse_time(text: str, *, now: datetime) -> datetime:
-    """RFC 3339 (`2026-11-27T10:00:00Z`), `now`, or relative to now (`-1h`, `-90m`, `now-2h30m`)."""
+    """RFC 3339 (`2026-11-27T10:00:00Z`), `now`, or relative to now (`-1h`, `-7d`, `now-2h30m`)."""
     value = text.strip()
     if value == "now":
         return now
@@ -93,7 +114,7 @@ def parse_time(text: str, *, now: datetime) -> datetime:
         sign = match["sign"] or match["bare"]
         duration_text = match["duration"] or match["bare_duration"]
         try:
-            offset = parse_duration(duration_text)
+            offset = parse_cli_duration(duration_text)
         except ValueError as exc:
             raise SimulateError(f"invalid time {text!r}: {exc}") from None
         return now - offset if sign == "-" else now + offset
@@ -218,6 +239,8 @@ class Replay:
     false_opening_threshold: timedelta = timedelta(minutes=5)
     steps: int = 0
     unknown_steps: int = 0
+    errors: list[str] = field(default_factory=list)
+    """Every distinct reason a signal was unknown, in the order first seen (each once)."""
     final_state: State = State.IDLE
     held_at_end: list[AppliedChange] = field(default_factory=list)
 
@@ -239,6 +262,7 @@ class Replay:
             "stepSeconds": self.step,
             "steps": self.steps,
             "unknownSteps": self.unknown_steps,
+            "errors": list(self.errors),
             "incidents": len(self.incidents),
             "openAtEnd": sum(1 for i in self.incidents if i.closed_at is None),
             "timeToMitigateSeconds": [int(s) for s in mitigate],
@@ -283,12 +307,16 @@ def replay(
     dry_run = spec.mode == Mode.DRY_RUN
     status = PolicyStatus()
     by_id: dict[str, IncidentRecord] = {}
-    for now, readings, errors in history:
-        out.steps += 1
-        if any(readings.get(s.name) is None for s in spec.signals):
-            out.unknown_steps += 1
+    wake: list[datetime | None] = [None]
+    for now, readings, errors, sampled in _evaluations(history, wake=wake, end=last):
+        if sampled:
+            out.steps += 1
+            if any(readings.get(s.name) is None for s in spec.signals):
+                out.unknown_steps += 1
+            out.errors += [error for error in dict.fromkeys(errors.values()) if error not in out.errors]
         decision = decide(spec=spec, status=status, readings=readings, now=now, errors=errors)
         status = decision.status
+        wake[0] = decision.wake_at
         _track_incidents(status, out, by_id)
         out.events += [SimulatedEvent(now, e.reason, e.message, e.warning) for e in decision.events]
         # The operator's order: engine events, then undos, then applies (see handlers/runner.py).
@@ -308,6 +336,36 @@ def replay(
     out.final_state = status.state
     out.held_at_end = list(status.planned if dry_run else status.applied)
     return out
+
+
+MAX_WAKES_PER_STEP = 1000
+"""A bound on engine calls between two samples, so an engine asking to be called again at once cannot spin."""
+
+
+def _evaluations(
+    history: Sequence[tuple[datetime, Mapping[str, float | None], Mapping[str, str]]],
+    *,
+    wake: list[datetime | None],
+    end: datetime,
+) -> Iterator[tuple[datetime, Mapping[str, float | None], Mapping[str, str], bool]]:
+    """Each sample, then the times the engine asked to be woken before the next one, as the operator does.
+
+    The operator polls on its interval but also wakes at `Decision.wake_at` (a phase's `after`, the next
+    rollback step, the end of a `for` window). Replaying only the samples would stretch those durations to
+    the `--step` grid (a 30s stepDelay replayed every 1m); so between samples the engine is called again at
+    each wake time, with the last sample's values held. `wake` is a cell the caller fills after each call;
+    the flag says whether the evaluation is a sample (counted in the summary) or a wake.
+    """
+    for index, (when, readings, errors) in enumerate(history):
+        yield when, readings, errors, True
+        bound = history[index + 1][0] if index + 1 < len(history) else end
+        now = when
+        for _ in range(MAX_WAKES_PER_STEP):
+            at = wake[0]
+            if at is None or at >= bound:
+                break
+            now = max(at, now)
+            yield now, readings, errors, False
 
 
 def _track_incidents(status: PolicyStatus, out: Replay, by_id: dict[str, IncidentRecord]) -> None:
@@ -398,6 +456,7 @@ def summary_lines(result: Replay) -> list[str]:
         f"Steps replayed: {s['steps']} every {_seconds(result.step)}"
         + (f", {s['unknownSteps']} with unknown signals" if s["unknownSteps"] else ""),
     ]
+    lines += [f"Signals unknown because: {error}" for error in s["errors"]]
     if result.mode == Mode.DRY_RUN:
         lines.append("Mode DryRun: changes are only planned, as the operator would record them in status.planned.")
     if result.suspended:

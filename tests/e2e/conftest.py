@@ -39,7 +39,11 @@ def metrics_port() -> int:
 @pytest.fixture(scope="session")
 def stack(metrics_port: int) -> Iterator[Stack]:
     with Stack(
-        operator_env={"STAMPEDE_STATUS_REFRESH_SECONDS": str(STATUS_REFRESH_SECONDS)},
+        # Policies of these tests point at stand-in servers on random ports, so the allow-list is opened.
+        operator_env={
+            "STAMPEDE_STATUS_REFRESH_SECONDS": str(STATUS_REFRESH_SECONDS),
+            "STAMPEDE_ALLOWED_PROMETHEUS_URLS": "*",
+        },
         operator_args=["--standalone", "-A", "--metrics-port", str(metrics_port)],
     ) as running:
         yield running

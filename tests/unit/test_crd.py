@@ -7,6 +7,9 @@ its descriptions, so both are checked over every node of the schema here, not ju
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,8 +152,10 @@ def test_printer_columns_show_mode_state_severity_phase_incident_and_age() -> No
     columns = {
         column["name"]: (column["type"], column["jsonPath"]) for column in _version()["additionalPrinterColumns"]
     }
-    assert list(columns) == ["Mode", "State", "Severity", "Phase", "Incident", "Age"]
+    assert list(columns) == ["Mode", "State", "Ready", "Reason", "Severity", "Phase", "Incident", "Age"]
     assert columns["Mode"] == ("string", ".spec.mode")
+    assert columns["Ready"] == ("string", '.status.conditions[?(@.type=="Ready")].status')
+    assert columns["Reason"] == ("string", '.status.conditions[?(@.type=="Ready")].reason')
     assert columns["State"] == ("string", ".status.state")
     assert columns["Severity"] == ("string", ".status.severity")
     assert columns["Phase"] == ("string", ".status.phase")
@@ -160,7 +165,7 @@ def test_printer_columns_show_mode_state_severity_phase_incident_and_age() -> No
 
 def test_printer_columns_point_at_fields_that_exist_in_the_schema() -> None:
     for column in _version()["additionalPrinterColumns"]:
-        path = column["jsonPath"].lstrip(".")
+        path = column["jsonPath"].lstrip(".").replace('[?(@.type=="Ready")]', ".[]")
         if path.startswith("metadata."):
             continue
         assert _at(path)["type"] == "string", column
@@ -395,3 +400,32 @@ def test_a_status_written_by_the_operator_validates_against_the_crd_schema() -> 
 def test_the_crd_schema_alone_rejects_broken_policies_it_can_express(name: str) -> None:
     policy = yaml.safe_load((CORPUS / f"{name}.yaml").read_text(encoding="utf-8"))
     assert list(_validator().iter_errors(policy)), f"{name}.yaml passed the CRD schema"
+
+
+def test_the_ready_column_shows_an_invalid_policy_as_not_ready_with_its_reason(tmp_path: Path) -> None:
+    """Evaluated by kubectl's own JSONPath engine, the one that renders printer columns."""
+    columns = {column["name"]: column["jsonPath"] for column in _version()["additionalPrinterColumns"]}
+    policy = {
+        "apiVersion": "stampede.aurum.io/v1alpha1",
+        "kind": "StampedePolicy",
+        "metadata": {"name": "broken"},
+        "status": {
+            "state": "Idle",
+            "conditions": [
+                {"type": "MetricsAvailable", "status": "True", "reason": "AllSignalsKnown"},
+                {"type": "Ready", "status": "False", "reason": "InvalidSpec"},
+            ],
+        },
+    }
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(policy))
+    template = " ".join(f"{{{columns[name]}}}" for name in ("Ready", "Reason", "State"))
+    kubectl = str(Path(sys.executable).parent / "kubectl")
+    result = subprocess.run(
+        [kubectl, "annotate", "--local", "-f", str(path), "x=y", "-o", f"jsonpath={template}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"KUBECONFIG": str(tmp_path / "none"), "PATH": ""},
+    )
+    assert result.stdout.split() == ["False", "InvalidSpec", "Idle"], result.stderr

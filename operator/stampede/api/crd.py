@@ -76,6 +76,20 @@ _MODEL_VALIDATIONS: dict[str, list[Schema]] = {
 _PRINTER_COLUMNS: list[Schema] = [
     {"name": "Mode", "type": "string", "jsonPath": ".spec.mode", "description": "Enforce or DryRun."},
     {"name": "State", "type": "string", "jsonPath": ".status.state", "description": "Idle, Incident or RollingBack."},
+    # Ready and its reason side by side: a JSONPath cannot choose between them, and without them an
+    # invalid policy reads as a healthy `Idle` in `kubectl get stp`.
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        "description": "Whether the spec is valid and the policy is acting (the Ready condition).",
+    },
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        "description": "Why the policy is or is not Ready, e.g. InvalidSpec or ActionFailed.",
+    },
     {
         "name": "Severity",
         "type": "string",

@@ -132,8 +132,14 @@ def decide(
     conditions = list(status.conditions)
     was_available = condition_is(conditions, "MetricsAvailable")
     if unknown:
-        detail = "; ".join(f"{name}: {errors.get(name, 'no value')}" for name in unknown)
-        message = f"Signals unknown: {', '.join(unknown)} ({detail})."
+        # Signals that failed for the same reason (typically: Prometheus unreachable) share one mention of
+        # it, so an outage reads as one error rather than the same text once per signal.
+        by_error: dict[str, list[str]] = {}
+        for name in unknown:
+            by_error.setdefault(errors.get(name, "no value"), []).append(name)
+        message = (
+            "Signals unknown: " + "; ".join(f"{', '.join(names)} ({error})" for error, names in by_error.items()) + "."
+        )
         conditions = set_condition(
             conditions,
             type_="MetricsAvailable",
@@ -306,7 +312,11 @@ def _incident_conditions(
             type_="Suspended",
             status=False,
             reason="Active",
-            message="Changes are made as the policy prescribes.",
+            message=(
+                "Mode DryRun: the changes the policy prescribes are planned in status.planned, none is made."
+                if spec.mode == Mode.DRY_RUN
+                else "Changes are made as the policy prescribes."
+            ),
             now=now,
             generation=generation,
         )
@@ -405,12 +415,22 @@ class _Work:
         if reached > current:
             for index in range(current + 1, reached + 1):
                 phase = self.spec.phases[index]
-                names = ", ".join(a.name for a in phase.actions)
+                # Actions below their minSeverity are named as skipped, so a P2 incident's event never
+                # suggests that a P0-only action ran; they are applied if the severity rises later.
+                taken = [a.name for a in phase.actions if incident.severity.at_least(a.min_severity)]
+                skipped = [
+                    f"{a.name} (minSeverity {a.min_severity.value})"
+                    for a in phase.actions
+                    if not incident.severity.at_least(a.min_severity)
+                ]
+                what = ", ".join(taken) if taken else f"no action at {incident.severity.value}"
+                if skipped:
+                    what += f"; skipped at {incident.severity.value}: {', '.join(skipped)}"
                 self._emit(
                     "PhaseEntered",
                     f"Incident {incident.id} entered phase {phase.name} "
                     f"({index + 1}/{len(self.spec.phases)}) after "
-                    f"{format_duration(age)}: {names}.",
+                    f"{format_duration(age)}: {what}.",
                 )
             name = self.spec.phases[reached].name
             furthest = max(reached, self._phase_index(incident.max_phase))
@@ -434,11 +454,12 @@ class _Work:
             return
         by_severity = incident.severity.at_least(rule.at_severity)
         if by_severity or self.now >= due_at:
-            why = (
-                f"severity {incident.severity.value} reached {rule.at_severity.value}"
-                if by_severity
-                else f"open for more than {format_duration(rule.after)}"
-            )
+            if not by_severity:
+                why = f"open for more than {format_duration(rule.after)}"
+            elif incident.severity == rule.at_severity:
+                why = f"severity {incident.severity.value} is the escalation severity"
+            else:
+                why = f"severity {incident.severity.value} is above the escalation severity {rule.at_severity.value}"
             self._set_incident(escalated=True, escalated_at=self.now)
             self._emit("Escalated", f"Incident {incident.id} escalated: {why} (phase {incident.phase}).", warning=True)
         else:

@@ -30,7 +30,7 @@ from ..engine.decide import incident_id_for
 from ..linting import validation_lines
 from ..notifiers import messages
 from ..notifiers.webhook import post as webhook_post
-from ..sources.prometheus import Auth, Endpoint, PrometheusSource, check_url_allowed
+from ..sources.prometheus import Auth, Endpoint, PrometheusSource, Reading, ReadingKind, check_url_allowed
 from . import metrics, templates
 from .config import OperatorConfig
 
@@ -180,8 +180,9 @@ class PolicyRunner:
         try:
             auth = await self._auth(spec)
         except KubeError as error:
-            reason = f"Prometheus credentials unavailable: {error.message}"
-            return dict.fromkeys(queries), dict.fromkeys(queries, reason)
+            unknown = Reading.unknown(ReadingKind.CREDENTIALS, f"Prometheus credentials unavailable: {error.message}")
+            metrics.count_unknown(dict.fromkeys(queries, unknown), namespace=self.namespace, policy=self.name)
+            return dict.fromkeys(queries), dict.fromkeys(queries, unknown.summary or "")
         url = spec.prometheus.url or self.shared.config.prometheus_url
         assert url is not None
         interval = spec.poll_interval.total_seconds()
@@ -189,8 +190,9 @@ class PolicyRunner:
         results = await self.shared.source.read(
             Endpoint(url=url, auth=auth), queries, timeout=spec.prometheus.timeout.total_seconds(), round_key=round_key
         )
+        metrics.count_unknown(results, namespace=self.namespace, policy=self.name)
         readings = {name: r.value for name, r in results.items()}
-        errors = {name: r.error or "unknown" for name, r in results.items() if r.value is None}
+        errors = {name: r.summary or "unknown" for name, r in results.items() if r.value is None}
         return readings, errors
 
     async def _auth(self, spec: PolicySpec) -> Auth:
@@ -471,9 +473,7 @@ class PolicyRunner:
         metrics.POLL_DURATION.labels(*labels).observe(time.monotonic() - started)
         metrics.INCIDENT_ACTIVE.labels(*labels).set(1 if status.incident else 0)
         for name, value in readings.items():
-            if value is None:
-                metrics.PROMETHEUS_ERRORS.labels(*labels, name).inc()
-            else:
+            if value is not None:  # unknown readings were counted, by kind, in _read
                 metrics.SIGNAL_VALUE.labels(*labels, name).set(value)
         for event in decision.events:
             if event.reason == "IncidentOpened" and status.incident:
