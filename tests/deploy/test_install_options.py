@@ -73,7 +73,15 @@ def test_kopfs_peering_crds_ship_in_their_own_base_and_can_be_left_out(overlay: 
     assert shipped >= PEERING_CRDS
     without = render_user_overlay(overlay, components=("without-kopf-peering-crds",))
     left = {crd["metadata"]["name"] for crd in of_kind(without, "CustomResourceDefinition")}
-    assert left == shipped - PEERING_CRDS == {"stampedepolicies.stampede.aurum.io"}
+    assert (
+        left
+        == shipped - PEERING_CRDS
+        == {
+            "stampedepolicies.stampede.aurum.io",
+            "stampedepolicytemplates.stampede.aurum.io",
+            "clusterstampedepolicytemplates.stampede.aurum.io",
+        }
+    )
     assert len(without) == len(render(overlay)) - 2
 
 
