@@ -695,7 +695,7 @@ def test_job_undo_leaves_the_job_to_finish(h: HarnessThread, kube: Kube, act: Ac
 
     outcome = act.undo(TARGET, change, now=T1, dry_run=False)
 
-    assert (outcome.ok, outcome.reason) == (True, "ActionRolledBack")
+    assert (outcome.ok, outcome.reason) == (True, "JobLeftToFinish")
     assert "ttlSecondsAfterFinished" in outcome.message
     assert writes(h, since=mark) == []
     assert read(kube, "Job", change.name)["metadata"]["name"] == change.name
