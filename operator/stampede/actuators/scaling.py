@@ -112,20 +112,33 @@ class Scaling:
                         "spec": {"minReplicas": max(current, wanted)},
                     },
                 )
-            return raised
-        version = meta(workload).get("resourceVersion")
-        if previous is None:
-            written = self.kube.merge(
-                path(kind, namespace, obj_name), {"metadata": {"resourceVersion": version, "annotations": annotations}}
-            )
-            version = meta(written).get("resourceVersion")
-        if current < wanted:
-            # Conditional on the version read: a concurrent scale-up is never overwritten (scaled down).
-            self.kube.merge(
-                path(kind, namespace, obj_name, "scale"),
-                {"metadata": {"resourceVersion": version}, "spec": {"replicas": wanted}},
+        else:
+            self._raise_workload(
+                workload,
+                kind=kind,
+                namespace=namespace,
+                annotations=annotations if previous is None else None,
+                raise_to=wanted if current < wanted else None,
             )
         return raised
+
+    def _raise_workload(
+        self, workload: JSON, *, kind: ChangeKind, namespace: str, annotations: JSON | None, raise_to: int | None
+    ) -> None:
+        """The ledger first, then the count through the scale subresource, each conditional on the version read."""
+        name = str(meta(workload).get("name"))
+        version = meta(workload).get("resourceVersion")
+        if annotations is not None:
+            written = self.kube.merge(
+                path(kind, namespace, name), {"metadata": {"resourceVersion": version, "annotations": annotations}}
+            )
+            version = meta(written).get("resourceVersion")
+        if raise_to is not None:
+            # Conditional on the version read: a concurrent scale-up is never overwritten (scaled down).
+            self.kube.merge(
+                path(kind, namespace, name, "scale"),
+                {"metadata": {"resourceVersion": version}, "spec": {"replicas": raise_to}},
+            )
 
     def adopt(self, namespace: str, ledger: Ledger, action: Action, *, now: datetime) -> AppliedChange | None:
         spec = action.scale
