@@ -271,12 +271,13 @@ class PolicyRunner:
         Returns the changes that could not be undone; their records stay in status for the next try.
         """
         status = _parse_status(dict(body.get("status") or {}))
-        execution = await asyncio.to_thread(roll_back_all, status, self.actuator, now=now or datetime.now(UTC))
+        now = now or datetime.now(UTC)
+        execution = await asyncio.to_thread(roll_back_all, status, self.actuator, now=now)
         self.problems.record(body, execution)
         count_outcomes(self.namespace, self.name, execution.done)
         if self.writes.last_written is None:
             self.writes.last_written = dict(body.get("status") or {})
-        await self._write(execution.status, now=now or datetime.now(UTC), force=True)
+        await self._write(execution.status, now=now, force=True)
         return [f"{c.action} ({c.kind} {c.name})" for c in execution.status.applied]
 
 
