@@ -3,12 +3,14 @@
 Tuning thresholds against last week's real stampede is the only honest way to choose `for` windows and
 phase timings, and a replay is only worth something if it runs the very code the operator runs. So this
 module reads each signal's history with the same Prometheus source, calls the same `decide()` once per
-step with `now` set to that step, and plays the operator's caller contract with a perfect actuator:
-every change the engine asks for is recorded as applied, every undo removes it. No cluster is read, so
-changes are described from the spec (keys and values, scale target, CronJob) rather than from live
-objects; mode (DryRun) and `suspend` are honoured exactly as the operator honours them.
+step with `now` set to that step, and carries each decision out through the operator's own `execute`
+with a perfect in-memory actuator: every change succeeds and is worded by the same sentences the
+operator posts. No cluster is read, so the current values of targets are unknown and none are
+invented ("restored to the values before the incident"); mode (DryRun) and `suspend` are honoured
+exactly as the operator honours them.
 
-It sits at the CLI layer: it may use `api`, `engine` and `sources`, never Kubernetes.
+It sits at the CLI layer: it may use `api`, `engine`, `executing`, `sources` and the in-memory
+actuator, never Kubernetes.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from typing import Any
 
 import yaml
 
+from .actuators.memory import MemoryActuator
 from .api import KIND
 from .api.durations import format_duration
-from .api.spec import Action, Mode, PolicySpec, StampedePolicyDocument
+from .api.spec import Mode, PolicySpec, StampedePolicyDocument
 from .api.status import AppliedChange, PolicyStatus, State, format_time
-from .engine import decide, record_applied, record_undone
+from .engine import decide
+from .engine.outcomes import Step
+from .executing import execute
 from .sources.prometheus import Endpoint, PrometheusSource, Reading
 
 __all__ = [
@@ -49,6 +54,8 @@ __all__ = [
 
 MAX_POINTS_PER_QUERY = 10_000
 """Prometheus refuses range queries of more than 11 000 points per series; longer replays are chunked."""
+DEFAULT_MAX_REPLICAS = 50
+"""The operator's default STAMPEDE_MAX_REPLICAS: a replay caps scale-ups as a default install would."""
 RANGE_TIMEOUT_FLOOR = 30.0
 """Range queries over hours cost more than one poll's instant query; never give them less than this."""
 
@@ -290,6 +297,7 @@ def replay(
     end: datetime | None = None,
     step: float | None = None,
     false_opening_threshold: timedelta = timedelta(minutes=5),
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
 ) -> Replay:
     """Run the engine over `history` exactly as the operator's poll loop would, with a perfect actuator."""
     step_seconds = step if step is not None else spec.poll_interval.total_seconds()
@@ -304,7 +312,7 @@ def replay(
         suspended=spec.suspend,
         false_opening_threshold=false_opening_threshold,
     )
-    dry_run = spec.mode == Mode.DRY_RUN
+    actuator = MemoryActuator(policy=policy.rpartition("/")[2], max_replicas=max_replicas)
     status = PolicyStatus()
     by_id: dict[str, IncidentRecord] = {}
     wake: list[datetime | None] = [None]
@@ -315,26 +323,20 @@ def replay(
                 out.unknown_steps += 1
             out.errors += [error for error in dict.fromkeys(errors.values()) if error not in out.errors]
         decision = decide(spec=spec, status=status, readings=readings, now=now, errors=errors)
-        status = decision.status
         wake[0] = decision.wake_at
-        _track_incidents(status, out, by_id)
+        _track_incidents(decision.status, out, by_id)
         out.events += [SimulatedEvent(now, e.reason, e.message, e.warning) for e in decision.events]
-        # The operator's order: engine events, then undos, then applies (see handlers/runner.py).
-        for change in decision.undo:
-            out.events.append(SimulatedEvent(now, *_undo_event(change, dry_run=dry_run or change in status.planned)))
-            status = record_undone(status, change)
-        for action in decision.apply:
-            incident = decision.incident_id or ""
-            change = _change_for(action, incident=incident, now=now)
-            out.events.append(SimulatedEvent(now, *_apply_event(action, incident=incident, dry_run=dry_run)))
-            status = record_applied(status, change, dry_run=dry_run)
-            record = by_id.get(incident)
-            if record is not None and record.first_change_at is None:
+        # The operator's own caller: undos, applies and their sentences, in the operator's order.
+        execution = execute(decision, actuator, spec=spec, now=now)
+        for done in execution.done:
+            outcome = done.outcome
+            out.events.append(SimulatedEvent(now, outcome.reason, outcome.message, outcome.warning or not outcome.ok))
+            record = by_id.get(decision.incident_id or "")
+            if done.step == Step.APPLY and outcome.ok and record is not None and record.first_change_at is None:
                 record.first_change_at = now
-        if not dry_run and status.state == State.IDLE:
-            status = status.model_copy(update={"planned": []})
+        status = execution.status
     out.final_state = status.state
-    out.held_at_end = list(status.planned if dry_run else status.applied)
+    out.held_at_end = list(status.planned if spec.mode == Mode.DRY_RUN else status.applied)
     return out
 
 
@@ -389,51 +391,6 @@ def _track_incidents(status: PolicyStatus, out: Replay, by_id: dict[str, Inciden
     record.severity = incident.severity.value
     record.max_phase = incident.max_phase or incident.phase
     record.escalated = incident.escalated
-
-
-def _change_for(action: Action, *, incident: str, now: datetime) -> AppliedChange:
-    """What a perfect actuator records; originals are unknown without a cluster, so none are invented."""
-    if action.config_map is not None:
-        applied = dict(action.config_map.data)
-    elif action.scale is not None:
-        applied = {"replicas": str(action.scale.replicas)}
-    else:
-        assert action.job is not None
-        applied = {"job": f"from CronJob {action.job.from_cron_job}"}
-    return AppliedChange(
-        action=action.name, kind=action.kind, name=action.target, incident=incident, applied_at=now, applied=applied
-    )
-
-
-def _apply_event(action: Action, *, incident: str, dry_run: bool) -> tuple[str, str]:
-    reason = "WouldApply" if dry_run else "ActionApplied"
-    if action.config_map is not None:
-        keys = ", ".join(f"{k}={v}" for k, v in action.config_map.data.items())
-        restart = ", ".join(f"{w.kind.value} {w.name}" for w in action.config_map.restart)
-        suffix = f"; restart {restart}" if restart else ""
-        return reason, f"Set {keys} in ConfigMap {action.config_map.name} (action {action.name}){suffix}."
-    if action.scale is not None:
-        s = action.scale
-        return reason, (f"Scale {s.kind.value} {s.name} up to at least {s.replicas} replicas (action {action.name}).")
-    assert action.job is not None
-    return reason, (
-        f"Create a Job from CronJob {action.job.from_cron_job} for incident {incident} (action {action.name})."
-    )
-
-
-def _undo_event(change: AppliedChange, *, dry_run: bool) -> tuple[str, str]:
-    if change.kind == "Job":
-        return "ActionRolledBack", (
-            f"Job from CronJob {change.name} (action {change.action}) is left to finish; "
-            "it is removed by its ttlSecondsAfterFinished."
-        )
-    what = ", ".join(change.applied) if change.kind == "ConfigMap" else "replicas"
-    verb = "Would roll back" if dry_run else "Rolled back"
-    return (
-        "WouldApply" if dry_run else "ActionRolledBack",
-        f"{verb} action {change.action}: {change.kind} {change.name} {what} restored to the values "
-        "before the incident.",
-    )
 
 
 # -- output ---------------------------------------------------------------------------------------------

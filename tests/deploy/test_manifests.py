@@ -518,8 +518,20 @@ def test_alerts_and_dashboard_use_only_real_metrics() -> None:
 
 def test_action_failure_alert_matches_the_result_labels_the_runner_emits() -> None:
     """results are the outcome reason lowercased for failures: ActionFailed -> actionfailed, Conflict -> conflict."""
-    source = (ROOT / "operator" / "stampede" / "handlers" / "runner.py").read_text()
-    assert "outcome.reason.lower()" in source
+    from stampede.api.kinds import ChangeKind
+    from stampede.engine import outcomes
+    from stampede.engine.outcomes import Step
+    from stampede.executing import Done
+    from stampede.handlers import metrics
+    from stampede.handlers.reporting import count_outcomes
+
+    failed = outcomes.failed(action="a", kind="ConfigMap", where="ns/cm", what="not found")
+    held = outcomes.conflict(action="b", kind="ConfigMap", name="cm", owner="other")
+    count_outcomes(
+        "alert-labels", "p", [Done(Step.APPLY, a, ChangeKind.CONFIG_MAP, o) for a, o in (("a", failed), ("b", held))]
+    )
+    results = {labels[3] for labels in metrics.ACTIONS_TOTAL._metrics if labels[:2] == ("alert-labels", "p")}
+    assert results == {"actionfailed", "conflict"}
     rule = only(monitoring(), "PrometheusRule")
     expr = next(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "StampedeActionFailures")
     assert 'result=~"actionfailed|conflict"' in expr

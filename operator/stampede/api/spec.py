@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from .conditions import SIGNAL_NAME_PATTERN, Condition, ConditionText, parse_condition
 from .durations import Duration, format_duration
+from .kinds import ChangeKind
 
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -219,13 +220,13 @@ class Action(Model):
         return self
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> ChangeKind:
         """Kind of the target object."""
         if self.config_map is not None:
-            return "ConfigMap"
+            return ChangeKind.CONFIG_MAP
         if self.scale is not None:
-            return self.scale.kind.value
-        return "Job"
+            return ChangeKind(self.scale.kind.value)
+        return ChangeKind.JOB
 
     @property
     def target(self) -> str:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
+from .kinds import ChangeKind
 from .spec import Model, Severity
 
 
@@ -120,7 +121,7 @@ class AppliedChange(Model):
 
     action: str
     """Action name from the spec."""
-    kind: str
+    kind: Annotated[ChangeKind, WithJsonSchema({"type": "string"})]
     """Kind of the changed object (ConfigMap, Deployment, StatefulSet, HorizontalPodAutoscaler, Job)."""
     name: str
     """Name of the changed object."""
@@ -136,6 +137,11 @@ class AppliedChange(Model):
     """Workloads rollout-restarted with this change (and again on rollback)."""
     reverts: int = 0
     """Times someone else reverted this change during the incident (drift)."""
+
+    @property
+    def reversible(self) -> bool:
+        """Whether undoing this change restores its object (not so for Jobs, which are left to finish)."""
+        return self.kind.reversible
 
 
 class HistoryEntry(Model):

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..api.durations import format_duration
+from ..api.reasons import Reason
 from ..api.spec import Action, Mode, OnMetricsError, PolicySpec, Severity
 from ..api.status import (
     AppliedChange,
@@ -44,13 +45,18 @@ from .conditions import condition_is, set_condition
 HISTORY_LIMIT = 10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Event:
-    """A Kubernetes event to emit on the policy."""
+    """A Kubernetes event to emit on the policy; a reason outside `Reason` is refused at once."""
 
-    reason: str
+    reason: Reason
     message: str
     warning: bool = False
+
+    def __init__(self, reason: Reason | str, message: str, warning: bool = False) -> None:
+        object.__setattr__(self, "reason", Reason(reason))
+        object.__setattr__(self, "message", message)
+        object.__setattr__(self, "warning", warning)
 
 
 @dataclass(frozen=True)
@@ -376,8 +382,8 @@ class _Work:
         incident = IncidentStatus(id=incident_id_for(self.now), started_at=self.now, severity=level)
         # Jobs are one per incident: a Job record from an interrupted rollback must not count
         # for the new incident. Other changes are still applied and stay held.
-        applied = [c for c in self.status.applied if c.kind != "Job"]
-        planned = [c for c in self.status.planned if c.kind != "Job"]
+        applied = [c for c in self.status.applied if c.reversible]
+        planned = [c for c in self.status.planned if c.reversible]
         self.status = self.status.model_copy(
             update={
                 "state": State.INCIDENT,
@@ -505,7 +511,7 @@ class _Work:
         if last is None or self.now - last >= step:
             # Jobs are left to finish, so they cost no step: they go with the next real undo.
             count = 1
-            while count < len(held) and held[-count].kind == "Job":
+            while count < len(held) and not held[-count].reversible:
                 count += 1
             self.undo = held[-count:][::-1]
             self._set_incident(last_rollback_at=self.now)

@@ -26,6 +26,7 @@ from ..actuators.kube import Kube, KubeError, load_api_client
 from ..actuators.policies import FINALIZER, Policies
 from ..actuators.targets import Actuators
 from ..api import GROUP, PLURAL, VERSION
+from ..api.reasons import Reason
 from ..settings import SettingsError, load_settings
 from ..sources.prometheus import PrometheusSource
 from . import metrics
@@ -184,7 +185,7 @@ async def roll_back_on_delete(
         _emit(
             body,
             "Warning",
-            "RollbackSkipped",
+            Reason.ROLLBACK_SKIPPED,
             f"Gave up rolling back {', '.join(failed)} after {retry + 1} attempts; the changes stay in place "
             f"(annotated stampede.aurum.io/applied-by={name}) and the policy is released.",
         )
