@@ -183,7 +183,7 @@ def test_get_lists_the_policies_of_the_namespace_with_state_severity_phase_and_l
     assert lines[0].split() == ["NAME", "STATE", "SEVERITY", "PHASE", "LAST", "INCIDENT", "KPIS", "MET", "AGE"]
     checkout = next(line for line in lines if line.startswith("checkout"))
     assert checkout.split()[:4] == ["checkout", "Incident", "P1", "immediate-mitigation"]
-    assert "7m (open)" in checkout
+    assert re.search(r"\b\d+m \(open\)", checkout), "the incident opened minutes ago and is still open"
     search = next(line for line in lines if line.startswith("search"))
     assert search.split()[:4] == ["search", "Idle", "-", "-"]
     assert not any("pricing" in line for line in lines)
@@ -238,8 +238,7 @@ def test_on_a_narrow_terminal_get_drops_the_least_useful_columns_and_never_wraps
 def test_describe_tells_the_open_incident_as_a_timeline_with_its_changes(cluster: HarnessThread) -> None:
     text = ok(cluster, "describe", "checkout", "-n", "shop")
     lines = text.splitlines()
-    assert lines[0].startswith("Incident 20261203-081203: P1, open, 7m")
-    assert "so far" in lines[0]
+    assert re.fullmatch(r"Incident 20261203-081203: P1, open, \d+m\d+s so far", lines[0]), lines[0]
     assert re.search(r"Template:\s+cstpt/cache-stampede-runbook@2", text)
     assert "hitRate=0.42" in text
     assert "IncidentActive=True" in text
