@@ -53,7 +53,6 @@ def test_the_namespaced_overlay_moves_entirely_with_kustomizes_namespace_alone()
     for obj in namespaced:
         assert obj["metadata"]["namespace"] == "team-a", (obj["kind"], obj["metadata"])
     assert only(rendered, "RoleBinding")["subjects"][0]["namespace"] == "team-a"
-    assert only(rendered, "KopfPeering")["metadata"]["namespace"] == "team-a"
     assert _container(rendered)["args"][:2] == ["-n", "$(POD_NAMESPACE)"]
     assert "aurum-dev" not in yaml.safe_dump_all(rendered)
 
