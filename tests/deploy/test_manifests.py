@@ -320,14 +320,14 @@ def _requests(calls: list[tuple[str, str]]) -> set[tuple[str, str, str]]:
         group = "" if parts[0] == "api" else parts[1]
         rest = parts[parts.index("namespaces") + 2 :]
         resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
-        verb = {"GET": "get" if len(rest) > 1 else "list", "PATCH": "patch", "POST": "create"}[method]
+        verb = {"GET": "get" if len(rest) > 1 else "list", "PATCH": "patch", "POST": "create", "WATCH": "watch"}[method]
         out.add((group, resource, verb))
     return out
 
 
 def operator_requests(namespace: str) -> set[tuple[str, str, str]]:
     """Every request the operator's actuators and policy writes make, by replaying them."""
-    from stampede.actuators.kube import _GROUPS
+    from stampede.actuators.kube import _GROUPS, path
     from stampede.actuators.policies import Policies
     from stampede.actuators.targets import Actuators, Target
     from stampede.api.spec import Action, PolicySpec
@@ -366,6 +366,8 @@ def operator_requests(namespace: str) -> set[tuple[str, str, str]]:
             changes.append(outcome.change)
         for change in changes:
             assert actuators.reverted(target, change) is not None
+            if change.kind.reversible:  # held targets are watched (actuators/watching.py): LIST by name, WATCH
+                kube.calls += [("GET", path(change.kind, namespace)), ("WATCH", path(change.kind, namespace))]
             if change.kind != "Job" and change.applied:  # what the runner re-applies after a revert
                 actuators.reapply(target, change, now=now)
         for change in reversed(changes):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests.e2e import policies
 from tests.e2e.conftest import Case, condition
 from tests.e2e.stack import Stack
+from tests.e2e.test_metrics_and_notifications import scrape, value
 
 KEY = "AURUM_API_CIRCUIT_BREAKER_ENABLED"
 
@@ -15,7 +16,7 @@ def revert(case: Case) -> None:
 
 
 def test_a_reverted_configmap_key_is_reapplied_then_three_reverts_raise_a_gitops_conflict(
-    case: Case, stack: Stack
+    case: Case, stack: Stack, metrics_port: int
 ) -> None:
     case.create_ready("drift", phases=[policies.phase_one(restart=False)])
     case.set(hit_rate=0.2)
@@ -37,19 +38,27 @@ def test_a_reverted_configmap_key_is_reapplied_then_three_reverts_raise_a_gitops
     assert case.events("drift", "Conflict")
     stop = stack.harness.log.last_id
 
-    # No more re-applying: let the loop run three more drift checks (it still reads the scaled Deployment).
-    def drift_checks() -> int:
-        return len(
-            stack.harness.log.entries(
-                since=stop, namespace=case.ns, verb="get", resource="deployments", name=policies.API
-            )
+    # No more re-applying: let the loop run three more polls, and the ConfigMap is left alone.
+    def polls() -> float:
+        return (
+            value(scrape(metrics_port), "stampede_poll_duration_seconds_count", namespace=case.ns, policy="drift") or 0
         )
 
-    stack.wait_for("three more polls", lambda: drift_checks() >= 3, timeout=20)
+    seen = polls()
+    stack.wait_for("three more polls", lambda: polls() >= seen + 3, timeout=60)
+    polled = stack.harness.log.last_id
     assert case.configmap(policies.API_CONFIG)["data"][KEY] == "false"
     assert not [
         r for r in stack.harness.log.entries(since=stop, namespace=case.ns, resource="configmaps") if r.verb != "get"
     ], "the ConfigMap was written after the conflict"
+    # Drift is seen by watches: polls read no target, whether the change is still watched (the Deployment's
+    # scale) or given up on (the ConfigMap).
+    reads = [
+        r
+        for r in stack.harness.log.entries(since=stop, namespace=case.ns, verb="get")
+        if r.resource in ("configmaps", "deployments") and r.id <= polled
+    ]
+    assert reads == [], [(r.resource, r.name) for r in reads]
     assert len(case.events("drift", "DriftCorrected")) == 2
     assert condition(case.status("drift"), "Conflict")["status"] == "True"
 

@@ -18,6 +18,7 @@ from ..engine.changes import configmap_rollback, plan_configmap
 from ..engine.outcomes import Outcome
 from .kube import JSON, Kube, KubeError, path
 from .ledger import Ledger, LedgerEntry, meta
+from .watching import ApiReader, Reader
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
@@ -33,8 +34,10 @@ class ConfigMaps:
     reversible: ClassVar[bool] = True
     kinds: ClassVar[frozenset[ChangeKind]] = frozenset({ChangeKind.CONFIG_MAP})
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, *, reader: Reader | None = None) -> None:
         self.kube = kube
+        self.reader = reader or ApiReader(kube)
+        """Where drift checks read the target: the watch cache in the operator, the API otherwise."""
 
     def handles(self, action: Action) -> bool:
         return action.config_map is not None
@@ -92,7 +95,7 @@ class ConfigMaps:
         return entry.change(action=action.name, kind=ChangeKind.CONFIG_MAP, name=spec.name, now=now, restart=restart)
 
     def reverted(self, namespace: str, change: AppliedChange) -> list[str]:
-        data = self.kube.get(path("ConfigMap", namespace, change.name)).get("data") or {}
+        data = self.reader.read("ConfigMap", namespace, change.name).get("data") or {}
         return [k for k, v in change.applied.items() if data.get(k) != v]
 
     def reapply(self, namespace: str, ledger: Ledger, change: AppliedChange, *, now: datetime) -> Outcome | None:

@@ -19,6 +19,7 @@ from ..engine.changes import plan_scale, scale_rollback
 from ..engine.outcomes import Outcome
 from .kube import JSON, Kube, path
 from .ledger import Ledger, LedgerEntry, meta
+from .watching import ApiReader, Reader
 
 HPA = ChangeKind.HORIZONTAL_POD_AUTOSCALER
 
@@ -40,9 +41,11 @@ class Scaling:
     reversible: ClassVar[bool] = True
     kinds: ClassVar[frozenset[ChangeKind]] = frozenset({ChangeKind.DEPLOYMENT, ChangeKind.STATEFUL_SET, HPA})
 
-    def __init__(self, kube: Kube, *, max_replicas: int) -> None:
+    def __init__(self, kube: Kube, *, max_replicas: int, reader: Reader | None = None) -> None:
         self.kube = kube
         self.max_replicas = max_replicas
+        self.reader = reader or ApiReader(kube)
+        """Where drift checks read the target: the watch cache in the operator, the API otherwise."""
 
     def handles(self, action: Action) -> bool:
         return action.scale is not None
@@ -156,7 +159,7 @@ class Scaling:
         return entry.change(action=action.name, kind=kind, name=str(meta(obj).get("name")), now=now)
 
     def reverted(self, namespace: str, change: AppliedChange) -> list[str]:
-        spec = self.kube.get(path(change.kind, namespace, change.name)).get("spec") or {}
+        spec = self.reader.read(change.kind, namespace, change.name).get("spec") or {}
         return [f for f, v in change.applied.items() if _replicas(spec, f) < int(v)]
 
     def reapply(self, namespace: str, ledger: Ledger, change: AppliedChange, *, now: datetime) -> Outcome | None:

@@ -23,6 +23,7 @@ from .jobs import DEFAULT_JOB_TTL, INCIDENT_LABEL, POLICY_LABEL, Jobs, job_name
 from .kube import Kube, KubeError
 from .ledger import APPLIED_BY, LEDGER, Ledger
 from .scaling import Scaling
+from .watching import Reader
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,15 @@ class TargetKind(Protocol):
 class Actuators:
     """The operator's hands: every Kubernetes change to a target goes through here."""
 
-    def __init__(self, kube: Kube, *, max_replicas: int) -> None:
+    def __init__(self, kube: Kube, *, max_replicas: int, reader: Reader | None = None) -> None:
+        """`reader`: where drift checks read targets (the operator's watch cache); a GET each when None."""
         self.kube = kube
         self.max_replicas = max_replicas
-        self.kinds: tuple[TargetKind, ...] = (ConfigMaps(kube), Scaling(kube, max_replicas=max_replicas), Jobs(kube))
+        self.kinds: tuple[TargetKind, ...] = (
+            ConfigMaps(kube, reader=reader),
+            Scaling(kube, max_replicas=max_replicas, reader=reader),
+            Jobs(kube),
+        )
 
     def bind(self, target: Target) -> PolicyActuator:
         """The `executing.Actuator` of one policy."""

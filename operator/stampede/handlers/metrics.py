@@ -94,6 +94,24 @@ def count_unknown(readings: Mapping[str, Reading], *, namespace: str, policy: st
             PROMETHEUS_ERRORS.labels(namespace, policy, signal, kind.value).inc()
 
 
+WATCHED_TARGETS = Gauge(
+    "stampede_watched_targets",
+    "Target objects watched for reverts (one watch each, while a policy holds a change on them).",
+    registry=REGISTRY,
+)
+WATCH_CACHE_BYTES = Gauge(
+    "stampede_watch_cache_bytes",
+    "Size of the watched targets' cached objects, as JSON (a lower bound of their memory).",
+    registry=REGISTRY,
+)
+
+
+def watch_cache(stats: Callable[[], Mapping[str, int]]) -> None:
+    """Read the watch cache's size at each scrape."""
+    WATCHED_TARGETS.set_function(lambda: stats()["watches"])
+    WATCH_CACHE_BYTES.set_function(lambda: stats()["cached_bytes"])
+
+
 def serve(port: int) -> None:
     """Serve /metrics and /readyz on 0.0.0.0:PORT from a daemon thread."""
     server = ThreadingHTTPServer(("0.0.0.0", port), _Handler)  # probed from outside the pod

@@ -17,7 +17,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import kopf
@@ -25,6 +25,7 @@ import kopf
 from ..actuators.kube import Kube, KubeError, load_api_client
 from ..actuators.policies import FINALIZER, Policies
 from ..actuators.targets import Actuators
+from ..actuators.watching import TargetWatches
 from ..api import GROUP, PLURAL, VERSION
 from ..api.reasons import Reason
 from ..settings import SettingsError, load_settings
@@ -109,19 +110,26 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="stampede-io")
     )
     kube = Kube(load_api_client())
+    # Drift is seen by watches on the held targets, not by a GET per target per poll.
+    watches = TargetWatches.connect()
+    metrics.watch_cache(watches.stats)
     memo["shared"] = Shared(
         config=config,
-        actuators=Actuators(kube, max_replicas=config.max_replicas),
+        actuators=Actuators(kube, max_replicas=config.max_replicas, reader=watches),
         policies=Policies(kube),
         source=PrometheusSource(max_workers=32),
         emit=_emit,
+        watches=watches,
     )
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     if "shared" in memo:
-        _shared(memo).source.close()
+        shared = _shared(memo)
+        shared.source.close()
+        if shared.watches is not None:
+            shared.watches.close()
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="poll", cancellation_timeout=30)
@@ -130,17 +138,31 @@ async def poll(
 ) -> None:
     """The policy's poll loop; the body is kopf's live view, so spec edits apply at the next tick."""
     runner = PolicyRunner(shared=_shared(memo), namespace=namespace or "", name=name)
-    while not stopped and uid not in _deleted:
-        try:
-            delay = await runner.tick(body)
-        except KubeError as error:
-            log.warning("%s/%s: poll failed: %s", namespace, name, error.message)
-            delay = 5.0
-        except Exception:  # one policy's bug must never take the operator or other policies down
-            log.exception("%s/%s: poll failed", namespace, name)
-            delay = 15.0
-        await stopped.wait(delay)
-    _deleted.discard(uid)
+    loop = asyncio.get_running_loop()
+    try:
+        while not stopped and uid not in _deleted:
+            delay = await _guarded(runner.tick(body), namespace=namespace, name=name)
+            # Between ticks, an event on a held target runs the drift step at once (within a second of a revert).
+            deadline = loop.time() + delay
+            while not stopped and uid not in _deleted and (left := deadline - loop.time()) > 0:
+                if not await runner.wait(stopped, left):
+                    break
+                await _guarded(runner.correct_drift(), namespace=namespace, name=name)
+    finally:
+        runner.stop_watching()
+        _deleted.discard(uid)
+
+
+async def _guarded(step: Awaitable[float | None], *, namespace: str | None, name: str) -> float:
+    """One step of a policy's loop; returns the seconds to wait before its next tick."""
+    try:
+        return await step or 0.0
+    except KubeError as error:
+        log.warning("%s/%s: poll failed: %s", namespace, name, error.message)
+        return 5.0
+    except Exception:  # one policy's bug must never take the operator or other policies down
+        log.exception("%s/%s: poll failed", namespace, name)
+        return 15.0
 
 
 # kopf would add its own finalizer for the daemon; see the module docstring for why it must not.

@@ -27,10 +27,11 @@ from pydantic import ValidationError
 from ..actuators.kube import KubeError
 from ..actuators.policies import FINALIZER, Policies
 from ..actuators.targets import Actuators, PolicyActuator, Target
+from ..actuators.watching import TargetKey, TargetWatches
 from ..api.reasons import Reason
 from ..api.spec import PolicySpec
 from ..api.status import AppliedChange, PolicyStatus, State
-from ..engine import decide, outcomes, set_condition
+from ..engine import Decision, decide, drift, outcomes, set_condition
 from ..engine.outcomes import Outcome
 from ..executing import Execution, adopt, execute, roll_back_all
 from ..notifiers.webhook import post as webhook_post
@@ -55,6 +56,8 @@ class Shared:
     policies: Policies
     source: PrometheusSource
     emit: EventSink
+    watches: TargetWatches | None = None
+    """The watch cache of held targets: events on them wake `PolicyRunner.correct_drift` (None: no watches)."""
 
 
 @dataclass
@@ -75,6 +78,14 @@ class PolicyRunner:
     """Who hears about each tick after it acted: metrics first, then notifications."""
     body: Mapping[str, Any] = field(default_factory=dict)
     """The live body of the latest tick (what events are posted on)."""
+    spec: PolicySpec | None = None
+    """The spec of the latest valid tick (what a drift correction between ticks runs under)."""
+    generation: int | None = None
+    watched: frozenset[TargetKey] = frozenset()
+    """The targets this policy holds changes on and watches for reverts."""
+    drifted: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set (from a watch thread) when a watched target changed: the loop runs `correct_drift` at once."""
+    loop: asyncio.AbstractEventLoop | None = None
 
     def __post_init__(self) -> None:
         self.problems = Problems(self.namespace, self.name, self.shared.emit)
@@ -105,6 +116,7 @@ class PolicyRunner:
             await self._report_invalid(body, status, str(problem), generation=generation, now=now)
             return 5.0  # the live body picks up a fixed spec; look again soon
         self.invalid_generation = None
+        self.spec, self.generation = spec, generation
         if not self.adopted:
             status = await self._adopt(body, spec, status, now=now)
             self.adopted = True
@@ -119,6 +131,7 @@ class PolicyRunner:
         self.problems.record(body, execution)
         new = self.problems.conditions(spec, execution.status, generation=generation, now=now)
         self.current = new
+        self.watch_targets(spec, new)
         self.after_tick(
             TickReport(
                 namespace=self.namespace,
@@ -136,6 +149,82 @@ class PolicyRunner:
             await asyncio.to_thread(self.shared.policies.set_finalizer, self.namespace, self.name, present=False)
         metrics.POLL_DURATION.labels(self.namespace, self.name).observe(time.monotonic() - started)
         return self.schedule.plan(spec, decision, now=now)
+
+    # -- drift, seen by the watches --------------------------------------------------------------
+    def watch_targets(self, spec: PolicySpec, status: PolicyStatus) -> None:
+        """Watch the targets of the changes drift correction keeps in place, and only those."""
+        watches = self.shared.watches
+        if watches is None:
+            return
+        keys: frozenset[TargetKey] = frozenset()
+        if drift.corrects_drift(spec, status):
+            keys = frozenset(
+                TargetKey(c.kind.value, self.namespace, c.name) for c in status.applied if drift.watched(c)
+            )
+        if keys != self.watched:
+            self.loop = self.loop or asyncio.get_running_loop()
+            watches.track(f"{self.namespace}/{self.name}", keys, self._target_changed)
+            self.watched = keys
+
+    def _target_changed(self) -> None:
+        """A watched target changed (called in its watch thread)."""
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.drifted.set)
+
+    def stop_watching(self) -> None:
+        if self.shared.watches is not None and self.watched:
+            self.shared.watches.release(f"{self.namespace}/{self.name}")
+        self.watched = frozenset()
+
+    async def correct_drift(self, *, now: datetime | None = None) -> None:
+        """Between ticks: the drift step of `execute` alone, after a watched target changed.
+
+        Reads the watch cache only; a change still in place costs nothing, a reverted one is re-applied
+        (or given up on) through the same path as at a tick, and the result is written at once.
+        """
+        self.drifted.clear()
+        spec, status = self.spec, self.current
+        if spec is None or status is None or not self.watched or not drift.corrects_drift(spec, status):
+            return
+        now = now or datetime.now(UTC)
+        execution = await asyncio.to_thread(execute, Decision(status=status), self.actuator, spec=spec, now=now)
+        if not execution.done:
+            return
+        self.problems.record(self.body, execution)
+        new = self.problems.conditions(spec, execution.status, generation=self.generation, now=now)
+        new = new.model_copy(update={"last_poll_time": status.last_poll_time})  # this was no poll
+        self.current = new
+        self.watch_targets(spec, new)
+        self.after_tick(
+            TickReport(
+                namespace=self.namespace,
+                policy=self.name,
+                spec=spec,
+                old=status,
+                new=new,
+                events=(),
+                done=execution.done,
+                readings={},
+            )
+        )
+        await self._write(new, now=now, force=True)
+
+    async def wait(self, stopped: Any, seconds: float) -> bool:
+        """Sleep until the next tick, or until stopped; True when woken early because a watched target changed."""
+        if not self.watched:  # nothing to be woken for: the plain wait (no tasks for idle policies)
+            await stopped.wait(seconds)
+            return False
+
+        async def until_stopped() -> None:
+            await stopped.wait()
+
+        waits = {asyncio.ensure_future(self.drifted.wait()), asyncio.ensure_future(until_stopped())}
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        return self.drifted.is_set() and not stopped
 
     def after_tick(self, report: TickReport) -> None:
         """The one place a tick's results fan out (metrics, notifications, ...), before its status is written."""
