@@ -85,6 +85,15 @@ def lint(files: tuple[str, ...], prometheus_url: str | None) -> None:
     help="Seconds a silent peer counts as alive: the bound on a failover after a crash "
     "(default: STAMPEDE_PEERING_LIFETIME, else 20; kopf's own default: 60).",
 )
+@click.option(
+    "--selector",
+    "-l",
+    "selector",
+    metavar="SELECTOR",
+    default=None,
+    help="Serve only policies whose labels match, e.g. shard=a or tier!=batch,canary (kubectl's equality "
+    "selectors; comma means and). Give each share its own --peering name. See docs/scaling.md.",
+)
 @click.option("--metrics-port", default=9102, show_default=True, help="Port of /metrics and /readyz (0 disables both).")
 @click.option(
     "--liveness",
@@ -101,6 +110,7 @@ def run(
     peering_name: str,
     priority: int | None,
     peering_lifetime: int | None,
+    selector: str | None,
     metrics_port: int,
     liveness: str | None,
     verbose: bool,
@@ -114,11 +124,16 @@ def run(
 
     import kopf
 
-    from .handlers import metrics, peering, templates
+    from .handlers import metrics, peering, selection, templates
     from .handlers import operator as _handlers  # importing registers the handlers
 
     if bool(namespaces) == all_namespaces:
         raise click.UsageError("give either -n NAMESPACE (repeatable) or -A, not both and not neither")
+    if selector is not None:
+        try:
+            selection.select(selection.parse_selector(selector))
+        except selection.SelectorError as error:
+            raise click.BadParameter(str(error), param_hint="--selector") from None
     settings = _settings_or_exit()  # fail fast on a bad environment, before connecting anywhere
     problem = _handlers.credentials_problem()
     if problem is not None:
