@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py                 # everything (~8-9 min on 2 idle cores)
     .venv/bin/python bench/run.py --quick         # smoke run (~3 min): 100 policies, 4 incidents
     .venv/bin/python bench/run.py --parts engine,latency --out /tmp/r.json
+    .venv/bin/python bench/run.py --parts scale10k --out bench/scale10k-results.json   # 10,000 policies alone
 
 Nothing here asserts a time. Figures are CPU seconds, request counts and ratios where possible;
 latencies are wall-clock on a shared 2-core machine, with the load recorded next to them. The last
@@ -139,6 +140,42 @@ def bounds(
     }
 
 
+def goals_10k(result: dict[str, Any]) -> dict[str, Any]:
+    """The measured figures of the 10,000-policy run as ratios against the goals of issue 15 (≤ 1 meets the goal)."""
+    steady = ((result.get("levels") or [{}])[-1]).get("steady") or {}
+    incident = result.get("incident") or {}
+    startup = result.get("startup") or {}
+    drift = (incident.get("drift") or {}).get("revert_to_reapply_s") or {}
+    held = incident.get("held") or {}
+    rows: dict[str, Any] = {}
+
+    def row(name: str, value: float | None, goal: float, unit: str) -> None:
+        if value is None:
+            rows[name] = {"value": None, "goal": goal, "unit": unit, "ratio": None}
+            return
+        ratio = round(value / goal, 3) if goal else (0.0 if value == 0 else float("inf"))
+        rows[name] = {"value": value, "goal": goal, "unit": unit, "ratio": ratio}
+
+    row("operator_cores", steady.get("operator_cpu_share_of_one_core"), 1.0, "cores")
+    row("operator_peak_rss", result.get("operator_peak_rss_mb"), 1024.0, "MiB")
+    row("all_ready_after_start", startup.get("all_ready_after_start_s"), 15.0, "s")
+    if steady:
+        row(
+            "prometheus_requests_per_round",
+            steady.get("prometheus_requests_per_round"),
+            float(steady.get("distinct_queries_expected") or 0),
+            "requests (goal: distinct queries)",
+        )
+        row("status_writes_per_policy_per_min", steady.get("status_writes_per_policy_per_min"), 1.0, "writes")
+        rows["target_writes_steady"] = {"value": steady.get("target_writes"), "goal": 0}
+    if "detection_s" in incident:
+        row("detection_max", incident["detection_s"].get("max"), incident.get("detection_bound_s", 31.0), "s")
+    row("drift_gets_per_poll", held.get("target_gets_per_poll"), 0.0, "GETs")
+    row("revert_to_reapply_p50", drift.get("p50"), 1.0, "s")
+    row("revert_to_reapply_max", drift.get("max"), 1.0, "s")
+    return rows
+
+
 def git_commit() -> str | None:
     try:
         return subprocess.run(
@@ -190,6 +227,12 @@ def print_summary(results: dict[str, Any]) -> None:
             )
         elif inc:
             lines.append(f"incident {inc}")
+    g = (results.get("scale10k") or {}).get("goals")
+    if g:
+        lines.append(
+            "scale10k "
+            + ", ".join(f"{k} {v.get('value')} (ratio {v.get('ratio')})" for k, v in g.items() if "ratio" in v)
+        )
     lat = results.get("latency")
     if lat:
         d, r = lat["detection_s"], lat["rollback_s"]
@@ -222,7 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run in ~3 minutes (small counts)")
     parser.add_argument(
-        "--parts", default="engine,scale,latency,takeover", help="comma-separated: engine,scale,latency,takeover"
+        "--parts",
+        default="engine,scale,scale10k,latency,takeover",
+        help="comma-separated: engine,scale,scale10k,latency,takeover",
+    )
+    parser.add_argument(
+        "--rounds-10k", type=int, default=4, help="steady-state rounds of scale10k (15 s each; fewer on a busy machine)"
     )
     parser.add_argument("--levels", help="scale steps, e.g. 100,250,500,1000 (default by mode)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -260,6 +308,19 @@ def main(argv: list[str] | None = None) -> int:
             last_rounds=2 if args.quick else 8,
             incident_size=10 if args.quick else 100,
         )
+    if "scale10k" in parts:  # 10,000 policies over 200 namespaces, all there when the operator starts
+        import scale
+
+        results["scale10k"] = scale.run(
+            levels=[1000 if args.quick else 10_000],
+            rounds=2,
+            last_rounds=2 if args.quick else args.rounds_10k,
+            incident_size=10 if args.quick else 100,
+            namespaces=20 if args.quick else 200,
+            preload=True,
+            reverts=5 if args.quick else 20,
+        )
+        results["scale10k"]["goals"] = goals_10k(results["scale10k"])
     if "takeover" in parts:  # failover after SIGKILL of the active replica, at the default peering lifetime
         import takeover
 

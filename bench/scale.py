@@ -20,6 +20,11 @@ The harness API server runs in this process (a thread), the operator and Prometh
 all three share the machine's cores, and other test suites may too: see `machine` in the result.
 
     .venv/bin/python bench/scale.py [--levels 100,250,500,1000] [--rounds 4] [--last-rounds 8]
+    .venv/bin/python bench/scale.py --levels 10000 --namespaces 200 --preload --last-rounds 4   # `scale10k`
+
+During the incident, while its changes are held, two rounds count the target reads (0: drift is seen by
+watches, not GETs) and read the watch cache's size from /metrics; then `--reverts` ConfigMaps are
+reverted one at a time, as Argo CD self-heal would, timing each revert to the operator's re-apply.
 """
 
 from __future__ import annotations
@@ -67,6 +72,11 @@ def shard_of(index: int) -> str:
 def set_shard_size(size: int) -> None:
     global SHARD
     SHARD = max(1, size)
+
+
+def set_namespaces(count: int) -> None:
+    global NAMESPACES
+    NAMESPACES = max(1, count)
 
 
 def objects_for(indexes: range) -> list[dict[str, Any]]:
@@ -212,6 +222,30 @@ class Bench:
             "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
         }
 
+    def start_loaded(self, started: float) -> dict[str, Any]:
+        """The operator started with every policy already there: time to all Ready, CPU spent getting there."""
+        before = Sample.take(self.pids)
+        names = {f"p-{i}" for i in range(self.count)}
+        counts: list[tuple[float, int]] = []
+
+        def all_ready() -> bool:
+            ready = sum(1 for n, s in self.states().items() if n in names and s[1])
+            counts.append((round(time.monotonic() - started, 1), ready))
+            return ready >= self.count
+
+        try:
+            self.wait(f"{self.count} policies Ready", all_ready, timeout=120 + self.count * 0.03, interval=0.5)
+        finally:
+            cpu = Sample.take(self.pids).minus(before)
+        return {
+            "policies": self.count,
+            "all_ready_after_start_s": round(time.monotonic() - started, 1),
+            "ready_goal_s": POLL,
+            "ready_over_time": [c for k, c in enumerate(counts) if k % 4 == 0 or k == len(counts) - 1],
+            "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
+            "operator_rss_mb": round(memory_kb(self.pids["operator"]).get("VmRSS", 0) / 1024, 1),
+        }
+
     def steady(self, rounds: int) -> dict[str, Any]:
         # Start mid-round so the window holds whole rounds (every policy polls once per round).
         now = time.time()
@@ -290,7 +324,69 @@ class Bench:
             "target_writes": target_writes,
         }
 
-    def incident(self, size: int) -> dict[str, Any]:
+    def held(self, members: list[int], *, rounds: int) -> dict[str, Any]:
+        """While the incident holds its changes: target reads for drift (0 with watches) and the watch cache."""
+        time.sleep(2)  # let the last watches sync
+        mark = self.stack.harness.log.last_id
+        rss_before = memory_kb(self.pids["operator"]).get("VmRSS", 0)
+        time.sleep(rounds * POLL)
+        reads = [
+            r
+            for r in self.stack.harness.log.entries(since=mark)
+            if r.resource in TARGET_RESOURCES and r.verb in ("get", "list")
+        ]
+        samples = scrape(self.metrics_url)
+
+        def gauge(name: str) -> float | None:
+            for line in samples.splitlines():
+                if line.startswith(name + " "):
+                    return float(line.rpartition(" ")[2])
+            return None
+
+        watched = gauge("stampede_watched_targets")
+        cache_bytes = gauge("stampede_watch_cache_bytes")
+        return {
+            "rounds": rounds,
+            "target_reads": len(reads),
+            "target_gets_per_poll": round(len(reads) / (rounds * len(members)), 3),
+            "watched_targets": watched,
+            "watch_cache_json_kib": round((cache_bytes or 0) / 1024, 1),
+            "watch_cache_json_bytes_per_target": round((cache_bytes or 0) / watched, 1) if watched else None,
+            "operator_threads": threads(self.pids["operator"]),
+            "operator_rss_mb": round(rss_before / 1024, 1),
+        }
+
+    def reverts(self, members: list[int]) -> dict[str, Any]:
+        """Revert one applied ConfigMap key per policy, as Argo CD self-heal would; time until it is re-applied."""
+        log(f"scale: {len(members)} reverts, one at a time")
+        latencies: list[float] = []
+        missed = 0
+        for i in members:
+            ns, name = namespace_of(i), f"cfg-{i}"
+            mark = self.stack.harness.log.last_id
+            self.stack.core.patch_namespaced_config_map(name, ns, {"data": {"MODE": "normal"}})
+            reverted = reapplied = None
+            deadline = time.monotonic() + 3 * POLL
+            while reapplied is None and time.monotonic() < deadline:
+                for r in self.stack.harness.log.entries(since=mark, resource="configmaps", verb="patch", name=name):
+                    if r.field_manager != "stampede-operator" and reverted is None:
+                        reverted = r.time
+                    elif r.field_manager == "stampede-operator" and reverted is not None:
+                        reapplied = r.time
+                        break
+                time.sleep(0.02)
+            if reverted is None or reapplied is None:
+                missed += 1
+            else:
+                latencies.append(reapplied - reverted)
+            time.sleep(0.5)
+        return {
+            "reverts": len(members),
+            "not_reapplied_within_3_polls": missed,
+            "revert_to_reapply_s": summary(latencies),
+        }
+
+    def incident(self, size: int, *, reverts: int = 20) -> dict[str, Any]:
         assert self.stack.exporter is not None and self.stack.prometheus is not None
         members = [i for i in range(self.count) if shard_of(i) == "s0"]
         assert len(members) == size, (len(members), size)
@@ -314,6 +410,8 @@ class Bench:
         for r in self.stack.harness.log.entries(since=mark, resource="configmaps", verb="patch"):
             first_patch.setdefault(r.name or "", r.time)
         detection = [first_patch[f"cfg-{i}"] - visible for i in members if f"cfg-{i}" in first_patch]
+        held = self.held(members, rounds=2)
+        drift = self.reverts(members[:reverts]) if reverts else {}
         self.stack.exporter.set("bench_hit_rate", HEALTHY, shard=shard)
         self.stack.prometheus.wait_for(f'sum(bench_hit_rate{{shard="{shard}"}})', lambda v: v == HEALTHY, timeout=20)
         healthy = time.time()
@@ -360,11 +458,25 @@ class Bench:
             "operator_cpu_s": round(cpu["operator"], 2),
             "operator_cpu_s_per_round": round(cpu["operator"] / ((t1 - t0) / POLL), 3),
             "prometheus_requests": self.proxy.count(since=t0, until=t1),
+            "detection_bound_s": 15.0 + POLL + 1.0,
+            "held": held,
+            "drift": drift,
         }
 
 
-def run(*, levels: list[int], rounds: int, last_rounds: int, incident_size: int) -> dict[str, Any]:
+def run(
+    *,
+    levels: list[int],
+    rounds: int,
+    last_rounds: int,
+    incident_size: int,
+    namespaces: int = 50,
+    preload: bool = False,
+    reverts: int = 20,
+) -> dict[str, Any]:
+    """`preload`: create the last level's policies before the operator starts, and time it to all Ready."""
     set_shard_size(incident_size or 100)
+    set_namespaces(namespaces)
     result: dict[str, Any] = {
         "poll_interval_s": POLL,
         "namespaces": NAMESPACES,
@@ -391,16 +503,30 @@ def run(*, levels: list[int], rounds: int, last_rounds: int, incident_size: int)
                     for i in range(NAMESPACES)
                 ]
             )
+            if preload:
+                log(f"scale: creating {max(levels)} policies and their targets before the operator starts")
+                docs = objects_for(range(max(levels)))
+                for start in range(0, len(docs), 500):
+                    stack.harness.apply(docs[start : start + 500])
+                pols = [policy_for(i) for i in range(max(levels))]
+                for start in range(0, len(pols), 500):
+                    stack.harness.apply(pols[start : start + 500])
             stack.operator.env["STAMPEDE_PROMETHEUS_URL"] = proxy.url
+            started = time.monotonic()
             stack.operator.start()
             bench = Bench(stack, proxy, f"http://127.0.0.1:{metrics_port}/metrics")
-            time.sleep(2)
-            idle = {"operator_rss_mb": round(memory_kb(bench.pids["operator"]).get("VmRSS", 0) / 1024, 1)}
-            result["operator_with_no_policies"] = idle
+            if preload:
+                bench.count = max(levels)
+                result["startup"] = bench.start_loaded(started)
+            else:
+                time.sleep(2)
+                idle = {"operator_rss_mb": round(memory_kb(bench.pids["operator"]).get("VmRSS", 0) / 1024, 1)}
+                result["operator_with_no_policies"] = idle
             for level in levels:
                 entry: dict[str, Any] = {"policies": level}
                 try:
-                    entry["startup"] = bench.grow(level)
+                    if not preload:
+                        entry["startup"] = bench.grow(level)
                     entry["steady"] = bench.steady(last_rounds if level == levels[-1] else rounds)
                 except TimeoutError as error:
                     entry["error"] = str(error)
@@ -413,7 +539,7 @@ def run(*, levels: list[int], rounds: int, last_rounds: int, incident_size: int)
             else:
                 if incident_size:
                     try:
-                        result["incident"] = bench.incident(incident_size)
+                        result["incident"] = bench.incident(incident_size, reverts=reverts)
                     except TimeoutError as error:
                         result["incident"] = {"error": str(error)}
             result["operator_peak_rss_mb"] = round(memory_kb(bench.pids["operator"]).get("VmHWM", 0) / 1024, 1)
@@ -433,13 +559,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4, help="steady-state rounds at the intermediate levels")
     parser.add_argument("--last-rounds", type=int, default=8, help="steady-state rounds at the last level")
     parser.add_argument("--incident", type=int, default=100, help="policies driven into breach (0: none)")
+    parser.add_argument("--namespaces", type=int, default=50, help="namespaces the policies are spread over")
+    parser.add_argument("--preload", action="store_true", help="create every policy before the operator starts")
+    parser.add_argument("--reverts", type=int, default=20, help="reverts during the incident (drift latency)")
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",")]
-    print(
-        json.dumps(
-            run(levels=levels, rounds=args.rounds, last_rounds=args.last_rounds, incident_size=args.incident), indent=2
-        )
+    result = run(
+        levels=levels,
+        rounds=args.rounds,
+        last_rounds=args.last_rounds,
+        incident_size=args.incident,
+        namespaces=args.namespaces,
+        preload=args.preload,
+        reverts=args.reverts,
     )
+    print(json.dumps(result, indent=2))
     return 0
 
 
