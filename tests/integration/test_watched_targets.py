@@ -162,3 +162,34 @@ async def test_a_revert_during_an_incident_is_reapplied_from_the_watch_event_and
     assert runner.current is not None and runner.current.state == State.INCIDENT
     assert watches.stats()["watches"] == 0
     assert kube.get(path("ConfigMap", NS, "cfg"))["data"]["F"] == "off"
+
+
+async def test_a_policy_that_holds_nothing_starts_without_reading_its_targets(h: HarnessThread) -> None:
+    kube = make_kube(h)
+    h.apply(
+        [
+            {
+                "apiVersion": "stampede.aurum.io/v1alpha1",
+                "kind": "StampedePolicy",
+                "metadata": {"name": "fresh", "namespace": NS},
+                "spec": SPEC,
+            }
+        ]
+    )
+    policies = WatchedPolicies(kube, namespace=NS, name="fresh")
+    shared = Shared(
+        config=OperatorConfig(),
+        actuators=Actuators(kube, max_replicas=10),
+        policies=policies,
+        source=Source(),  # type: ignore[arg-type]
+        emit=lambda *_: None,
+    )
+    mark = h.log.last_id
+    await PolicyRunner(shared=shared, namespace=NS, name="fresh").tick(policies.read(NS, "fresh"), now=T0)
+    assert not h.log.entries(since=mark, resource="configmaps"), "adoption read a target of a policy holding none"
+
+    # With the rollback finalizer (taken before any change), the first tick looks for unrecorded changes.
+    policies.set_finalizer(NS, "fresh", present=True)
+    mark = h.log.last_id
+    await PolicyRunner(shared=shared, namespace=NS, name="fresh").tick(policies.read(NS, "fresh"), now=T0)
+    assert h.log.entries(since=mark, resource="configmaps", verb="get")

@@ -118,7 +118,10 @@ class PolicyRunner:
         self.invalid_generation = None
         self.spec, self.generation = spec, generation
         if not self.adopted:
-            status = await self._adopt(body, spec, status, now=now)
+            # The rollback finalizer is taken before a policy's first change and released only once none is
+            # held (`_hold`): without it no change can be on a target, and adoption need not read any.
+            if FINALIZER in _finalizers(body):
+                status = await self._adopt(body, spec, status, now=now)
             self.adopted = True
 
         readings, errors = await self._read(spec, now=now)
