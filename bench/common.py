@@ -185,7 +185,8 @@ class CountingProxy:
 
 
 def scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
+    # /metrics of 10,000 policies is ~20 MB of text, slow to render on a loaded machine.
+    with urllib.request.urlopen(url, timeout=90) as response:
         return str(response.read().decode())
 
 

@@ -235,7 +235,7 @@ class Bench:
 
         error = None
         try:
-            self.wait(f"{self.count} policies Ready", all_ready, timeout=120 + self.count * 0.02, interval=0.5)
+            self.wait(f"{self.count} policies Ready", all_ready, timeout=120 + self.count * 0.012, interval=0.5)
         except TimeoutError as timeout:  # measure the rest anyway, and say how far startup got
             error = str(timeout)
             log(f"scale: {error}")
