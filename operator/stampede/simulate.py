@@ -147,7 +147,7 @@ History = list[tuple[datetime, dict[str, float | None], dict[str, str]]]
 
 def read_history(spec: PolicySpec, *, url: str, start: datetime, end: datetime, step: float) -> History:
     """Every signal's value at every step from start to end, as the operator would have read them."""
-    timeout = max(spec.prometheus.timeout.total_seconds(), RANGE_TIMEOUT_FLOOR)
+    timeout = max(spec.query_timeout.total_seconds(), RANGE_TIMEOUT_FLOOR)
     endpoint = Endpoint(url=url)
     chunks: list[tuple[datetime, datetime]] = []
     chunk = timedelta(seconds=step * (MAX_POINTS_PER_QUERY - 1))

@@ -191,7 +191,7 @@ class PolicyRunner:
         interval = spec.poll_interval.total_seconds()
         round_key = (interval, math.floor(now.timestamp() / interval))
         results = await self.shared.source.read(
-            Endpoint(url=url, auth=auth), queries, timeout=spec.prometheus.timeout.total_seconds(), round_key=round_key
+            Endpoint(url=url, auth=auth), queries, timeout=spec.query_timeout.total_seconds(), round_key=round_key
         )
         metrics.count_unknown(results, namespace=self.namespace, policy=self.name)
         readings = {name: r.value for name, r in results.items()}
