@@ -414,6 +414,26 @@ def test_a_zero_prometheus_timeout_is_refused() -> None:
     assert "timeout must be positive, got '0s'" in message
 
 
+@pytest.mark.parametrize(
+    ("credentials", "which"),
+    [
+        ({"bearerTokenSecretRef": {"name": "t", "key": "token"}}, "bearerTokenSecretRef"),
+        ({"basicAuthSecretRef": {"name": "b"}}, "basicAuthSecretRef"),
+    ],
+)
+def test_credentials_are_refused_for_an_http_url_or_with_insecure_skip_verify(
+    credentials: dict[str, Any], which: str
+) -> None:
+    loc, message, _ = _only_error(_spec(prometheus={"url": "http://prom.example:9090", **credentials}))
+    assert loc == ("prometheus",)
+    assert f"{which}: credentials are sent over https only" in message
+    assert "http://prom.example:9090" in message
+    https = {"url": "https://prom.example", "insecureSkipVerify": True, **credentials}
+    loc, message, _ = _only_error(_spec(prometheus=https))
+    assert f"{which}: credentials are never sent with insecureSkipVerify: true" in message
+    assert PolicySpec.model_validate(_spec(prometheus={"url": "https://prom.example", **credentials}))
+
+
 def test_an_unset_prometheus_timeout_is_ten_seconds_or_the_poll_interval_when_shorter() -> None:
     assert PolicySpec.model_validate(_spec(pollInterval="3s")).query_timeout == timedelta(seconds=3)
     assert PolicySpec.model_validate(_spec(pollInterval="1m")).query_timeout == timedelta(seconds=10)

@@ -119,6 +119,15 @@ class PrometheusSpec(Model):
     def _one_auth(self) -> PrometheusSpec:
         if self.bearer_token_secret_ref and self.basic_auth_secret_ref:
             raise ValueError("set at most one of bearerTokenSecretRef and basicAuthSecretRef")
+        if self.bearer_token_secret_ref or self.basic_auth_secret_ref:
+            which = "bearerTokenSecretRef" if self.bearer_token_secret_ref else "basicAuthSecretRef"
+            if self.url is not None and not self.url.lower().startswith("https://"):
+                raise ValueError(f"{which}: credentials are sent over https only, and url {self.url!r} is not https")
+            if self.insecure_skip_verify:
+                raise ValueError(
+                    f"{which}: credentials are never sent with insecureSkipVerify: true "
+                    "(give the server's CA in caSecretRef instead)"
+                )
         if self.timeout is not None and self.timeout <= timedelta(0):
             raise ValueError(f"timeout must be positive, got {format_duration(self.timeout)!r}")
         if self.timeout is not None and self.timeout > MAX_QUERY_TIMEOUT:

@@ -34,6 +34,7 @@ from ..engine import decide, outcomes, set_condition
 from ..engine.outcomes import Outcome
 from ..executing import Execution, adopt, execute, roll_back_all
 from ..notifiers.webhook import post as webhook_post
+from ..sources.allowlist import redact_url
 from ..sources.prometheus import Auth, Endpoint, PrometheusSource, Reading, ReadingKind
 from . import metrics
 from .config import OperatorConfig
@@ -101,6 +102,7 @@ class PolicyRunner:
         now = now or self.schedule.tick_time(datetime.now(UTC))
         try:
             spec = resolve_spec(body, self.shared.config)
+            self._refuse_credentials_in_the_clear(spec)
         except InvalidSpec as problem:
             await self._report_invalid(body, status, str(problem), generation=generation, now=now)
             return 5.0  # the live body picks up a fixed spec; look again soon
@@ -197,6 +199,21 @@ class PolicyRunner:
         readings = {name: r.value for name, r in results.items()}
         errors = {name: r.summary or "unknown" for name, r in results.items() if r.value is None}
         return readings, errors
+
+    def _refuse_credentials_in_the_clear(self, spec: PolicySpec) -> None:
+        """Credentials go over verified https only; the models check a policy's own URL, this the default."""
+        p = spec.prometheus
+        if not (p.bearer_token_secret_ref or p.basic_auth_secret_ref):
+            return
+        which = "bearerTokenSecretRef" if p.bearer_token_secret_ref else "basicAuthSecretRef"
+        url = p.url or self.shared.config.prometheus_url or ""
+        if not url.lower().startswith("https://"):
+            raise InvalidSpec(
+                f"spec.prometheus.{which}: credentials are sent over https only, and the Prometheus URL "
+                f"{redact_url(url)!r} is not https"
+            )
+        if p.insecure_skip_verify:
+            raise InvalidSpec(f"spec.prometheus.{which}: credentials are never sent with insecureSkipVerify: true")
 
     async def _auth(self, spec: PolicySpec) -> Auth:
         p = spec.prometheus

@@ -40,6 +40,7 @@ from .endpoints import Endpoint
 from .readings import (
     Reading,
     ReadingKind,
+    inert,
     reading_from_error_response,
     reading_from_result,
     readings_at_steps,
@@ -284,7 +285,7 @@ _CLIENT_ERROR: Final = re.compile(r"\AHTTP Status Code (\d{3}) \((.*)\)\Z", re.D
 def _reading_from_client_exception(text: str) -> Reading:
     match = _CLIENT_ERROR.match(text)
     if match is None:
-        return Reading.unknown(ReadingKind.INVALID_RESPONSE, f"Prometheus query failed: {text}")
+        return Reading.unknown(ReadingKind.INVALID_RESPONSE, f"Prometheus query failed: {inert(text)}")
     status = int(match.group(1))
     try:
         body = ast.literal_eval(match.group(2))
@@ -337,10 +338,11 @@ def reading_from_exception(exc: BaseException, *, url: str, timeout: float, secr
     """
 
     def told(text: str) -> str:
-        return without_secrets(text, secrets)
+        # Scrubbed before it is cut: a secret cut in half would no longer be found.
+        return inert(without_secrets(text, secrets))
 
     if isinstance(exc, PrometheusApiClientException):
-        return _reading_from_client_exception(told(str(exc)))
+        return _reading_from_client_exception(without_secrets(str(exc), secrets))
     if isinstance(exc, RedirectRefused):
         return Reading.unknown(
             ReadingKind.INVALID_RESPONSE,

@@ -22,6 +22,8 @@ from typing import Final
 TEXT_LIMIT: Final = 200
 """About how many characters of a server's (or library's) words a reading keeps: they end up in status,
 conditions, events and terminals, where a hostile Prometheus must not be able to write much, or anything active."""
+MESSAGE_LIMIT: Final = 400
+"""A whole reason: ours (URLs, Secret names) around at most TEXT_LIMIT characters of theirs."""
 
 # ANSI/ECMA-48 sequences (CSI, OSC up to its terminator, other two-character escapes, 8-bit CSI): whole
 # sequences go, so no printable remnant such as "[31m" is left behind.
@@ -68,7 +70,8 @@ class ReadingKind(StrEnum):
 class Reading:
     """A number, or unknown (value None) with the reason; unknown is never 0.
 
-    The reason is made `inert` here, the one boundary every message passes, whoever wrote it.
+    The reason is made `inert` here, the one boundary every message passes, whoever wrote it; the server's
+    own words in it were cut to TEXT_LIMIT where they entered (`_error_text`, client.py).
     """
 
     value: float | None
@@ -77,7 +80,7 @@ class Reading:
 
     def __post_init__(self) -> None:
         if self.error is not None:
-            object.__setattr__(self, "error", inert(self.error))
+            object.__setattr__(self, "error", inert(self.error, limit=MESSAGE_LIMIT))
 
     @property
     def known(self) -> bool:
@@ -210,7 +213,7 @@ def _error_text(body: bytes) -> tuple[str | None, str]:
         payload = None
     if isinstance(payload, dict) and isinstance(payload.get("error"), str):
         error_type = payload.get("errorType")
-        return (error_type if isinstance(error_type, str) else None), payload["error"]
+        return (inert(error_type, limit=40) if isinstance(error_type, str) else None), inert(payload["error"])
     return None, inert(body.decode("utf-8", errors="replace"))
 
 
@@ -230,6 +233,7 @@ def reading_from_error_response(status: int, body: bytes) -> Reading:
 
 
 __all__ = [
+    "MESSAGE_LIMIT",
     "NOT_A_LIST",
     "TEXT_LIMIT",
     "Reading",
