@@ -42,10 +42,12 @@ def crd() -> None:
 def lint(files: tuple[str, ...], prometheus_url: str | None) -> None:
     """Validate StampedePolicy YAML files offline; one line per problem, exit 1 on any."""
     from .linting import lint_files
+    from .sources.readings import printable
 
     problems = lint_files(list(files), prometheus_url=prometheus_url)
     for problem in problems:
-        click.echo(str(problem), err=True)
+        # Server text (lint --prometheus) and file contents must not reach the terminal as escape sequences.
+        click.echo(printable(str(problem)), err=True)
     if problems:
         sys.exit(1)
     click.echo(f"{len(files)} file(s) OK")
@@ -231,6 +233,7 @@ def simulate(
         render_table,
         replay,
     )
+    from .sources.readings import printable
 
     try:
         name, spec = load_policy(policy_file)
@@ -264,7 +267,7 @@ def simulate(
         )
         click.echo(f"error: {which} had unknown signals, so the replay cannot be trusted:", err=True)
         for error in result.errors:
-            click.echo(f"  {error}", err=True)
+            click.echo(f"  {printable(error)}", err=True)
         sys.exit(EXIT_STEPS_UNKNOWN)
 
 

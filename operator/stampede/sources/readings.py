@@ -48,6 +48,17 @@ def inert(text: str, *, limit: int = TEXT_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def printable(text: str) -> str:
+    """`text` fit for a terminal: escape sequences and control characters removed except line breaks and
+    tabs; unlike `inert` it keeps the layout and length (the CLI prints whole tables and problem lists)."""
+    text = _ESCAPE_SEQUENCE.sub("", text)
+    return "".join(
+        char
+        for char in text
+        if char in "\n\t" or unicodedata.category(char) not in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
+    )
+
+
 class ReadingKind(StrEnum):
     """Machine-readable reasons for an unknown reading: a metric label and the start of a status `error`.
 
@@ -239,6 +250,7 @@ __all__ = [
     "Reading",
     "ReadingKind",
     "inert",
+    "printable",
     "reading_from_error_response",
     "reading_from_result",
     "readings_at_steps",
