@@ -120,10 +120,10 @@ class DeadlinePool:
 
         try:
             submitted = self._executor.submit(blocking)
-        except RuntimeError:
+        except RuntimeError:  # shut down while this call waited at its gate: it is never run
             if gate is not None:
                 gate.leave()
-            raise
+            raise DeadlineExceeded(started=False) from None
         if gate is not None:
             submitted.add_done_callback(lambda _done: gate.leave())
         try:
