@@ -274,7 +274,9 @@ def open_api_schema() -> Schema:
                 "type": "string",
                 "description": "Kind is a string value representing the REST resource this object represents.",
             },
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            # Exactly `{type: object}`: apiextensions' validateStructuralMetadataInvariants refuses anything
+            # else at the root `metadata` (a description too), and the CRD would not install.
+            "metadata": {"type": "object"},
             "spec": _schema_of(PolicySpec, keep_defaults=True),
             "status": _schema_of(PolicyStatus, keep_defaults=False),
         },
