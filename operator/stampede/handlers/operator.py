@@ -35,8 +35,22 @@ ANNOTATION_PREFIX = "stampede.aurum.io"
 _deleted: set[str] = set()
 
 
+#: kopf sets `eventTime`, so the API server holds the message to 1024 *bytes* (legacyValidateEvent in
+#: kubernetes pkg/apis/core/validation/events.go); kopf's own cut counts characters, too many for UTF-8.
+EVENT_MESSAGE_BYTES = 1024
+
+
+def fit_event_message(message: str, limit: int = EVENT_MESSAGE_BYTES) -> str:
+    """The longest prefix of `message` whose UTF-8 encoding fits in `limit` bytes, cut between characters."""
+    encoded = message.encode("utf-8")
+    if len(encoded) <= limit:
+        return message
+    # Decoding with "ignore" drops the partial character a byte cut may leave at the end.
+    return encoded[:limit].decode("utf-8", errors="ignore")
+
+
 def _emit(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-    kopf.event(dict(body), type=type_, reason=reason, message=message[:1000])  # type: ignore[arg-type]
+    kopf.event(dict(body), type=type_, reason=reason, message=fit_event_message(message))  # type: ignore[arg-type]
 
 
 def _shared(memo: Any) -> Shared:
