@@ -17,9 +17,12 @@ from pydantic.alias_generators import to_camel
 from .conditions import SIGNAL_NAME_PATTERN, Condition, ConditionText, parse_condition
 from .durations import Duration, format_duration
 
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+# The API server's own grammars (k8s.io/apimachinery/pkg/util/validation): IsDNS1123Subdomain (dot-separated
+# labels, so no `..` or `.-`), IsDNS1123Label, and IsConfigMapKey (not `.`, `..` or a leading `..`). Lengths
+# are bounded with max_length where these are used; the patterns are RE2-compatible, as the CRD needs.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-CONFIGMAP_KEY = r"^[-._a-zA-Z0-9]{1,253}$"
+CONFIGMAP_KEY = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]{0,251}$"
 URL_PATTERN = r"^https?://[^\s/@]+(/[^\s]*)?$"
 
 Name = Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]
