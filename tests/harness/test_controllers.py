@@ -40,9 +40,9 @@ async def call(api: aiohttp.ClientSession, method: str, path: str, body: Any = N
         return rsp.status, await rsp.json(content_type=None)
 
 
-async def until(check: Callable[[], Any], *, timeout: float = 10.0) -> Any:
+async def until(check: Callable[[], Any]) -> Any:
     """Poll a condition on the loop until it holds (the controllers run on this loop too)."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(10):
         while True:
             result = check()
             if asyncio.iscoroutine(result):
