@@ -25,6 +25,10 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 CONFIGMAP_KEY = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]{0,251}$"
 URL_PATTERN = r"^https?://[^\s/@]+(/[^\s]*)?$"
 
+#: Booleans and integers are strict: the API server refuses `"true"` or `"10"` where the CRD says boolean or
+#: integer, so the models must not coerce them either.
+StrictBool = Annotated[bool, Field(strict=True)]
+
 Name = Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]
 LabelName = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
 
@@ -97,7 +101,7 @@ class PrometheusSpec(Model):
     """Secret with keys `username` and `password` for HTTP basic auth."""
     ca_secret_ref: SecretKeyRef | None = None
     """Secret key holding a PEM CA bundle used to verify the server's certificate."""
-    insecure_skip_verify: bool = False
+    insecure_skip_verify: StrictBool = False
     """Skip TLS certificate verification (not for production)."""
 
     @model_validator(mode="after")
@@ -183,7 +187,7 @@ class ScaleAction(Model):
     """Deployment or StatefulSet."""
     name: Name
     """Name of the workload."""
-    replicas: Annotated[int, Field(ge=1, le=100000)]
+    replicas: Annotated[int, Field(ge=1, le=100000, strict=True)]
     """Minimum replicas during the incident (capped by the operator's STAMPEDE_MAX_REPLICAS); an HPA's
     minReplicas is raised instead when one targets the workload."""
 
@@ -287,7 +291,7 @@ class PolicySpec(Model):
 
     mode: Mode = Mode.ENFORCE
     """Enforce applies changes; DryRun only records in status.planned what it would change."""
-    suspend: bool = False
+    suspend: StrictBool = False
     """Keep polling and reporting, but take no action and no rollback."""
     poll_interval: Duration = timedelta(seconds=15)
     """How often Prometheus is queried (minimum 1s)."""
