@@ -51,11 +51,12 @@ async def serve(args: argparse.Namespace) -> None:
         simulate_controllers=not args.no_controllers,
         bookmark_interval=args.bookmark_interval,
         history_size=args.history_size,
+        # Neither flag: the defaults plus whatever HARNESS_STRICT names (Strictness.from_env).
         strictness=Strictness.lenient()
         if args.lenient
         else Strictness.everything()
         if args.strict_everything
-        else Strictness(),
+        else None,
     )
     async with harness:
         print(json.dumps({"url": harness.url, "kubeconfig": str(harness.kubeconfig or "")}), flush=True)

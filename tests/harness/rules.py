@@ -377,8 +377,10 @@ def owner_references_permission_errors(new: Obj, old: Obj | None) -> list[str]:
     errors = []
     for ref in (new.get("metadata") or {}).get("ownerReferences") or []:
         if ref.get("blockOwnerDeletion") and json.dumps(ref, sort_keys=True) not in old_refs:
+            plural = ref.get("kind", "").lower() + "s"
             errors.append(
                 f"cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set "
-                f"finalizers on: , {ref.get('kind')}/{ref.get('name')}"
+                f'finalizers on: User "harness" cannot update resource "{plural}/finalizers" for '
+                f"{ref.get('kind')}/{ref.get('name')}"
             )
     return errors

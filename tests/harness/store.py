@@ -16,6 +16,7 @@ import collections
 import copy
 import dataclasses
 import datetime
+import os
 import random
 import uuid
 from collections.abc import Callable, Mapping
@@ -111,6 +112,22 @@ class Strictness:
     job_controller: bool = False
 
     @classmethod
+    def from_env(cls) -> Strictness:
+        """The defaults, with the switches named in HARNESS_STRICT (comma-separated, or `all`) turned on.
+
+        Lets a targeted run try a pending switch without editing code:
+        `HARNESS_STRICT=rollout_controller pytest tests/e2e/test_modes.py`.
+        """
+        names = [n.strip() for n in os.environ.get("HARNESS_STRICT", "").split(",") if n.strip()]
+        if names == ["all"]:
+            return cls.everything()
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(names) - known
+        if unknown:
+            raise ValueError(f"HARNESS_STRICT: unknown switches {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**dict.fromkeys(names, True))
+
+    @classmethod
     def lenient(cls) -> Strictness:
         return cls(validation=False, merge_patch_prunes_array_nulls=False)
 
@@ -199,7 +216,7 @@ class Store:
         strictness: Strictness | None = None,
     ) -> None:
         self.catalogue = catalogue or Catalogue()
-        self.strictness = strictness if strictness is not None else Strictness()
+        self.strictness = strictness if strictness is not None else Strictness.from_env()
         #: openAPIV3Schema per served custom resource version, from the CRDs (group, version, plural).
         self._schemas: dict[tuple[str, str, str], Obj] = {}
         #: Called after every committed change (asynchronous controllers subscribe here).
