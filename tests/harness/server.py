@@ -244,6 +244,13 @@ class Faults:
         return None
 
 
+def _manager_from_user_agent(user_agent: str | None) -> str | None:
+    """The default field manager: the User-Agent up to its first `/`, at most 128 characters."""
+    if not user_agent:
+        return None
+    return user_agent.split("/", 1)[0][:128] or None
+
+
 def _json(body: Any, *, status: int = 200) -> aiohttp.web.Response:
     return aiohttp.web.Response(text=json.dumps(body), status=status, content_type="application/json")
 
@@ -444,7 +451,10 @@ class HarnessHandler(kmock.RawHandler):
         query = record.query
         ns = route.namespace if info.namespaced else None
         dry_run = bool(query.get("dryRun"))
-        manager = query.get("fieldManager")
+        # Like the real server (fieldmanager's prefixFromUserAgent): without fieldManager, writes are
+        # recorded under the User-Agent's first segment; apply requests must name their manager.
+        manager = query.get("fieldManager") or _manager_from_user_agent(raw.headers.get("User-Agent"))
+        force = query.get("force") in ("true", "1")
         accept = raw.headers.get("Accept", "")
         verb = record.verb
 
@@ -496,6 +506,8 @@ class HarnessHandler(kmock.RawHandler):
             )
         if verb == "patch":
             content_type = raw.headers.get("Content-Type", "").split(";")[0].strip()
+            if content_type == APPLY and not query.get("fieldManager"):
+                raise ApiError(400, "BadRequest", "PATCH, application/apply-patch+yaml: fieldManager is required")
             return _json(
                 store.patch(
                     info,
@@ -506,6 +518,7 @@ class HarnessHandler(kmock.RawHandler):
                     subresource=route.subresource,
                     field_manager=manager,
                     dry_run=dry_run,
+                    force=force,
                 )
             )
         if verb == "delete":

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from . import patches, rules, schemas
+from . import managed, patches, rules, schemas
 from .resources import Catalogue, ResourceInfo, resources_from_crd
 
 Obj = dict[str, Any]
@@ -104,12 +104,14 @@ class Strictness:
     merge_patch_prunes_array_nulls: bool = False
     #: OwnerReferencesPermissionEnforcement, modelling a client without `update` on owners' finalizers.
     owner_references_permission_enforcement: bool = False
+    #: managedFields with real field sets per manager, ownership moving on writes, Apply conflicts (managed.py).
+    managed_fields: bool = True
     #: Deployment/StatefulSet rollout progress written to `status` over a second or two (controllers.py).
     rollout_controller: bool = False
     #: An HPA controller that keeps its target's replicas within [minReplicas, maxReplicas].
     hpa_controller: bool = False
     #: A Job controller that writes Job status (active, then succeeded) shortly after creation.
-    job_controller: bool = False
+    job_controller: bool = True
 
     @classmethod
     def from_env(cls) -> Strictness:
@@ -129,7 +131,7 @@ class Strictness:
 
     @classmethod
     def lenient(cls) -> Strictness:
-        return cls(validation=False, merge_patch_prunes_array_nulls=False)
+        return cls(validation=False, merge_patch_prunes_array_nulls=False, managed_fields=False, job_controller=False)
 
     @classmethod
     def everything(cls) -> Strictness:
@@ -158,6 +160,11 @@ def _comparable(obj: Obj) -> Obj:
     for key in ("resourceVersion", "managedFields", "generation"):
         meta.pop(key, None)
     return result
+
+
+def _field_sets(obj: Obj) -> list[Obj]:
+    """managedFields without their timestamps."""
+    return [{k: v for k, v in e.items() if k != "time"} for e in obj.get("metadata", {}).get("managedFields") or []]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -375,29 +382,71 @@ class Store:
                 f"unable to create new content in namespace {namespace} because it is being terminated",
             )
 
-    @staticmethod
-    def _managed(meta: Obj, manager: str | None, operation: str, subresource: str | None) -> None:
+    def _managed(
+        self,
+        info: ResourceInfo,
+        obj: Obj,
+        *,
+        old: Obj | None,
+        manager: str | None,
+        operation: str,
+        subresource: str | None,
+        applied: Any = None,
+        force: bool = False,
+    ) -> None:
+        """Record the write in `metadata.managedFields` (managed.py); a lenient harness only names the manager."""
         if not manager:
             return
-        entries = [
-            e
-            for e in meta.get("managedFields", [])
-            if not (
-                e.get("manager") == manager and e.get("operation") == operation and e.get("subresource") == subresource
+        meta = obj["metadata"]
+        if not self.strictness.managed_fields:
+            kept = [
+                e
+                for e in meta.get("managedFields", [])
+                if (e.get("manager"), e.get("operation"), e.get("subresource")) != (manager, operation, subresource)
+            ]
+            entry: Obj = {"manager": manager, "operation": operation, "apiVersion": info.api_version}
+            entry.update({"time": now_iso(), "fieldsType": "FieldsV1", "fieldsV1": {}})
+            if subresource:
+                entry["subresource"] = subresource
+            meta["managedFields"] = [*kept, entry]
+            return
+        try:
+            entries = managed.update_entries(
+                list((old or {}).get("metadata", {}).get("managedFields") or []),
+                manager=manager,
+                operation=operation,
+                subresource=subresource,
+                api_version=info.api_version,
+                now=now_iso(),
+                old=old,
+                new=obj,
+                has_status=info.status,
+                applied=applied if isinstance(applied, dict) else None,
+                force=force,
             )
-        ]
-        entry: Obj = {
-            "manager": manager,
-            "operation": operation,
-            "apiVersion": "",
-            "time": now_iso(),
-            "fieldsType": "FieldsV1",
-            "fieldsV1": {},
-        }
-        if subresource:
-            entry["subresource"] = subresource
-        entries.append(entry)
-        meta["managedFields"] = entries
+        except managed.ApplyConflict as e:
+            raise ApiError(
+                409,
+                "Conflict",
+                str(e),
+                details={
+                    "name": meta.get("name", ""),
+                    "group": info.group,
+                    "kind": info.plural,
+                    "causes": [
+                        {
+                            "reason": "FieldManagerConflict",
+                            "message": f'conflict with "{m}"',
+                            "field": managed.render_path(p),
+                        }
+                        for m, p in e.conflicts
+                    ],
+                },
+            ) from e
+        if entries:
+            meta["managedFields"] = entries
+        else:
+            meta.pop("managedFields", None)
 
     def create(
         self,
@@ -407,9 +456,11 @@ class Store:
         body: Any,
         field_manager: str | None = None,
         dry_run: bool = False,
+        operation: str = "Update",
     ) -> Obj:
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
+        applied = copy.deepcopy(body) if operation == "Apply" else None
         obj = {k: copy.deepcopy(v) for k, v in body.items() if k not in ("kind", "apiVersion")}
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
@@ -458,10 +509,12 @@ class Store:
         meta["uid"] = str(uuid.UUID(int=self._random.getrandbits(128), version=4))
         meta["creationTimestamp"] = now_iso()
         meta["generation"] = 1
-        self._managed(meta, field_manager, "Update", None)
         self._defaults(info, obj)
         obj = self._admit(info, obj, old=None)
         meta = obj["metadata"]
+        self._managed(
+            info, obj, old=None, manager=field_manager, operation=operation, subresource=None, applied=applied
+        )
         if dry_run:
             meta["resourceVersion"] = self.resource_version
             return self._decorate(info, obj)
@@ -536,6 +589,8 @@ class Store:
         field_manager: str | None,
         operation: str,
         dry_run: bool = False,
+        applied: Any = None,
+        force: bool = False,
     ) -> Obj:
         """Turn a client-proposed new state into the stored one; the heart of update semantics."""
         meta_old = old["metadata"]
@@ -593,12 +648,23 @@ class Store:
 
         result["metadata"]["resourceVersion"] = meta_old["resourceVersion"]
         result = self._admit(info, result, old=old)
-        if _comparable(result) == _comparable(old):
-            return self._decorate(info, old)  # a no-op write: no new RV, no watch event
+        self._managed(
+            info,
+            result,
+            old=old,
+            manager=field_manager,
+            operation=operation,
+            subresource=subresource,
+            applied=applied,
+            force=force,
+        )
+        # A no-op write (no new RV, no watch event) unless the field sets moved, as an Apply of
+        # unchanged values does; the timestamps of managedFields alone do not count.
+        if _comparable(result) == _comparable(old) and _field_sets(result) == _field_sets(old):
+            return self._decorate(info, old)
 
         if _spec_part(result) != _spec_part(old):
             result["metadata"]["generation"] = meta_old.get("generation", 1) + 1
-        self._managed(result["metadata"], field_manager, operation, subresource)
         if dry_run:
             return self._decorate(info, result)
         result["metadata"]["resourceVersion"] = self._next_rv()
@@ -654,6 +720,7 @@ class Store:
         subresource: str | None = None,
         field_manager: str | None = None,
         dry_run: bool = False,
+        force: bool = False,
     ) -> Obj:
         if content_type == STRATEGIC and info.custom:
             raise ApiError(
@@ -668,7 +735,14 @@ class Store:
             except ApiError:
                 if subresource:
                     raise
-                return self.create(info, namespace=namespace, body=body, field_manager=field_manager, dry_run=dry_run)
+                return self.create(
+                    info,
+                    namespace=namespace,
+                    body=body,
+                    field_manager=field_manager,
+                    dry_run=dry_run,
+                    operation="Apply",
+                )
         else:
             old = self._current(info, namespace, name)
 
@@ -703,6 +777,8 @@ class Store:
             field_manager=field_manager,
             operation="Apply" if content_type == APPLY else "Update",
             dry_run=dry_run,
+            applied=body if content_type == APPLY else None,
+            force=force,
         )
 
     def delete(

@@ -454,8 +454,9 @@ def test_the_lenient_mode_accepts_what_the_real_server_refuses() -> None:
     create(s, cm("Upper", data={".": "v"}, labels={"k": "v" * 64}))
 
 
-def test_the_default_is_strict_validation_with_the_pending_switches_off() -> None:
+def test_the_default_is_strict_with_only_the_switches_that_wait_for_operator_fixes_off() -> None:
     default = Strictness()
     assert default.validation
     assert not default.owner_references_permission_enforcement
-    assert not (default.rollout_controller or default.hpa_controller or default.job_controller)
+    assert default.managed_fields and default.job_controller
+    assert not (default.rollout_controller or default.hpa_controller or default.merge_patch_prunes_array_nulls)
