@@ -363,15 +363,28 @@ def _cel_errors(value: Any, schema: Schema, path: str) -> list[str]:
     for rule in schema.get("x-kubernetes-validations") or []:
         if "oldSelf" in rule["rule"]:
             continue  # transition rules need the old object; the harness does not evaluate them
-        try:
-            verdict = _compile(rule["rule"]).evaluate({"self": _to_cel(value)})
-        except Exception as e:  # cel-python raises its own error types for no-such-key and the like
-            errors.append(f"{path}: Invalid value: {json.dumps(rule['rule'])}: evaluation error: {e}")
+        verdict = _evaluate(rule["rule"], json.dumps(value, sort_keys=True))
+        if isinstance(verdict, str):
+            errors.append(f"{path}: Invalid value: {json.dumps(rule['rule'])}: evaluation error: {verdict}")
             continue
-        if verdict is not True and str(verdict) != "True":
+        if not verdict:
             message = rule.get("message") or f"failed rule: {rule['rule']}"
             errors.append(f'{path}: Invalid value: "object": {message}')
     return errors
+
+
+@functools.lru_cache(maxsize=8192)
+def _evaluate(rule: str, value_json: str) -> bool | str:
+    """A rule's verdict on a value (True/False), or the evaluation error's text.
+
+    Cached by the value's JSON: cel-python interprets its parse tree (several ms a rule), and the
+    same spec is re-validated on every status write of a custom resource.
+    """
+    try:
+        verdict = _compile(rule).evaluate({"self": _to_cel(json.loads(value_json))})
+    except Exception as e:  # cel-python raises its own error types for no-such-key and the like
+        return str(e) or type(e).__name__
+    return verdict is True or str(verdict) == "True"
 
 
 @functools.lru_cache(maxsize=256)
