@@ -12,7 +12,8 @@ that count the operator's writes ("zero target writes") keep counting only clien
 (`RequestLog.entries` leaves controller records out unless asked).
 
 Sources: pkg/controller/deployment (sync.go syncRolloutStatus, calculateStatus), pkg/controller/podautoscaler
-(horizontal.go normalizeDesiredReplicas: the [min, max] clamp), pkg/controller/job (job_controller.go).
+(horizontal.go normalizeDesiredReplicas: the [min, max] clamp of a metrics recommendation, here fixed
+or set by annotation), pkg/controller/job (job_controller.go).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ DEPLOYMENT_CONTROLLER = "deployment-controller"
 STATEFULSET_CONTROLLER = "statefulset-controller"
 HPA_CONTROLLER = "horizontal-pod-autoscaler"
 JOB_CONTROLLER = "job-controller"
+#: On an HPA: the replicas its metrics would recommend (the harness has no metrics pipeline).
+METRIC_REPLICAS = "harness.k8s.io/metric-replicas"
 
 
 class Controllers:
@@ -49,6 +52,7 @@ class Controllers:
         self.store = store
         self.log = log
         self._timers: list[asyncio.TimerHandle] = []
+        self._recommendations: dict[tuple[str, str, str], int] = {}
         store.listeners.append(self._on_change)
 
     def close(self) -> None:
@@ -211,7 +215,14 @@ class Controllers:
         target = self.store.get(target_info, namespace=ns, name=ref.get("name", ""))
         current = (target.get("spec") or {}).get("replicas", 1)
         low, high = spec.get("minReplicas") or 1, spec.get("maxReplicas") or current
-        desired = min(max(current, low), high)
+        # There are no metrics here: what they would recommend is the annotation METRIC_REPLICAS when a
+        # test sets it, else the target's replicas when this HPA first synced. Like the real controller
+        # (normalizeDesiredReplicas), the recommendation is then clamped to [minReplicas, maxReplicas],
+        # so a raised minimum scales the target up and a restored one lets it come back down.
+        seen = (ns, hpa_name, hpa["metadata"]["uid"])
+        annotated = (hpa["metadata"].get("annotations") or {}).get(METRIC_REPLICAS)
+        recommendation = int(annotated) if annotated else self._recommendations.setdefault(seen, current)
+        desired = min(max(recommendation, low), high)
 
         def scale(obj: Obj) -> None:
             obj.setdefault("spec", {})["replicas"] = desired

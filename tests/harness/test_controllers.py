@@ -89,7 +89,9 @@ async def test_a_write_with_the_version_read_before_a_controller_write_gets_409(
     assert (status, answer["reason"]) == (409, "Conflict")
 
 
-async def test_the_hpa_controller_keeps_its_target_within_min_and_max(api: aiohttp.ClientSession) -> None:
+async def test_the_hpa_controller_keeps_its_target_at_its_recommendation_within_min_and_max(
+    api: aiohttp.ClientSession,
+) -> None:
     await call(api, "POST", DEPLOYS, deployment(1))
     hpa = {
         "apiVersion": "autoscaling/v2",
@@ -109,9 +111,15 @@ async def test_the_hpa_controller_keeps_its_target_within_min_and_max(api: aioht
 
     await until(lambda: replicas(2))
     await call(api, "PATCH", f"{DEPLOYS}/api", {"spec": {"replicas": 10}}, headers=MERGE)
-    await until(lambda: replicas(4))
+    await until(lambda: replicas(2))  # a manual scale is overridden by the HPA's recommendation
+    metrics = {"metadata": {"annotations": {"harness.k8s.io/metric-replicas": "9"}}}
+    await call(api, "PATCH", f"{HPAS}/api", metrics, headers=MERGE)
+    await call(api, "PATCH", f"{HPAS}/api", {"spec": {"maxReplicas": 5}}, headers=MERGE)
+    await until(lambda: replicas(5))  # the recommendation, capped at maxReplicas
     _, hpa_now = await call(api, "GET", f"{HPAS}/api")
-    assert hpa_now["status"]["desiredReplicas"] == 4
+    assert hpa_now["status"]["desiredReplicas"] == 5
+    await call(api, "PATCH", f"{HPAS}/api", {"spec": {"minReplicas": 1, "maxReplicas": 10}}, headers=MERGE)
+    await until(lambda: replicas(9))
 
 
 async def test_the_job_controller_reports_the_job_active_then_succeeded(h: Harness, api: aiohttp.ClientSession) -> None:
