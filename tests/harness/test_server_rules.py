@@ -460,3 +460,12 @@ def test_the_default_is_strict_with_only_the_switches_that_wait_for_operator_fix
     assert not default.owner_references_permission_enforcement
     assert default.managed_fields and default.job_controller
     assert not (default.rollout_controller or default.hpa_controller or default.merge_patch_prunes_array_nulls)
+
+
+def test_an_event_message_cut_by_the_operator_is_accepted_where_the_uncut_one_is_refused() -> None:
+    from stampede.handlers.operator import fit_event_message
+
+    s = store(repo_crd=False)
+    message = "ConfigMap web/banner: text '" + "メンテナンス中です。" * 60 + "'"
+    assert "message" in refused(s, event(message=message))
+    create(s, event(message=fit_event_message(message)))
