@@ -138,7 +138,8 @@ async def test_the_job_controller_reports_the_job_active_then_succeeded(h: Harne
 
 
 async def test_controllers_stay_quiet_when_switched_off() -> None:
-    async with Harness() as harness, aiohttp.ClientSession(harness.url) as api:
+    quiet = Strictness(rollout_controller=False, hpa_controller=False, job_controller=False)
+    async with Harness(strictness=quiet) as harness, aiohttp.ClientSession(harness.url) as api:
         await call(api, "POST", DEPLOYS, deployment(2))
         _, obj = await call(api, "GET", f"{DEPLOYS}/api")
         # The default harness keeps its instant status simulation and logs no controller writes.

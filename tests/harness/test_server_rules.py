@@ -458,8 +458,8 @@ def test_the_default_is_strict_with_only_the_switches_that_wait_for_operator_fix
     default = Strictness()
     assert default.validation
     assert not default.owner_references_permission_enforcement
-    assert default.managed_fields and default.job_controller
-    assert not (default.rollout_controller or default.hpa_controller or default.merge_patch_prunes_array_nulls)
+    assert default.managed_fields and default.job_controller and default.rollout_controller and default.hpa_controller
+    assert not (default.owner_references_permission_enforcement or default.merge_patch_prunes_array_nulls)
 
 
 def test_an_event_message_cut_by_the_operator_is_accepted_where_the_uncut_one_is_refused() -> None:
