@@ -97,8 +97,11 @@ class Strictness:
     to turn on, or `HARNESS_STRICT=name,...` for one run (`from_env`).
     """
 
-    #: Object metadata, built-in kinds (rules.py), CRD structure and custom-resource schemas (schemas.py).
+    #: Object metadata, built-in kinds (rules.py), CRD structure (schemas.py), etcd's size limit.
     validation: bool = True
+    #: Custom resources pruned, defaulted and validated against their CRD's schema and CEL rules (schemas.py);
+    #: off models a CRD applied without its schema (the hostile-policy fault test).
+    custom_resource_schemas: bool = True
     #: evanphx/json-patch MergePatch: `null` members of objects inside arrays are dropped. Off until the
     #: operator's status names absent keys explicitly (status.applied[].original loses its null marks).
     merge_patch_prunes_array_nulls: bool = False
@@ -134,6 +137,7 @@ class Strictness:
     def lenient(cls) -> Strictness:
         return cls(
             validation=False,
+            custom_resource_schemas=False,
             merge_patch_prunes_array_nulls=False,
             managed_fields=False,
             rollout_controller=False,
@@ -283,7 +287,7 @@ class Store:
         strictness = self.strictness
         if strictness.validation:
             errors: list[str] = []
-            if info.custom:
+            if info.custom and strictness.custom_resource_schemas:
                 schema = self._schemas.get((info.group, info.version, info.plural))
                 if schema is not None:
                     obj, errors = schemas.admit_custom_resource(obj, schema)
