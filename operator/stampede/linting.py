@@ -38,7 +38,7 @@ from .api.conditions import parse_condition
 from .api.crd import open_api_schema
 from .api.durations import format_duration, parse_duration
 from .api.spec import PolicySpec, StampedePolicyDocument, TemplateKind
-from .api.templates import TemplateDocument, TemplateProblem, render
+from .api.templates import TemplateDocument, TemplateProblem, render, rendered_context
 
 if TYPE_CHECKING:
     from .sources.prometheus import Reading
@@ -185,7 +185,9 @@ def _lint_object(
     if unrenderable:
         return problems + unrenderable
     try:
-        document = StampedePolicyDocument.model_validate(obj)
+        spec_of = obj.get("spec")
+        context = rendered_context(spec_of) if isinstance(spec_of, dict) else None
+        document = StampedePolicyDocument.model_validate(obj, context=context)
     except ValidationError as exc:
         pairs = _schema_pairs(exc.errors(include_url=False))
         spec = obj.get("spec")

@@ -153,7 +153,7 @@ def test_printer_columns_show_mode_state_severity_phase_incident_and_age() -> No
         column["name"]: (column["type"], column["jsonPath"]) for column in _version()["additionalPrinterColumns"]
     }
     assert list(columns) == ["Mode", "State", "Ready", "Reason", "Severity", "Phase", "Incident", "Age"]
-    assert columns["Mode"] == ("string", ".spec.mode")
+    assert columns["Mode"] == ("string", ".status.mode")  # the mode in force, after defaults and templates
     assert columns["Ready"] == ("string", '.status.conditions[?(@.type=="Ready")].status')
     assert columns["Reason"] == ("string", '.status.conditions[?(@.type=="Ready")].reason')
     assert columns["State"] == ("string", ".status.state")
@@ -202,8 +202,13 @@ def test_no_default_is_null_and_no_object_mixes_properties_with_additional_prope
         assert node.get("additionalProperties", {}) is not False, path
 
 
+def test_the_root_metadata_schema_is_exactly_an_object_as_the_api_server_demands() -> None:
+    # apiextensions' validateStructuralMetadataInvariants refuses anything else there, a description too.
+    assert _root()["properties"]["metadata"] == {"type": "object"}
+
+
 def test_every_property_has_a_description_for_kubectl_explain() -> None:
-    properties = list(_properties(_root()))
+    properties = [(path, prop) for path, prop in _properties(_root()) if path != ".metadata"]
     assert len(properties) > 80
     for path, prop in properties:
         assert prop.get("description", "").strip(), f"{path} has no description"

@@ -74,7 +74,7 @@ _MODEL_VALIDATIONS: dict[str, list[Schema]] = {
 }
 
 _PRINTER_COLUMNS: list[Schema] = [
-    {"name": "Mode", "type": "string", "jsonPath": ".spec.mode", "description": "Enforce or DryRun."},
+    {"name": "Mode", "type": "string", "jsonPath": ".status.mode", "description": "Enforce or DryRun (in force)."},
     {"name": "State", "type": "string", "jsonPath": ".status.state", "description": "Idle, Incident or RollingBack."},
     # Ready and its reason side by side: a JSONPath cannot choose between them, and without them an
     # invalid policy reads as a healthy `Idle` in `kubectl get stp`.
@@ -292,7 +292,9 @@ def open_api_schema() -> Schema:
                 "type": "string",
                 "description": "Kind is a string value representing the REST resource this object represents.",
             },
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            # Exactly `{type: object}`: apiextensions' validateStructuralMetadataInvariants refuses anything
+            # else at the root `metadata` (a description too), and the CRD would not install.
+            "metadata": {"type": "object"},
             "spec": templatable_spec_schema(_schema_of(PolicySpec, keep_defaults=True)),
             "status": _schema_of(PolicyStatus, keep_defaults=False),
         },
