@@ -390,17 +390,19 @@ def test_every_expression_compiles() -> None:
 
 def test_expressions_stay_within_the_api_servers_cost_limits() -> None:
     # One authorizer check costs 350,000 and one expression may spend 1,000,000: every variable holds
-    # at most two checks, and a validation checks once per target, only where the namespace-wide
-    # right (a variable) is missing.
+    # at most two checks, a validation checks once per target only where the namespace-wide right (a
+    # variable) is missing, and a messageExpression checks at most two targets.
     spec = policy(AUTHOR_RIGHTS)["spec"]
     for variable in spec["variables"]:
         assert variable["expression"].count(".check(") <= 2, variable["name"]
     for validation in spec["validations"]:
-        for key in ("expression", "messageExpression"):
-            text = validation.get(key, "")
-            assert text.count(".check(") <= 1, text
-            if ".check(" in text and key == "expression":
-                assert "variables.may" in text, "per-name checks only as the fallback of a namespace-wide right"
+        text = validation["expression"]
+        assert text.count(".check(") <= 1, text
+        if ".check(" in text:
+            assert "variables.may" in text, "per-name checks only as the fallback of a namespace-wide right"
+        # A message names the first of at most two targets it checks (a failing messageExpression
+        # would leave only the static message).
+        assert validation.get("messageExpression", "").count(".check(") <= 2, validation["message"]
 
 
 # -- author rights -------------------------------------------------------------------------------
@@ -523,7 +525,12 @@ def test_actions_in_every_phase_are_checked() -> None:
     obj["spec"]["phases"][19]["actions"][0]["configMap"]["name"] = "secret-flags"
     rules = (set(ALL_RIGHTS) - {Rule("", "configmaps", "patch")}) | {Rule("", "configmaps", "patch", name="flags")}
     verdict = admit(policy(AUTHOR_RIGHTS), obj=obj, rules=rules)
-    assert any("action 'flags-19'" in m and "ConfigMap 'secret-flags'" in m for m in verdict.refusals), verdict.refusals
+    # Past the first two actions a message names the right only.
+    assert verdict.refusals == [
+        f"{USER} may not patch every ConfigMap the policy names in namespace {NS} (configmaps, verb patch)"
+    ]
+    rules.add(Rule("", "configmaps", "patch", name="secret-flags"))
+    assert admit(policy(AUTHOR_RIGHTS), obj=obj, rules=rules).admitted, "the last phase's action was the refused one"
 
 
 def test_more_phases_than_the_policy_can_check_are_refused() -> None:
@@ -584,3 +591,18 @@ def test_the_status_writer_names_the_service_account_the_overlays_run_the_operat
         assert f"system:serviceaccount:{namespace}:{account}" == OPERATOR
     [variable] = policy(STATUS_WRITER)["spec"]["variables"]
     assert variable["expression"] == f"'{OPERATOR}'"
+
+
+def test_a_message_names_the_second_target_when_the_first_is_granted_by_name() -> None:
+    obj = every_target_kind()
+    actions = obj["spec"]["phases"][0]["actions"]
+    actions.append({"name": "more-flags", "configMap": {"name": "more-flags", "data": {"B": "2"}}})
+    actions[0]["configMap"]["restart"].append({"kind": "Deployment", "name": "web"})
+    rules = set(ALL_RIGHTS) - {Rule("", "configmaps", "patch"), Rule("apps", "deployments", "patch")}
+    rules |= {Rule("", "configmaps", "patch", name="flags"), Rule("apps", "deployments", "patch", name="api")}
+    verdict = admit(policy(AUTHOR_RIGHTS), obj=obj, rules=rules)
+    assert sorted(verdict.refusals) == [
+        f"action 'flags': {USER} may not patch Deployment 'web' in namespace {NS}"
+        " (deployments, verb patch: restarting it)",
+        f"action 'more-flags': {USER} may not patch ConfigMap 'more-flags' in namespace {NS} (configmaps, verb patch)",
+    ]
