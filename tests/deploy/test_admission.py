@@ -39,6 +39,7 @@ KUBECTL = Path(sys.executable).parent / "kubectl"
 OVERLAYS = ("cluster", "namespaced")
 AUTHOR_RIGHTS = "stampede-policy-author-rights"
 STATUS_WRITER = "stampede-policy-status-writer"
+TEMPLATE_AUTHOR = "stampede-template-author-rights"
 OPERATOR = "system:serviceaccount:stampede-system:stampede-operator"
 NS = "aurum-dev"
 USER = "jane"
@@ -197,6 +198,7 @@ class Admission:
             "namespace": target.get("metadata", {}).get("namespace", ""),
             "name": target.get("metadata", {}).get("name", ""),
             "subResource": subresource,
+            "kind": {"group": "stampede.aurum.io", "version": "v1alpha1", "kind": target.get("kind", "")},
             "userInfo": {"username": user, "groups": ["system:authenticated"]},
         }
         expressions = {v["name"]: v["expression"] for v in self.spec.get("variables", [])}
@@ -344,7 +346,7 @@ def rights_for_runbook() -> set[Rule]:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_both_overlays_ship_the_admission_policies_and_their_bindings(overlay: str) -> None:
-    for name in (AUTHOR_RIGHTS, STATUS_WRITER):
+    for name in (AUTHOR_RIGHTS, STATUS_WRITER, TEMPLATE_AUTHOR):
         vap = rendered(overlay, "ValidatingAdmissionPolicy", name)
         binding = rendered(overlay, "ValidatingAdmissionPolicyBinding", name)
         assert vap["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
@@ -383,7 +385,7 @@ def test_author_rights_policy_matches_stampede_policies_but_not_their_status() -
 
 
 def test_every_expression_compiles() -> None:
-    for name in (AUTHOR_RIGHTS, STATUS_WRITER):
+    for name in (AUTHOR_RIGHTS, STATUS_WRITER, TEMPLATE_AUTHOR):
         spec = policy(name)["spec"]
         for item in spec.get("variables", []) + spec.get("matchConditions", []) + spec["validations"]:
             for key in ("expression", "messageExpression"):
@@ -642,3 +644,55 @@ def test_a_templated_policy_with_its_own_phases_and_secrets_is_checked_like_any_
     assert admit(policy(AUTHOR_RIGHTS), obj=obj, rules=rights_for_every_target_by_name()).admitted
     verdict = admit(policy(AUTHOR_RIGHTS), obj=obj, rules=rights_for_every_target_by_name() - {DEPLOYMENT_SCALE_API})
     assert any("action 'scale-api'" in m for m in verdict.refusals), verdict.refusals
+
+
+# -- templates -----------------------------------------------------------------------------------
+
+
+def template(kind: str) -> dict[str, Any]:
+    docs = [d for d in yaml.safe_load_all((ROOT / "examples" / "many-services.yaml").read_text()) if d]
+    [cluster_template] = [d for d in docs if d["kind"] == "ClusterStampedePolicyTemplate"]
+    obj = copy.deepcopy(cluster_template)
+    obj["kind"] = kind
+    if kind == "StampedePolicyTemplate":
+        obj["metadata"]["namespace"] = NS
+    return obj
+
+
+def test_template_author_rights_match_both_template_kinds() -> None:
+    [rule] = policy(TEMPLATE_AUTHOR)["spec"]["matchConstraints"]["resourceRules"]
+    plurals = set()
+    for path in (ROOT / "crds").glob("*templates.stampede.aurum.io.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        assert rule["apiGroups"] == [crd["spec"]["group"]]
+        plurals.add(crd["spec"]["names"]["plural"])
+    assert set(rule["resources"]) == plurals == {"stampedepolicytemplates", "clusterstampedepolicytemplates"}
+
+
+def test_a_namespace_template_needs_every_right_namespace_wide() -> None:
+    vap = policy(TEMPLATE_AUTHOR)
+    assert admit(vap, obj=template("StampedePolicyTemplate"), rules=ALL_RIGHTS).admitted
+    for missing in ALL_RIGHTS:
+        verdict = admit(vap, obj=template("StampedePolicyTemplate"), rules=set(ALL_RIGHTS) - {missing})
+        [message] = verdict.refusals
+        right = f"{missing.verb} {missing.resource}" + (f"/{missing.subresource}" if missing.subresource else "")
+        assert message.startswith(f"{USER} may not {right} in namespace {NS}, "), message
+        assert "StampedePolicyTemplate cache-stampede-runbook" in message
+
+
+def test_a_cluster_template_needs_every_right_in_every_namespace() -> None:
+    vap = policy(TEMPLATE_AUTHOR)
+    obj = template("ClusterStampedePolicyTemplate")
+    verdict = admit(vap, obj=obj, rules=ALL_RIGHTS)  # rights in one namespace only
+    [message] = verdict.refusals
+    assert message.startswith(f"{USER} may not patch configmaps in every namespace"), message
+    assert "(11 such rights missing)" in message
+    cluster_wide = {replace(rule, namespace="") for rule in ALL_RIGHTS}
+    assert admit(vap, obj=obj, rules=cluster_wide).admitted
+
+
+def test_a_template_update_that_leaves_the_spec_alone_is_not_checked() -> None:
+    old = template("ClusterStampedePolicyTemplate")
+    new = copy.deepcopy(old)
+    new["metadata"]["labels"] = {"team": "platform"}
+    assert not admit(policy(TEMPLATE_AUTHOR), obj=new, old=old, operation="UPDATE").matched
