@@ -78,6 +78,14 @@ run: install
 bench: install prometheus
 	$(BIN)/python bench/run.py
 
+# requirements.lock: the image's runtime dependencies (and setuptools/wheel to build it) pinned with
+# hashes; the Dockerfile installs it with --require-hashes. Run after changing [project] dependencies.
+.PHONY: lock
+lock: install
+	$(BIN)/python -m pip install --quiet 'pip-tools>=7.4,<8'
+	$(BIN)/pip-compile --generate-hashes --allow-unsafe --all-build-deps --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --quiet --output-file requirements.lock pyproject.toml
+
 deploy: install
 	$(BIN)/kubectl apply -k deploy/overlays/cluster
 
