@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,report]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -44,12 +44,17 @@ unit: install
 
 crds: install
 	$(BIN)/stampede crd > crds/stampedepolicies.stampede.aurum.io.yaml
+	$(BIN)/stampede crd --kind StampedeIncident > crds/stampedeincidents.stampede.aurum.io.yaml
 	./deploy/sync-crds.sh
 
 verify-crds: install
 	@$(BIN)/stampede crd | diff -u crds/stampedepolicies.stampede.aurum.io.yaml - \
 	  || { echo "crds/ is stale: run 'make crds' and commit the result"; exit 1; }
 	@cmp -s crds/stampedepolicies.stampede.aurum.io.yaml deploy/base/crds/stampedepolicies.stampede.aurum.io.yaml \
+	  || { echo "deploy/base/crds is stale: run 'make crds' and commit the result"; exit 1; }
+	@$(BIN)/stampede crd --kind StampedeIncident | diff -u crds/stampedeincidents.stampede.aurum.io.yaml - \
+	  || { echo "crds/ is stale: run 'make crds' and commit the result"; exit 1; }
+	@cmp -s crds/stampedeincidents.stampede.aurum.io.yaml deploy/base/crds/stampedeincidents.stampede.aurum.io.yaml \
 	  || { echo "deploy/base/crds is stale: run 'make crds' and commit the result"; exit 1; }
 
 demo: install prometheus

@@ -17,11 +17,18 @@ def main() -> None:
 
 
 @main.command()
-def crd() -> None:
-    """Print the StampedePolicy CustomResourceDefinition (generated from the models)."""
+@click.option(
+    "--kind",
+    type=click.Choice(["StampedePolicy", "StampedeIncident"]),
+    default="StampedePolicy",
+    show_default=True,
+    help="Which CustomResourceDefinition to print.",
+)
+def crd(kind: str) -> None:
+    """Print a CustomResourceDefinition (generated from the models)."""
     from .api.crd import render_crd_yaml
 
-    click.echo(render_crd_yaml(), nl=False)
+    click.echo(render_crd_yaml(kind), nl=False)
 
 
 @main.command()

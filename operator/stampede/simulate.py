@@ -27,9 +27,11 @@ import yaml
 
 from .api import KIND
 from .api.durations import format_duration, parse_duration
+from .api.incident import IncidentRecordStatus
 from .api.spec import Action, Mode, PolicySpec, StampedePolicyDocument
 from .api.status import AppliedChange, PolicyStatus, State, format_time
-from .engine import decide, record_applied, record_undone
+from .engine import Decision, Event, decide, record_applied, record_undone
+from .engine.records import RecordBook, kpi_summary
 from .sources.prometheus import Endpoint, PrometheusSource, Reading
 
 __all__ = [
@@ -191,6 +193,8 @@ class IncidentRecord:
     max_phase: str = ""
     escalated: bool = False
     first_change_at: datetime | None = None
+    record: IncidentRecordStatus | None = None
+    """The StampedeIncident status the operator would have written (timeline, changes, KPIs)."""
 
     def wire(self) -> dict[str, Any]:
         return {
@@ -200,6 +204,7 @@ class IncidentRecord:
             "closedAt": rfc3339(self.closed_at) if self.closed_at else None,
             "maxPhase": self.max_phase,
             "escalated": self.escalated,
+            "kpis": [k.model_dump(mode="json", exclude_none=True) for k in self.record.kpis] if self.record else [],
         }
 
 
@@ -220,6 +225,8 @@ class Replay:
     unknown_steps: int = 0
     final_state: State = State.IDLE
     held_at_end: list[AppliedChange] = field(default_factory=list)
+    records: RecordBook = field(default_factory=RecordBook)
+    """The StampedeIncident records the operator would have written, by incident id."""
 
     def summary(self) -> dict[str, Any]:
         """Counts and durations a person tuning the policy looks at first."""
@@ -285,6 +292,7 @@ def replay(
     by_id: dict[str, IncidentRecord] = {}
     for now, readings, errors in history:
         out.steps += 1
+        mark = len(out.events)
         if any(readings.get(s.name) is None for s in spec.signals):
             out.unknown_steps += 1
         decision = decide(spec=spec, status=status, readings=readings, now=now, errors=errors)
@@ -303,11 +311,33 @@ def replay(
             record = by_id.get(incident)
             if record is not None and record.first_change_at is None:
                 record.first_change_at = now
+        status = _follow_records(out, spec=spec, decision=decision, after=status, mark=mark, values=readings, now=now)
         if not dry_run and status.state == State.IDLE:
             status = status.model_copy(update={"planned": []})
     out.final_state = status.state
     out.held_at_end = list(status.planned if dry_run else status.applied)
     return out
+
+
+def _follow_records(
+    out: Replay,
+    *,
+    spec: PolicySpec,
+    decision: Decision,
+    after: PolicyStatus,
+    mark: int,
+    values: Mapping[str, float | None],
+    now: datetime,
+) -> PolicyStatus:
+    """Keep the incident records as the operator would (events from `mark` on are this step's)."""
+    events = [Event(e.reason, e.message, e.warning) for e in out.events[mark:]]
+    name = out.policy.rpartition("/")[2]
+    status = out.records.step(
+        spec=spec, policy=name, decision=decision, after=after, events=events, values=values, now=now
+    )
+    for incident in out.incidents:
+        incident.record = out.records.all.get(incident.id, incident.record)
+    return status
 
 
 def _track_incidents(status: PolicyStatus, out: Replay, by_id: dict[str, IncidentRecord]) -> None:
@@ -429,7 +459,7 @@ def render_table(result: Replay, *, width: int | None = None) -> str:
     console.print(table)
     if result.incidents:
         incidents = Table(title="Incidents")
-        for column in ("ID", "Severity", "Opened", "Closed", "Duration", "Max phase", "Escalated"):
+        for column in ("ID", "Severity", "Opened", "Closed", "Duration", "Max phase", "Escalated", "KPIs met"):
             incidents.add_column(column, no_wrap=True)
         for i in result.incidents:
             duration = ((i.closed_at or result.end) - i.opened_at).total_seconds()
@@ -441,6 +471,7 @@ def render_table(result: Replay, *, width: int | None = None) -> str:
                 _seconds(duration),
                 i.max_phase or "-",
                 "yes" if i.escalated else "no",
+                kpi_summary(i.record.kpis) if i.record else "-",
             )
         console.print(incidents)
     for line in summary_lines(result):

@@ -138,6 +138,7 @@ def test_a_breach_that_recovers_reproduces_the_known_timeline_exactly(
     prometheus: PrometheusServer, tmp_path: Path
 ) -> None:
     out = simulate_json(prometheus, tmp_path, policy("breach"))
+    kpis = {k["name"]: k for k in out["incidents"][0].pop("kpis")}
 
     # P1 (db >= 150) breaches from 10m and has held 1m at 11m; P0 from 14m fires at 15m and escalates by
     # severity; phase capacity at open + 5m; calm from 20m holds 2m at 22m; undos newest first, 30 s apart,
@@ -174,6 +175,10 @@ def test_a_breach_that_recovers_reproduces_the_known_timeline_exactly(
     assert "warm-cache" in messages[9]
     assert "scale-api" in messages[10]
     assert "api-breaker" in messages[11]
+    # KPIs from the start of the P1 breach window (10m): opened after 1m, recovery confirmed 11m later.
+    assert kpis["detection"] == {"name": "detection", "seconds": 60.0, "target": "2m", "met": True}
+    assert kpis["mttr"]["seconds"] == 1320 - 600
+    assert kpis["fullRecovery"]["seconds"] == 1365 - 600
     summary = out["summary"]
     assert summary["incidents"] == 1
     assert summary["timeToMitigateSeconds"] == [0]
