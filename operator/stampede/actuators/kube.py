@@ -152,6 +152,7 @@ _GROUPS = {
     "CronJob": ("apis/batch/v1", "cronjobs"),
     "Job": ("apis/batch/v1", "jobs"),
     "HorizontalPodAutoscaler": ("apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "StampedeIncident": ("apis/stampede.aurum.io/v1alpha1", "stampedeincidents"),
 }
 
 

@@ -26,7 +26,7 @@ from ..actuators.policies import FINALIZER, Policies
 from ..actuators.targets import Actuators
 from ..api import GROUP, PLURAL, VERSION
 from ..sources.prometheus import PrometheusSource
-from . import metrics
+from . import incidents, metrics
 from .config import OperatorConfig
 from .runner import PolicyRunner, Shared
 
@@ -69,7 +69,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         actuators=Actuators(kube, max_replicas=config.max_replicas),
         policies=Policies(kube),
         source=PrometheusSource(max_workers=32),
-        emit=_emit,
+        emit=incidents.capture(_emit),
     )
 
 
@@ -111,6 +111,7 @@ async def forget_deleted(*, type: str, uid: str, name: str, namespace: str | Non
     if type == "DELETED":
         _deleted.add(uid)
         metrics.forget(namespace or "", name)
+        incidents.forget(namespace or "", name)
 
 
 def _has_rollback_finalizer(body: kopf.Body, **_: Any) -> bool:

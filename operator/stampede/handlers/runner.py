@@ -30,7 +30,7 @@ from ..linting import validation_lines
 from ..notifiers import messages
 from ..notifiers.webhook import post as webhook_post
 from ..sources.prometheus import Auth, Endpoint, PrometheusSource, check_url_allowed
-from . import metrics
+from . import incidents, metrics
 from .config import OperatorConfig
 
 log = logging.getLogger("stampede")
@@ -120,6 +120,9 @@ class PolicyRunner:
             self._event(body, event)
         status = await self._execute(body, spec, decision, now=now)
         self._notify(body, spec, status, decision.events, closed=closing)
+        status = await incidents.track(
+            self.shared.policies.kube, body, spec, decision, status, readings=readings, now=now
+        )
         if status.state == State.INCIDENT and spec.mode == Mode.ENFORCE and not spec.suspend:
             status = await self._correct_drift(body, status, now=now)
         status = self._finish_conditions(spec, status, generation=generation, now=now)
