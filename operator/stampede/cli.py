@@ -6,6 +6,7 @@ Each subcommand is a thin shell over a module that does the work, so tests call 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -141,6 +142,12 @@ def run(
 @click.option("--step", "step_text", metavar="D", help="Replay step, e.g. 15s (default: the policy's pollInterval).")
 @click.option("--output", "-o", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option(
+    "--report-dir",
+    "report_dir",
+    type=click.Path(file_okay=False),
+    help="Also write a postmortem draft (<policy>-<id>.md) and a plot (.png) per incident into this directory.",
+)
+@click.option(
     "--false-opening-threshold",
     "false_text",
     default="5m",
@@ -156,6 +163,7 @@ def simulate(
     step_text: str | None,
     output: str,
     false_text: str,
+    report_dir: str | None,
 ) -> None:
     """Replay Prometheus history through the engine and print the incident timeline it would have produced."""
     import json
@@ -197,6 +205,79 @@ def simulate(
     else:
         width = shutil.get_terminal_size((160, 24)).columns if sys.stdout.isatty() else 160
         click.echo(render_table(result, width=width), nl=False)
+    if report_dir:
+        _replay_reports(name, spec, result, history, report_dir)
+
+
+def _replay_reports(name: str, spec: Any, result: Any, history: Any, directory: str) -> None:
+    """`simulate --report-dir`: one report per incident of the replay, from the replayed history."""
+    from pathlib import Path
+
+    from .reporting import Report, write_report
+    from .reporting.plot import PlotUnavailable
+
+    namespace, _, policy = name.rpartition("/")
+    series = {s.name: [(when, values.get(s.name)) for when, values, _ in history] for s in spec.signals}
+    for incident in result.incidents:
+        if incident.record is None:
+            continue
+        report = Report(
+            namespace=namespace,
+            policy=policy,
+            incident=incident.id,
+            spec=spec,
+            record=incident.record,
+            series=series,
+            source="replay",
+        )
+        try:
+            paths = write_report(report, Path(directory), now=result.end)
+        except PlotUnavailable as problem:
+            click.echo(str(problem), err=True)
+            sys.exit(1)
+        click.echo(f"report: {paths[0]} {paths[1]}", err=True)
+
+
+@main.command()
+@click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of the policy.")
+@click.argument("policy")
+@click.option("--incident", "incident", metavar="ID", help="Incident id (default: the latest record of the policy).")
+@click.option(
+    "--prometheus",
+    "prometheus_url",
+    metavar="URL",
+    help="Prometheus to read the signals' history from (default: the policy's spec.prometheus.url).",
+)
+@click.option(
+    "--output-dir",
+    "output_dir",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where <policy>-<id>.md and <policy>-<id>.png are written.",
+)
+def report(namespace: str, policy: str, incident: str | None, prometheus_url: str | None, output_dir: str) -> None:
+    """Write a postmortem draft and a plot of an incident from its StampedeIncident record and Prometheus."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from .reporting import write_report
+    from .reporting.cluster import ReportError, fetch_report
+    from .reporting.plot import PlotUnavailable
+
+    now = datetime.now(UTC)
+    try:
+        found = fetch_report(
+            namespace=namespace, policy=policy, incident=incident, prometheus_url=prometheus_url, now=now
+        )
+        markdown, png = write_report(found, Path(output_dir), now=now)
+    except (ReportError, PlotUnavailable) as problem:
+        click.echo(str(problem), err=True)
+        sys.exit(1)
+    if found.note:
+        click.echo(f"note: {found.note}", err=True)
+    click.echo(str(markdown))
+    click.echo(str(png))
 
 
 if __name__ == "__main__":

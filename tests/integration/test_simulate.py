@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from PIL import Image
 
 from stampede.cli import main
 from tests.support.prometheus import PrometheusMissing, PrometheusServer, openmetrics_gauge
@@ -285,3 +286,31 @@ def test_relative_times_are_accepted_and_a_window_without_data_is_reported(
     # 10 minutes at the policy's 15s pollInterval; this server holds no recent data, which is said on stderr.
     assert json.loads(result.stdout)["summary"]["steps"] == 41
     assert "every step had unknown signals" in result.stderr
+
+
+def test_the_table_shows_how_many_kpis_each_incident_met(prometheus: PrometheusServer, tmp_path: Path) -> None:
+    code, output = simulate(prometheus, tmp_path, policy("breach"))
+    assert code == 0, output
+    assert "KPIs met" in output
+    row = next(line for line in output.splitlines() if line.startswith(f"│ {incident_id(660)}"))
+    assert row.rstrip(" │").endswith("5/5")
+
+
+def test_report_dir_writes_a_postmortem_draft_and_plot_per_incident(
+    prometheus: PrometheusServer, tmp_path: Path
+) -> None:
+    reports = tmp_path / "reports"
+    code, output = simulate(prometheus, tmp_path, policy("breach"), "--report-dir", str(reports))
+    assert code == 0, output
+    name = f"replay-breach-{incident_id(660)}"
+    assert sorted(p.name for p in reports.iterdir()) == [f"{name}.md", f"{name}.png"]
+    markdown = (reports / f"{name}.md").read_text()
+    assert markdown.startswith(
+        f"# Postmortem draft: cache stampede in aurum/replay-breach, incident {incident_id(660)}"
+    )
+    assert "| Severity | P0 (highest reached) |" in markdown
+    assert "| detection | 1m | 2m | yes |" in markdown
+    assert "| api-breaker | ConfigMap" in markdown
+    with Image.open(reports / f"{name}.png") as image:
+        assert image.format == "PNG"
+        assert image.size == (1200, 260 + 140)  # one signal

@@ -9,6 +9,7 @@ Every write carries one fixed field manager, documented for Argo CD's `managedFi
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -60,7 +61,10 @@ def load_api_client() -> k8s.ApiClient:
     try:
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except k8s_config.ConfigException:
-        k8s_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        # KUBECONFIG is read now, not when the client library was imported (it freezes the default then).
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
+        )
     # urllib3's default retries would turn one slow GET into four timeouts; the next poll is the retry.
     configuration.retries = 0
     # One connection per worker thread (the operator's pool has 64), or urllib3 opens and drops extras.

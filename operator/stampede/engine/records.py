@@ -509,7 +509,7 @@ class NearMiss:
 
 def _close_to(condition: Condition, value: float) -> bool:
     reach = abs(condition.threshold) * NEAR_MISS_MARGIN if condition.threshold else NEAR_MISS_MARGIN
-    return abs(value - condition.threshold) <= reach
+    return abs(value - condition.threshold) <= reach * (1 + 1e-9)  # 0.55 vs 0.5 is within 10 % despite binary floats
 
 
 def near_misses(spec: PolicySpec, series: Mapping[str, Sequence[tuple[datetime, float | None]]]) -> list[NearMiss]:
