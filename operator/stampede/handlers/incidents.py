@@ -24,10 +24,10 @@ from ..actuators.kube import Kube, KubeError
 from ..actuators.records import Records
 from ..api.incident import IncidentRecordStatus, RecordState, record_name
 from ..api.spec import PolicySpec
-from ..api.status import KPI, PolicyStatus
+from ..api.status import KPI, IncidentStatus, PolicyStatus
 from ..engine import Decision, Event
 from ..engine.records import follow, kpi_targets, note_notification, with_history_kpis
-from . import metrics
+from . import metrics, notifying
 
 log = logging.getLogger("stampede")
 CAPTURE_LIMIT = 500
@@ -47,6 +47,7 @@ class _Tracker:
     recent: dict[str, IncidentRecordStatus] = field(default_factory=dict)
     looked_up: set[str] = field(default_factory=set)
     targets_set: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 _captured: dict[tuple[str, str], deque[Event]] = {}
@@ -83,9 +84,15 @@ async def track(
     *,
     readings: Mapping[str, float | None],
     now: datetime,
+    closed: IncidentStatus | None = None,
+    emit: Sink | None = None,
 ) -> PolicyStatus:
-    """Bring the records of the incidents this tick touched up to date; returns `after` with the KPIs of a
-    closed incident in its history entry."""
+    """Bring the records of the incidents this tick touched up to date, and send this tick's notifications;
+    returns `after` with the KPIs of a closed incident in its history entry.
+
+    `closed` is the incident as it stood before the tick (the one an `IncidentClosed` event closes); `emit`
+    posts `NotificationFailed` events.
+    """
     records = Records(kube)
     key = _key(body)
     namespace, policy = key
@@ -108,12 +115,16 @@ async def track(
     uid = str((body.get("metadata") or {}).get("uid") or "")
     for incident, record in touched.items():
         _observe(key, tracker.records.get(incident), record)
-        await _write(records, tracker, namespace=namespace, policy=policy, uid=uid, incident=incident, record=record)
+        # Kept in memory before the write is awaited, so a notification noted meanwhile lands on this version.
         if record.state == RecordState.CLOSED:
             tracker.records.pop(incident, None)
             tracker.recent[incident] = record
             while len(tracker.recent) > RECENT_LIMIT:
                 tracker.recent.pop(next(iter(tracker.recent)))
+        else:
+            tracker.records[incident] = record
+        await _write(records, tracker, namespace=namespace, policy=policy, uid=uid, incident=incident)
+        if record.state == RecordState.CLOSED:
             after = with_history_kpis(after, record, incident)
             try:
                 deleted = await asyncio.to_thread(records.prune, namespace, policy, keep=spec.history_limit)
@@ -122,8 +133,21 @@ async def track(
             else:
                 for name in deleted:
                     tracker.written.pop(name, None)
-        else:
-            tracker.records[incident] = record
+
+    async def noted(**kwargs: Any) -> None:
+        await note(kube, **kwargs)
+
+    notifying.dispatch(
+        kube,
+        body,
+        spec,
+        status=decision.status,
+        closed=closed,
+        events=decision.events,
+        emit=emit,
+        note=noted,
+        now=now,
+    )
     return after
 
 
@@ -142,7 +166,9 @@ async def note(
         tracker.records[incident] = record
     else:
         tracker.recent[incident] = record
-    await _write(Records(kube), tracker, namespace=namespace, policy=policy, uid="", incident=incident, record=record)
+    if record_name(policy, incident) not in tracker.written:
+        return  # not created yet: the next tick creates it with this note, and with its owner's uid
+    await _write(Records(kube), tracker, namespace=namespace, policy=policy, uid="", incident=incident)
 
 
 def _set_targets(tracker: _Tracker, spec: PolicySpec, key: tuple[str, str]) -> None:
@@ -190,22 +216,27 @@ async def _write(
     policy: str,
     uid: str,
     incident: str,
-    record: IncidentRecordStatus,
 ) -> None:
-    name = record_name(policy, incident)
-    new = record.wire()
-    old = tracker.written.get(name)
-    try:
-        if old is None:
-            await asyncio.to_thread(
-                records.create, namespace, policy=policy, policy_uid=uid, incident=incident, status=record
-            )
-        else:
-            await asyncio.to_thread(records.write_status, namespace, name, old=old, new=new)
-    except KubeError as error:
-        log.warning("%s/%s: could not write incident record %s: %s", namespace, policy, name, error.message)
-        return
-    tracker.written[name] = new
+    """Write the newest in-memory version of a record; one write at a time per policy, so a late
+    notification's write can never put an older timeline back."""
+    async with tracker.lock:
+        record = tracker.records.get(incident) or tracker.recent.get(incident)
+        if record is None:
+            return
+        name = record_name(policy, incident)
+        new = record.wire()
+        old = tracker.written.get(name)
+        try:
+            if old is None:
+                await asyncio.to_thread(
+                    records.create, namespace, policy=policy, policy_uid=uid, incident=incident, status=record
+                )
+            else:
+                await asyncio.to_thread(records.write_status, namespace, name, old=old, new=new)
+        except KubeError as error:
+            log.warning("%s/%s: could not write incident record %s: %s", namespace, policy, name, error.message)
+            return
+        tracker.written[name] = new
 
 
 def _observe(key: tuple[str, str], before: IncidentRecordStatus | None, record: IncidentRecordStatus) -> None:

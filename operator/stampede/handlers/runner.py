@@ -119,9 +119,16 @@ class PolicyRunner:
         for event in decision.events:
             self._event(body, event)
         status = await self._execute(body, spec, decision, now=now)
-        self._notify(body, spec, status, decision.events, closed=closing)
         status = await incidents.track(
-            self.shared.policies.kube, body, spec, decision, status, readings=readings, now=now
+            self.shared.policies.kube,
+            body,
+            spec,
+            decision,
+            status,
+            readings=readings,
+            now=now,
+            closed=closing,
+            emit=self.shared.emit,
         )
         if status.state == State.INCIDENT and spec.mode == Mode.ENFORCE and not spec.suspend:
             status = await self._correct_drift(body, status, now=now)
