@@ -141,3 +141,11 @@ def test_the_png_decodes_has_the_expected_size_and_is_not_blank(report: Report, 
     assert white < 0.9 * rgb.size[0] * rgb.size[1], "mostly white: nothing was drawn"
     # Phases are shaded: the light blue of the first phase is there.
     assert any(abs(c[0] - 0xBB) < 20 and abs(c[2] - 0xFB) < 20 and c[1] > 200 for _, c in colours)
+
+
+def test_near_misses_look_at_the_incident_not_at_the_margin_around_it(report: Report) -> None:
+    # A warm-up artefact before the breach crosses the threshold; during the incident it only came close.
+    series = dict(report.series)
+    series["hitRate"] = [(at(-60), 0.1), *series["hitRate"]]
+    misses = Report(**{**report.__dict__, "series": series}).near_misses()
+    assert [(m.condition, m.value) for m in misses] == [("hitRate < 0.5", 0.55)]

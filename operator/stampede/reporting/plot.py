@@ -120,9 +120,11 @@ def render_png(report: Report, path: Path, *, now: datetime) -> None:
     bottom.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
     bottom.set_xlabel("time (UTC)")
     kind = "DryRun " if record.dry_run else ""
+    level = record.escalation_level
+    escalated = "" if not level else ", escalated" if level == "escalated" else f", escalated to {level}"
     fig.suptitle(
         f"{report.namespace}/{report.policy} — {kind}incident {report.incident} ({record.severity.value}, "
-        f"phase {record.phase or '-'}{', escalated to ' + record.escalation_level if record.escalation_level else ''})",
+        f"phase {record.phase or '-'}{escalated})",
         fontsize=12,
     )
     fig.subplots_adjust(left=0.07, right=0.76, top=1 - 60 / height, bottom=70 / height, hspace=0.25)

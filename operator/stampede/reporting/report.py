@@ -20,14 +20,15 @@ from ..engine.records import NearMiss, near_misses, worse_is_lower
 Series = Mapping[str, Sequence[tuple[datetime, float | None]]]
 """Per signal: (time, value) pairs, value None where unknown."""
 
-MIN_MARGIN = timedelta(minutes=2)
+MIN_MARGIN = timedelta(seconds=30)
 
 
 def report_window(record: IncidentRecordStatus, *, now: datetime) -> tuple[datetime, datetime]:
-    """The incident with a margin before the first breach and after the close (a fifth of its length, ≥ 2m)."""
+    """The incident with a margin before the first breach and after the close (a quarter of its length, ≥ 30s):
+    enough to see the calm before and after without squeezing the incident itself."""
     start = record.first_breach_at
     end = record.closed_at or now
-    margin = max(MIN_MARGIN, (end - start) / 5)
+    margin = max(MIN_MARGIN, (end - start) / 4)
     return start - margin, end + margin
 
 
@@ -52,7 +53,16 @@ class Report:
         return f"{self.policy}-{self.incident}"
 
     def near_misses(self) -> list[NearMiss]:
-        return near_misses(self.spec, self.series) if self.series else []
+        """Near misses during the incident itself (first breach to close): the margin is context, and a
+        threshold crossed there (e.g. by a counter's warm-up) says nothing about this incident."""
+        if not self.series:
+            return []
+        start, end = self.record.first_breach_at, self.record.closed_at
+        during = {
+            name: [(t, v) for t, v in points if t >= start and (end is None or t <= end)]
+            for name, points in self.series.items()
+        }
+        return near_misses(self.spec, during)
 
 
 def _t(value: datetime | None) -> str:
