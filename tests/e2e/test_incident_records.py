@@ -18,6 +18,7 @@ from PIL import Image
 from stampede.cli import main
 from tests.e2e.conftest import Case
 from tests.e2e.stack import GROUP, VERSION, Stack
+from tests.e2e.test_metrics_and_notifications import scrape, value
 
 POLICY = "recorded"
 PLURAL = "stampedeincidents"
@@ -218,3 +219,12 @@ def test_stampede_report_names_a_missing_incident(seen: Seen, monkeypatch: pytes
     result = CliRunner().invoke(main, ["report", "-n", seen.case.ns, POLICY, "--incident", "19990101-000000"])
     assert result.exit_code == 1
     assert "no StampedeIncident for incident '19990101-000000'" in result.output
+
+
+def test_kpis_are_exported_as_metrics_once_per_incident(seen: Seen, metrics_port: int) -> None:
+    samples = scrape(metrics_port)
+    labels = {"namespace": seen.case.ns, "policy": POLICY}
+    for kpi in ("detection", "mitigation", "stabilization", "mttr", "fullRecovery"):
+        assert value(samples, "stampede_incident_kpi_seconds_count", **labels, kpi=kpi) == 2, kpi
+    assert value(samples, "stampede_incident_kpi_target_seconds", **labels, kpi="mttr") == 900
+    assert value(samples, "stampede_incident_kpi_missed_total", **labels, kpi="mttr") is None
