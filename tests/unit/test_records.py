@@ -157,7 +157,9 @@ def test_an_action_that_keeps_failing_counts_for_mitigation_only_once_recovery_i
         )
         records.update(touched)
     record = next(iter(records.values()))
-    assert [(c.action, c.outcome, c.applied_at) for c in record.changes] == [("flag", ChangeOutcome.FAILED, at(60))]
+    assert [(c.action, c.kind, c.name, c.outcome, c.applied_at) for c in record.changes] == [
+        ("flag", "ConfigMap", "cfg", ChangeOutcome.FAILED, at(60))
+    ]
     assert "ConfigMap aurum/cfg not found" in record.changes[0].message
     assert kpis(record)["mitigation"] == (None, None)
 

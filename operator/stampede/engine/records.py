@@ -125,7 +125,13 @@ def follow(
     record = _track_incident(record, spec=spec, incident=incident, state=decided.state, now=now)
     record = _track_escalations(record, spec=spec, incident=incident, events=new_events, now=now)
     record = _track_changes(
-        record, decided=decided, after=after, attempted=attempted, events=new_events, now=now, incident=incident.id
+        record,
+        decided=decided,
+        after=after,
+        attempted=attempted,
+        events=new_events,
+        now=now,
+        targets={a.name: (a.kind, a.target) for _, a in spec.actions()},
     )
     record = _track_peaks(record, spec=spec, values=values, now=now)
     stabilized = incident.recovering_since
@@ -255,7 +261,7 @@ def _track_changes(
     attempted: Sequence[str],
     events: Sequence[Event],
     now: datetime,
-    incident: str,
+    targets: Mapping[str, tuple[str, str]],
 ) -> IncidentRecordStatus:
     changes = list(record.changes)
     planned_after = {c.action for c in after.planned}
@@ -325,10 +331,11 @@ def _track_changes(
             "not applied",
         )
         first_failed = current.applied_at if current is not None and current.outcome == ChangeOutcome.FAILED else now
+        kind, name = targets.get(action, ("", ""))
         entry = ChangeRecord(
             action=action,
-            kind=current.kind if current is not None else "",
-            name=current.name if current is not None else "",
+            kind=current.kind if current is not None and current.kind else kind,
+            name=current.name if current is not None and current.name else name,
             applied_at=first_failed,
             outcome=ChangeOutcome.FAILED,
             message=cut(why),
