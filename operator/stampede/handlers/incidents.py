@@ -93,6 +93,25 @@ async def track(
     `closed` is the incident as it stood before the tick (the one an `IncidentClosed` event closes); `emit`
     posts `NotificationFailed` events.
     """
+    try:
+        return await _track(kube, body, spec, decision, after, readings=readings, now=now, closed=closed, emit=emit)
+    except Exception:  # records and messages are for people: a bug here must never cost the status write
+        log.exception("%s/%s: could not keep the incident record current", *_key(body))
+        return after
+
+
+async def _track(
+    kube: Kube,
+    body: Mapping[str, Any],
+    spec: PolicySpec,
+    decision: Decision,
+    after: PolicyStatus,
+    *,
+    readings: Mapping[str, float | None],
+    now: datetime,
+    closed: IncidentStatus | None,
+    emit: Sink | None,
+) -> PolicyStatus:
     records = Records(kube)
     key = _key(body)
     namespace, policy = key
