@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stampede.api.incident import MAX_TIMELINE, ChangeOutcome, IncidentRecordStatus, RecordState
 from stampede.api.spec import PolicySpec
@@ -286,3 +288,26 @@ def test_kpi_targets_default_to_the_runbooks() -> None:
         timedelta(minutes=15),
     )
     assert tiny_spec().history_limit == 10
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from([1.0, 7.0, 12.0, 30.0, None]), min_size=10, max_size=120))
+def test_records_stay_bounded_and_their_milestones_in_order_whatever_the_signal_does(
+    loads: list[float | None],
+) -> None:
+    spec = tiny_spec(recovery={"all": ["load < 5"], "for": "15s"}, severities=[{"level": "P2", "any": ["load > 10"]}])
+    history = [(at(i * STEP), {"load": v}, {} if v is not None else {"load": "no data"}) for i, v in enumerate(loads)]
+    result = replay(spec, history, policy="aurum/tiny")
+    assert len(result.records.all) == len(result.incidents)
+    for record in result.records.all.values():
+        assert len(record.timeline) <= MAX_TIMELINE
+        assert record.first_breach_at <= record.started_at
+        times = [p.entered_at for p in record.phases]
+        assert times == sorted(times)
+        measured = {k.name: k.seconds for k in record.kpis if k.seconds is not None}
+        assert all(seconds >= 0 for seconds in measured.values())
+        order = [measured[name] for name in ("detection", "mttr", "fullRecovery") if name in measured]
+        assert order == sorted(order)
+        if record.state == RecordState.CLOSED:
+            assert all(k.met is not None for k in record.kpis), record.kpis
+            assert record.closed_at is not None
