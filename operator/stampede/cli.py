@@ -233,7 +233,7 @@ def _replay_reports(name: str, spec: Any, result: Any, history: Any, directory: 
         try:
             paths = write_report(report, Path(directory), now=result.end)
         except PlotUnavailable as problem:
-            click.echo(str(problem), err=True)
+            click.echo(f"report: {Path(directory) / report.basename}.md (no plot: {problem})", err=True)
             sys.exit(1)
         click.echo(f"report: {paths[0]} {paths[1]}", err=True)
 
@@ -270,8 +270,13 @@ def report(namespace: str, policy: str, incident: str | None, prometheus_url: st
         found = fetch_report(
             namespace=namespace, policy=policy, incident=incident, prometheus_url=prometheus_url, now=now
         )
+    except ReportError as problem:
+        click.echo(str(problem), err=True)
+        sys.exit(1)
+    try:
         markdown, png = write_report(found, Path(output_dir), now=now)
-    except (ReportError, PlotUnavailable) as problem:
+    except PlotUnavailable as problem:
+        click.echo(str(Path(output_dir) / f"{found.basename}.md"))  # the draft is written without the plot
         click.echo(str(problem), err=True)
         sys.exit(1)
     if found.note:

@@ -6,6 +6,7 @@ is decoded and checked for its size and for actually showing something.
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from PIL import Image
 
 from stampede.api.spec import PolicySpec
 from stampede.reporting import Report, write_report
-from stampede.reporting.plot import figure_size
+from stampede.reporting.plot import PlotUnavailable, figure_size
 from stampede.reporting.report import render_markdown
 from stampede.simulate import replay
 
@@ -149,3 +150,13 @@ def test_near_misses_look_at_the_incident_not_at_the_margin_around_it(report: Re
     series["hitRate"] = [(at(-60), 0.1), *series["hitRate"]]
     misses = Report(**{**report.__dict__, "series": series}).near_misses()
     assert [(m.condition, m.value) for m in misses] == [("hitRate < 0.5", 0.55)]
+
+
+def test_without_matplotlib_the_draft_is_written_and_the_plot_error_says_what_to_install(
+    report: Report, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    with pytest.raises(PlotUnavailable, match=r"pip install 'stampede-operator\[report\]'"):
+        write_report(report, tmp_path, now=at(3600))
+    assert (tmp_path / f"{report.basename}.md").exists()
+    assert not (tmp_path / f"{report.basename}.png").exists()

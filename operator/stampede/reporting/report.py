@@ -235,12 +235,15 @@ def render_markdown(report: Report) -> str:
 
 
 def write_report(report: Report, directory: Path, *, now: datetime) -> tuple[Path, Path]:
-    """Write `<policy>-<id>.md` and `<policy>-<id>.png` into `directory`; returns both paths."""
+    """Write `<policy>-<id>.md` and `<policy>-<id>.png` into `directory`; returns both paths.
+
+    The Markdown is written first: without matplotlib (PlotUnavailable) the draft still exists.
+    """
     from .plot import render_png
 
     directory.mkdir(parents=True, exist_ok=True)
     markdown = directory / f"{report.basename}.md"
     png = directory / f"{report.basename}.png"
-    render_png(report, png, now=now)
     markdown.write_text(render_markdown(report), encoding="utf-8")
+    render_png(report, png, now=now)
     return markdown, png
