@@ -18,15 +18,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian's prometheus (2.42) is a real server used by the tests and the demo.
+# Debian's prometheus (2.42) is a real server used by the tests and the demo; they start their own on a
+# free port. Debian's package would also start and enable a system service on :9090: a policy-rc.d that
+# refuses every start keeps it down during the install (only when none exists already), then the unit we
+# just installed is disabled. Nothing is killed: a Prometheus the user runs is none of our business.
+PROMETHEUS_BIN ?= prometheus
+POLICY_RC_D ?= /usr/sbin/policy-rc.d
 prometheus:
-	@command -v prometheus >/dev/null 2>&1 || { \
-	  echo "installing Debian's prometheus"; \
+	@command -v $(PROMETHEUS_BIN) >/dev/null 2>&1 || { \
+	  echo "installing Debian's prometheus (its system service is kept from starting)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  BLOCKED=; \
+	  if [ ! -e $(POLICY_RC_D) ]; then \
+	    printf '#!/bin/sh\n# written by make prometheus (stampede-operator) for the install only\nexit 101\n' \
+	      | $$SUDO tee $(POLICY_RC_D) >/dev/null && $$SUDO chmod 755 $(POLICY_RC_D) && BLOCKED=1; \
+	  fi; \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	  $$SUDO systemctl stop prometheus >/dev/null 2>&1 || true; \
-	  $$SUDO pkill -x prometheus >/dev/null 2>&1 || true; }
+	  rc=$$?; \
+	  if [ -n "$$BLOCKED" ]; then $$SUDO rm -f $(POLICY_RC_D); fi; \
+	  if [ $$rc = 0 ]; then $$SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true; fi; \
+	  exit $$rc; }
 
 lint: install
 	$(BIN)/ruff check operator tests bench deploy demo
@@ -34,7 +46,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(MAKE) --no-print-directory verify-crds
-	$(BIN)/stampede lint examples/*.yaml
+	$(BIN)/stampede lint $$(grep -l '^kind: StampedePolicy$$' examples/*.yaml)
 
 test: install prometheus lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -42,20 +54,20 @@ test: install prometheus lint
 unit: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
+# Plurals of the generated CRDs: `stampede crd PLURAL` prints crds/PLURAL.stampede.aurum.io.yaml.
+CRDS := stampedepolicies stampedeincidents stampedepolicytemplates clusterstampedepolicytemplates
+
 crds: install
-	$(BIN)/stampede crd > crds/stampedepolicies.stampede.aurum.io.yaml
-	$(BIN)/stampede crd --kind StampedeIncident > crds/stampedeincidents.stampede.aurum.io.yaml
+	@for crd in $(CRDS); do $(BIN)/stampede crd $$crd > crds/$$crd.stampede.aurum.io.yaml || exit 1; done
 	./deploy/sync-crds.sh
 
 verify-crds: install
-	@$(BIN)/stampede crd | diff -u crds/stampedepolicies.stampede.aurum.io.yaml - \
-	  || { echo "crds/ is stale: run 'make crds' and commit the result"; exit 1; }
-	@cmp -s crds/stampedepolicies.stampede.aurum.io.yaml deploy/base/crds/stampedepolicies.stampede.aurum.io.yaml \
-	  || { echo "deploy/base/crds is stale: run 'make crds' and commit the result"; exit 1; }
-	@$(BIN)/stampede crd --kind StampedeIncident | diff -u crds/stampedeincidents.stampede.aurum.io.yaml - \
-	  || { echo "crds/ is stale: run 'make crds' and commit the result"; exit 1; }
-	@cmp -s crds/stampedeincidents.stampede.aurum.io.yaml deploy/base/crds/stampedeincidents.stampede.aurum.io.yaml \
-	  || { echo "deploy/base/crds is stale: run 'make crds' and commit the result"; exit 1; }
+	@for crd in $(CRDS); do \
+	  $(BIN)/stampede crd $$crd | diff -u crds/$$crd.stampede.aurum.io.yaml - \
+	    || { echo "crds/ is stale: run 'make crds' and commit the result"; exit 1; }; \
+	  cmp -s crds/$$crd.stampede.aurum.io.yaml deploy/base/crds/$$crd.stampede.aurum.io.yaml \
+	    || { echo "deploy/base/crds is stale: run 'make crds' and commit the result"; exit 1; }; \
+	done
 
 demo: install prometheus
 	$(BIN)/python -m demo

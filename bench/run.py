@@ -199,6 +199,11 @@ def print_summary(results: dict[str, Any]) -> None:
             f"rollback p50 {r.get('p50')} / max {r.get('max')} s (target {lat['rollback_target_s']:g} s, "
             f"{lat['rollback_within_target']} within)"
         )
+    t = results.get("takeover")
+    if t:
+        lines.append(
+            f"takeover after SIGKILL (lifetime {t['lifetime_s']} s): {t['samples_s']} s, bound {t['bound_s']} s"
+        )
     b = results.get("runbook")
     if b and "error" not in b:
         for key in (
@@ -216,7 +221,9 @@ def print_summary(results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run in ~3 minutes (small counts)")
-    parser.add_argument("--parts", default="engine,scale,latency", help="comma-separated: engine,scale,latency")
+    parser.add_argument(
+        "--parts", default="engine,scale,latency,takeover", help="comma-separated: engine,scale,latency,takeover"
+    )
     parser.add_argument("--levels", help="scale steps, e.g. 100,250,500,1000 (default by mode)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
@@ -253,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
             last_rounds=2 if args.quick else 8,
             incident_size=10 if args.quick else 100,
         )
+    if "takeover" in parts:  # failover after SIGKILL of the active replica, at the default peering lifetime
+        import takeover
+
+        results["takeover"] = takeover.run(rounds=1 if args.quick else 3)
     if "latency" in parts:
         import latency
 

@@ -6,9 +6,18 @@ Each subcommand is a thin shell over a module that does the work, so tests call 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+EXIT_NO_CLUSTER = 2
+"""`stampede run`: no in-cluster config and no usable kubeconfig; nothing to retry, so exit at once."""
+EXIT_STEPS_UNKNOWN = 3
+"""`stampede simulate`: the replay ran but some steps could not be evaluated (1 is "policy invalid",
+2 is click's usage error), so a CI gate on a replay fails when Prometheus is unreachable."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,18 +27,30 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--kind",
-    type=click.Choice(["StampedePolicy", "StampedeIncident"]),
-    default="StampedePolicy",
-    show_default=True,
-    help="Which CustomResourceDefinition to print.",
+@click.argument(
+    "plural",
+    default="stampedepolicies",
+    type=click.Choice(
+        [
+            "stampedepolicies",
+            "stampedeincidents",
+            "stampedepolicytemplates",
+            "clusterstampedepolicytemplates",
+        ]
+    ),
 )
-def crd(kind: str) -> None:
-    """Print a CustomResourceDefinition (generated from the models)."""
-    from .api.crd import render_crd_yaml
+def crd(plural: str) -> None:
+    """Print a CustomResourceDefinition generated from the models (default: StampedePolicy's)."""
+    from .api.crd import render_crd, render_crd_yaml
+    from .api.incident import INCIDENT_KIND
+    from .api.template_crds import render_template_crd
 
-    click.echo(render_crd_yaml(kind), nl=False)
+    if plural == "stampedepolicies":
+        click.echo(render_crd_yaml(render_crd()), nl=False)
+    elif plural == "stampedeincidents":
+        click.echo(render_crd_yaml(render_crd(INCIDENT_KIND)), nl=False)
+    else:
+        click.echo(render_crd_yaml(render_template_crd(cluster=plural.startswith("cluster"))), nl=False)
 
 
 @main.command()
@@ -64,10 +85,17 @@ def lint(files: tuple[str, ...], prometheus_url: str | None) -> None:
     "--priority",
     type=int,
     default=None,
-    envvar="STAMPEDE_PEERING_PRIORITY",
-    help="Peering priority of this instance (default: random, so replicas never tie and pause).",
+    help="Peering priority of this instance (default: STAMPEDE_PEERING_PRIORITY, else random, so replicas never tie).",
 )
-@click.option("--metrics-port", default=9102, show_default=True, help="Port of /metrics (0 disables it).")
+@click.option(
+    "--peering-lifetime",
+    "peering_lifetime",
+    type=click.IntRange(min=5),
+    default=None,
+    help="Seconds a silent peer counts as alive: the bound on a failover after a crash "
+    "(default: STAMPEDE_PEERING_LIFETIME, else 20; kopf's own default: 60).",
+)
+@click.option("--metrics-port", default=9102, show_default=True, help="Port of /metrics and /readyz (0 disables both).")
 @click.option(
     "--liveness",
     "liveness",
@@ -82,42 +110,81 @@ def run(
     standalone: bool,
     peering_name: str,
     priority: int | None,
+    peering_lifetime: int | None,
     metrics_port: int,
     liveness: str | None,
     verbose: bool,
 ) -> None:
     """Run the operator (kopf underneath; in-cluster config or KUBECONFIG)."""
     import logging
+    import os
     import random
+    import secrets
+    import socket
 
     import kopf
 
-    from .handlers import metrics
-    from .handlers import operator as _handlers  # noqa: F401 - importing registers the handlers
-    from .handlers.config import OperatorConfig
+    from .handlers import metrics, peering, templates
+    from .handlers import operator as _handlers  # importing registers the handlers
 
     if bool(namespaces) == all_namespaces:
         raise click.UsageError("give either -n NAMESPACE (repeatable) or -A, not both and not neither")
-    OperatorConfig.from_env()  # fail fast on a bad environment, before connecting anywhere
+    settings = _settings_or_exit()  # fail fast on a bad environment, before connecting anywhere
+    problem = _handlers.credentials_problem()
+    if problem is not None:
+        click.echo(f"stampede run: {problem}", err=True)
+        sys.exit(EXIT_NO_CLUSTER)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if not verbose:  # kopf reports every successful handler call at INFO; only problems matter here
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if all_namespaces:  # cluster-scoped templates need a cluster-wide watch, which -n NS does not grant
+        templates.serve_cluster_templates()
     if metrics_port:
         metrics.serve(metrics_port)
+    if priority is None:
+        priority = settings.peering_priority
     if priority is None:
         # kopf pauses every instance that ties for the highest priority; a random draw per
         # process (one in a billion to tie) lets two replicas elect one active instance.
         priority = random.SystemRandom().randint(1, 1_000_000_000)
+    # Chosen here rather than by kopf so that the peering watch recognises its own heartbeat.
+    identity = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+    peering.configure(
+        None
+        if standalone
+        else peering.PeeringSetup(
+            name=peering_name,
+            identity=identity,
+            priority=priority,
+            lifetime=peering_lifetime or settings.peering_lifetime,
+            clusterwide=all_namespaces,
+            namespaces=namespaces,
+        )
+    )
     kopf.run(
         standalone=standalone,
         namespaces=list(namespaces),
         clusterwide=all_namespaces,
         peering_name=None if standalone else peering_name,
         priority=priority,
+        identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         liveness_endpoint=liveness,
+        memo=kopf.Memo(settings=settings),  # the startup handler takes the settings checked here
     )
+
+
+def _settings_or_exit() -> Settings:
+    """The operator's settings, or exit 2 with one line per bad `STAMPEDE_*` variable (as `lint` prints)."""
+    from .settings import SettingsError, load_settings
+
+    try:
+        return load_settings()
+    except SettingsError as error:
+        for line in error.lines:
+            click.echo(line, err=True)
+        sys.exit(2)
 
 
 @main.command()
@@ -135,11 +202,19 @@ def run(
     metavar="URL",
     help="Prometheus to read history from (default: spec.prometheus.url, then STAMPEDE_PROMETHEUS_URL).",
 )
-@click.option("--from", "start_text", required=True, metavar="T", help="Start: RFC 3339, now, or relative (-1h).")
+@click.option(
+    "--from", "start_text", required=True, metavar="T", help="Start: RFC 3339, now, or relative (-1h, -7d, -2w)."
+)
 @click.option(
     "--to", "end_text", default="now", show_default=True, metavar="T", help="End: RFC 3339, now, or relative (-10m)."
 )
-@click.option("--step", "step_text", metavar="D", help="Replay step, e.g. 15s (default: the policy's pollInterval).")
+@click.option(
+    "--step",
+    "step_text",
+    metavar="D",
+    help="Sampling step, e.g. 15s or 1m (default: the policy's pollInterval); the policy's own durations "
+    "(phases, stepDelay, for windows) are kept exactly.",
+)
 @click.option("--output", "-o", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option(
     "--report-dir",
@@ -165,14 +240,25 @@ def simulate(
     false_text: str,
     report_dir: str | None,
 ) -> None:
-    """Replay Prometheus history through the engine and print the incident timeline it would have produced."""
+    """Replay Prometheus history through the engine and print the incident timeline it would have produced.
+
+    Exit codes: 0 every step was evaluated; 1 the policy or an argument is invalid (nothing replayed);
+    3 the replay ran but some steps had unknown signals (Prometheus unreachable, a query failing), so
+    its timeline cannot be trusted: each distinct error is printed once on stderr.
+    """
     import json
-    import os
     import shutil
     from datetime import UTC, datetime
 
-    from .api.durations import parse_duration
-    from .simulate import SimulateError, load_policy, parse_time, read_history, render_table, replay
+    from .simulate import (
+        SimulateError,
+        load_policy,
+        parse_cli_duration,
+        parse_time,
+        read_history,
+        render_table,
+        replay,
+    )
 
     try:
         name, spec = load_policy(policy_file)
@@ -181,13 +267,13 @@ def simulate(
         if end <= start:
             raise SimulateError(f"--to ({end_text}) must be after --from ({start_text})")
         try:
-            step = parse_duration(step_text).total_seconds() if step_text else spec.poll_interval.total_seconds()
-            threshold = parse_duration(false_text)
+            step = parse_cli_duration(step_text).total_seconds() if step_text else spec.poll_interval.total_seconds()
+            threshold = parse_cli_duration(false_text)
         except ValueError as exc:
             raise SimulateError(str(exc)) from None
         if step <= 0:
             raise SimulateError("--step must be positive")
-        url = prometheus_url or spec.prometheus.url or os.environ.get("STAMPEDE_PROMETHEUS_URL")
+        url = prometheus_url or spec.prometheus.url or _settings_or_exit().prometheus_url
         if not url:
             raise SimulateError("no Prometheus: give --prometheus URL (the policy sets no spec.prometheus.url)")
     except SimulateError as problem:
@@ -195,11 +281,6 @@ def simulate(
         sys.exit(1)
     history = read_history(spec, url=url, start=start, end=end, step=step)
     result = replay(spec, history, policy=name, start=start, end=end, step=step, false_opening_threshold=threshold)
-    if result.steps and result.unknown_steps == result.steps:
-        reasons = sorted({reason for _, _, errors in history for reason in errors.values()})
-        click.echo(
-            f"warning: every step had unknown signals, so nothing could be decided: {'; '.join(reasons[:3])}", err=True
-        )
     if output == "json":
         click.echo(json.dumps(result.wire(), indent=2))
     else:
@@ -207,6 +288,14 @@ def simulate(
         click.echo(render_table(result, width=width), nl=False)
     if report_dir:
         _replay_reports(name, spec, result, history, report_dir)
+    if result.unknown_steps:
+        which = (
+            "every step" if result.unknown_steps == result.steps else f"{result.unknown_steps} of {result.steps} steps"
+        )
+        click.echo(f"error: {which} had unknown signals, so the replay cannot be trusted:", err=True)
+        for error in result.errors:
+            click.echo(f"  {error}", err=True)
+        sys.exit(EXIT_STEPS_UNKNOWN)
 
 
 def _replay_reports(name: str, spec: Any, result: Any, history: Any, directory: str) -> None:

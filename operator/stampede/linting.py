@@ -5,16 +5,27 @@ error, or an `InvalidSpec` condition nobody is watching). Linting validates thro
 models the operator uses, so "lint clean" means "the operator accepts it", and reports each problem
 as one line that names the file, the object and the wire-name path of the field (`spec.phases[0]
 .actions[1].scale.replicas`), ready for CI logs and editors. Files may be whole kustomize bundles:
-documents of other kinds are skipped.
+documents of other kinds are skipped, but a file holding no StampedePolicy at all is a problem (a
+wrong path in CI must not pass as "OK").
+
+One run reports every problem of a file: pydantic stops at field errors before the spec's
+cross-field rules run, so when the schema fails, the cross-field rules (undeclared signals,
+duplicate names, phase order) are re-checked here on the raw YAML, with the operator's own
+messages. One mistake gives one line: a misspelt required field is one unknown field with a "did you
+mean", not "Field required" plus "Extra inputs are not permitted". Unknown `metadata` fields, which
+the models let through and the API server silently drops, are reported too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
+import itertools
 import json
 import re
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -23,7 +34,11 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from .api import API_VERSION, GROUP, KIND
-from .api.spec import PolicySpec, StampedePolicyDocument
+from .api.conditions import parse_condition
+from .api.crd import open_api_schema
+from .api.durations import format_duration, parse_duration
+from .api.spec import PolicySpec, StampedePolicyDocument, TemplateKind
+from .api.templates import TemplateDocument, TemplateProblem, render
 
 if TYPE_CHECKING:
     from .sources.prometheus import Reading
@@ -58,24 +73,27 @@ def lint_files(paths: list[str], *, prometheus_url: str | None = None) -> list[P
     """Every problem in every file, in file order; with `prometheus_url`, also every failing query."""
     problems: list[Problem] = []
     policies: list[_Policy] = []
+    templates = _templates_in(paths)  # a policy may name a template given in any of the files
     for path in paths:
-        problems += _lint_file(path, policies)
+        problems += _lint_file(path, policies, templates)
     if prometheus_url is not None:
         problems += _query_problems(policies, url=prometheus_url)
     return problems
 
 
-def _lint_file(path: str, policies: list[_Policy]) -> list[Problem]:
+def _lint_file(path: str, policies: list[_Policy], templates: _Templates) -> list[Problem]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return [Problem(file=path, object="", path="", message=f"cannot read the file: {exc}")]
     problems: list[Problem] = []
+    found = 0
     try:
         # Iterating lazily keeps the documents before a syntax error, so they are still checked.
         for index, document in enumerate(yaml.load_all(text, Loader=_StrictLoader), start=1):
             for obj in _objects(document):
-                problems += _lint_object(obj, file=path, index=index, policies=policies)
+                found += isinstance(obj, dict) and obj.get("kind") in (KIND, *TEMPLATE_KINDS)
+                problems += _lint_object(obj, file=path, index=index, policies=policies, templates=templates)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -83,6 +101,8 @@ def _lint_file(path: str, policies: list[_Policy]) -> list[Problem]:
         problems.append(Problem(file=path, object="", path="", message=f"YAML syntax error: {detail}", line=line))
     except yaml.YAMLError as exc:
         problems.append(Problem(file=path, object="", path="", message=f"YAML syntax error: {exc}"))
+    if not found and not problems:
+        problems.append(Problem(file=path, object="", path="", message=f"no {KIND} in this file"))
     return problems
 
 
@@ -118,7 +138,9 @@ def _objects(document: Any) -> Iterator[Any]:
     yield document
 
 
-def _lint_object(obj: Any, *, file: str, index: int, policies: list[_Policy]) -> list[Problem]:
+def _lint_object(
+    obj: Any, *, file: str, index: int, policies: list[_Policy], templates: _Templates | None = None
+) -> list[Problem]:
     if not isinstance(obj, dict):
         return [
             Problem(
@@ -130,6 +152,8 @@ def _lint_object(obj: Any, *, file: str, index: int, policies: list[_Policy]) ->
         ]
     kind, api_version = obj.get("kind"), obj.get("apiVersion")
     label = _label(obj, index=index)
+    if kind in TEMPLATE_KINDS:
+        return _template_problems(obj, file=file, index=index)
     if kind != KIND:
         if isinstance(api_version, str) and api_version.startswith(f"{GROUP}/"):
             return [
@@ -151,17 +175,177 @@ def _lint_object(obj: Any, *, file: str, index: int, policies: list[_Policy]) ->
                 message=f"expected {API_VERSION!r} for kind {KIND} (got {api_version!r})",
             )
         )
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        problems += [
+            Problem(file=file, object=label, path=f"metadata.{key}", message=message)
+            for key, message in _unknown_metadata(metadata)
+        ]
+    obj, label, unrenderable = _rendered(obj, file=file, label=label, templates=templates or {})
+    if unrenderable:
+        return problems + unrenderable
     try:
         document = StampedePolicyDocument.model_validate(obj)
     except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            problems += [
-                Problem(file=file, object=label, path=path, message=message) for path, message in _lines(error)
-            ]
+        pairs = _schema_pairs(exc.errors(include_url=False))
+        spec = obj.get("spec")
+        if isinstance(spec, dict) and _cross_field_skipped(exc):
+            pairs += [(f"spec.{where}", message) for where, message in _cross_field(spec)]
+        problems += [
+            Problem(file=file, object=label, path=path, message=message) for path, message in dict.fromkeys(pairs)
+        ]
         return problems
     if not problems:
         policies.append(_Policy(file=file, object=label, spec=document.spec))
     return problems
+
+
+def _schema_pairs(errors: list[ErrorDetails]) -> list[tuple[str, str]]:
+    """(path, message) pairs for pydantic's errors, one per mistake.
+
+    An unknown field next to a missing required one it resembles is one misspelling: it is reported
+    once, at the unknown field, with the name it should have had.
+    """
+    missing = {tuple(error["loc"]) for error in errors if error["type"] == "missing"}
+    absorbed: set[tuple[int | str, ...]] = set()
+    pairs: list[tuple[str, str]] = []
+    for error in errors:
+        loc = tuple(error["loc"])
+        if error["type"] != "extra_forbidden" or not loc or not isinstance(loc[-1], str):
+            continue
+        parent, name = loc[:-1], loc[-1]
+        wanted = [str(other[-1]) for other in missing if other[:-1] == parent and other not in absorbed]
+        match = difflib.get_close_matches(name, wanted, n=1, cutoff=0.6)
+        if match:
+            absorbed.add((*parent, match[0]))
+    for error in errors:
+        loc = tuple(error["loc"])
+        if loc in absorbed:
+            continue
+        if error["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+            pairs.append((_path(list(loc)), _unknown_field(loc[-1], _known_fields(loc[:-1]))))
+        else:
+            pairs += _lines(error)
+    return pairs
+
+
+def _unknown_field(name: str, known: list[str]) -> str:
+    match = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"unknown field, did you mean {match[0]!r}?" if match else "unknown field"
+
+
+def _known_fields(loc: tuple[int | str, ...]) -> list[str]:
+    """The wire names allowed at a location, read from the CRD schema the API server enforces."""
+    node: Any = open_api_schema()
+    for part in loc:
+        node = node.get("items", {}) if isinstance(part, int) else node.get("properties", {}).get(part, {})
+    return sorted(node.get("properties", {}))
+
+
+#: ObjectMeta's fields: anything else under `metadata` is dropped by the API server without a word.
+_METADATA_FIELDS = [
+    "name",
+    "generateName",
+    "namespace",
+    "labels",
+    "annotations",
+    "finalizers",
+    "ownerReferences",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+]
+
+
+def _unknown_metadata(metadata: dict[Any, Any]) -> list[tuple[str, str]]:
+    return [
+        (str(key), _unknown_field(str(key), _METADATA_FIELDS) + " (the API server would drop it)")
+        for key in metadata
+        if key not in _METADATA_FIELDS
+    ]
+
+
+def _cross_field_skipped(exc: ValidationError) -> bool:
+    """True when an error inside the spec kept pydantic from running the spec's cross-field rules."""
+    return any(len(error["loc"]) >= 2 and error["loc"][0] == "spec" for error in exc.errors(include_url=False))
+
+
+def _cross_field(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """The spec's cross-field rules on raw YAML, for a spec that failed elsewhere; same wording as the models.
+
+    Values that are themselves malformed are left to the schema errors, so no mistake is counted twice.
+    """
+    pairs: list[tuple[str, str]] = []
+    poll = _duration(spec.get("pollInterval"))
+    if poll is not None and poll.total_seconds() < 1:
+        pairs.append(("pollInterval", f"must be at least 1s, got {format_duration(poll)!r}"))
+    signals = _items(spec.get("signals"))
+    pairs += _raw_duplicates("signal name", [(f"signals[{i}].name", s.get("name")) for i, s in signals])
+    severities = _items(spec.get("severities"))
+    pairs += _raw_duplicates("severity level", [(f"severities[{i}].level", s.get("level")) for i, s in severities])
+    phases = _items(spec.get("phases"))
+    pairs += _raw_duplicates("phase name", [(f"phases[{i}].name", p.get("name")) for i, p in phases])
+    pairs += _raw_duplicates(
+        "action name",
+        [(f"phases[{i}].actions[{j}].name", a.get("name")) for i, p in phases for j, a in _items(p.get("actions"))],
+    )
+    declared = {s.get("name") for _, s in signals}
+    located = [(f"severities[{i}].any", s.get("any")) for i, s in severities]
+    recovery = spec.get("recovery")
+    if isinstance(recovery, dict):
+        located.append(("recovery.all", recovery.get("all")))
+    for where, texts in located:
+        for j, text in enumerate(texts if isinstance(texts, list) else []):
+            try:
+                condition = parse_condition(text)
+            except (TypeError, ValueError):
+                continue
+            if condition.signal not in declared:
+                pairs.append(
+                    (
+                        f"{where}[{j}]",
+                        f"condition {condition.text!r} names undeclared signal {condition.signal!r}",
+                    )
+                )
+    afters = [(i, _duration(p.get("after", "0"))) for i, p in phases]
+    for (before_index, before), (index, after) in itertools.pairwise(afters):
+        if before is not None and after is not None and after < before and index == before_index + 1:
+            pairs.append(
+                (
+                    f"phases[{index}].after",
+                    f"{format_duration(after)!r} is earlier than phases[{before_index}].after "
+                    f"{format_duration(before)!r} (must be non-decreasing)",
+                )
+            )
+    return pairs
+
+
+def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _duration(value: Any) -> timedelta | None:
+    try:
+        return parse_duration(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _raw_duplicates(what: str, located: list[tuple[str, Any]]) -> list[tuple[str, str]]:
+    seen: set[str] = set()
+    pairs = []
+    for where, value in located:
+        if not isinstance(value, str):
+            continue
+        if value in seen:
+            pairs.append((where, f"duplicate {what} {value!r}"))
+        seen.add(value)
+    return pairs
 
 
 def _label(obj: dict[str, Any], *, index: int) -> str:
@@ -276,3 +460,88 @@ def _query_problems(policies: list[_Policy], *, url: str) -> list[Problem]:
                     )
                 )
     return problems
+
+
+# -- templates ------------------------------------------------------------------------------------
+# A templated policy is checked as the operator will run it: rendered from a template given in the same
+# files (a template only in the cluster cannot be seen offline, and is reported as not found).
+
+TEMPLATE_KINDS = {kind.value for kind in TemplateKind}
+_Templates = dict[tuple[str, str, str], TemplateDocument]
+"""(kind, namespace or "", name) → template; cluster templates have namespace ""."""
+
+
+def _templates_in(paths: list[str]) -> _Templates:
+    """The valid templates of all files (the invalid ones are reported where they are linted)."""
+    found: _Templates = {}
+    for path in paths:
+        try:
+            documents = list(yaml.load_all(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # reported by _lint_file
+        for document in documents:
+            for obj in _objects(document):
+                if isinstance(obj, dict) and obj.get("kind") in TEMPLATE_KINDS:
+                    try:
+                        template = TemplateDocument.model_validate(obj)
+                    except ValidationError:
+                        continue
+                    cluster = template.kind == TemplateKind.CLUSTER
+                    found[
+                        (
+                            template.kind.value,
+                            "" if cluster else template.metadata.namespace or "",
+                            template.metadata.name,
+                        )
+                    ] = template
+    return found
+
+
+def _template_problems(obj: dict[str, Any], *, file: str, index: int) -> list[Problem]:
+    kind = obj.get("kind")
+    name = (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), dict) else None
+    label = f"{kind} {name}" if name else f"{kind} (document {index})"
+    problems = []
+    if obj.get("apiVersion") != API_VERSION:
+        problems.append(
+            Problem(
+                file=file,
+                object=label,
+                path="apiVersion",
+                message=f"expected {API_VERSION!r} for kind {kind} (got {obj.get('apiVersion')!r})",
+            )
+        )
+    try:
+        TemplateDocument.model_validate(obj)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            problems += [Problem(file=file, object=label, path=path, message=text) for path, text in _lines(error)]
+    return problems
+
+
+def _rendered(
+    obj: dict[str, Any], *, file: str, label: str, templates: _Templates
+) -> tuple[dict[str, Any], str, list[Problem]]:
+    """The policy with its spec rendered from its template and a label naming the template, or the problems
+    that prevent rendering."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict) or (not isinstance(spec.get("templateRef"), dict) and not spec.get("arguments")):
+        return obj, label, []
+    ref = spec.get("templateRef") or {}
+    kind, name = str(ref.get("kind")), str(ref.get("name"))
+    metadata = obj.get("metadata")
+    given = metadata.get("namespace") if isinstance(metadata, dict) else None
+    namespace = "" if kind == TemplateKind.CLUSTER else str(given or "")
+    template = templates.get((kind, namespace, name))
+    try:
+        rendered = render(spec, template)
+    except TemplateProblem as problem:
+        text = str(problem)
+        if template is None and "not found" in text:
+            text += " in the files given (lint resolves templates given in the same files)"
+        problems = []
+        for part in text.split("; "):
+            path, _, message = part.partition(": ")
+            problems.append(Problem(file=file, object=label, path=path, message=message))
+        return obj, label, problems
+    return {**obj, "spec": rendered}, f"{label} (rendered from {kind} {name})", []

@@ -3,12 +3,14 @@
 Tuning thresholds against last week's real stampede is the only honest way to choose `for` windows and
 phase timings, and a replay is only worth something if it runs the very code the operator runs. So this
 module reads each signal's history with the same Prometheus source, calls the same `decide()` once per
-step with `now` set to that step, and plays the operator's caller contract with a perfect actuator:
-every change the engine asks for is recorded as applied, every undo removes it. No cluster is read, so
-changes are described from the spec (keys and values, scale target, CronJob) rather than from live
-objects; mode (DryRun) and `suspend` are honoured exactly as the operator honours them.
+step with `now` set to that step, and carries each decision out through the operator's own `execute`
+with a perfect in-memory actuator: every change succeeds and is worded by the same sentences the
+operator posts. No cluster is read, so the current values of targets are unknown and none are
+invented ("restored to the values before the incident"); mode (DryRun) and `suspend` are honoured
+exactly as the operator honours them.
 
-It sits at the CLI layer: it may use `api`, `engine` and `sources`, never Kubernetes.
+It sits at the CLI layer: it may use `api`, `engine`, `executing`, `sources` and the in-memory
+actuator, never Kubernetes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import asyncio
 import io
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,13 +27,16 @@ from typing import Any
 
 import yaml
 
+from .actuators.memory import MemoryActuator
 from .api import KIND
-from .api.durations import format_duration, parse_duration
+from .api.durations import format_duration
 from .api.incident import IncidentRecordStatus
-from .api.spec import Action, Mode, PolicySpec, StampedePolicyDocument
+from .api.spec import Mode, PolicySpec, StampedePolicyDocument
 from .api.status import AppliedChange, PolicyStatus, State, format_time
-from .engine import Decision, Event, decide, record_applied, record_undone
+from .engine import Decision, Event, decide
+from .engine.outcomes import Step
 from .engine.records import RecordBook, kpi_summary
+from .executing import execute
 from .sources.prometheus import Endpoint, PrometheusSource, Reading
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "SimulateError",
     "SimulatedEvent",
     "load_policy",
+    "parse_cli_duration",
     "parse_time",
     "read_history",
     "render_table",
@@ -50,6 +56,8 @@ __all__ = [
 
 MAX_POINTS_PER_QUERY = 10_000
 """Prometheus refuses range queries of more than 11 000 points per series; longer replays are chunked."""
+DEFAULT_MAX_REPLICAS = 50
+"""The operator's default STAMPEDE_MAX_REPLICAS: a replay caps scale-ups as a default install would."""
 RANGE_TIMEOUT_FLOOR = 30.0
 """Range queries over hours cost more than one poll's instant query; never give them less than this."""
 
@@ -82,11 +90,31 @@ def load_policy(path: str) -> tuple[str, PolicySpec]:
     raise SimulateError(f"{path}: no {KIND} document found")
 
 
+# Prometheus's duration units (`7d`, `2w`, `1y`) as well as Go's, for the CLI's times only: what a policy
+# accepts stays the Go form the CRD validates, so `--from -7d` works without `after: 7d` becoming valid.
+_CLI_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w|y)")
+_CLI_DURATION = re.compile(r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w|y))+)$")
+_CLI_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
+MAX_CLI_DURATION = timedelta(days=10 * 365)
+"""Far beyond any Prometheus retention; keeps `now - offset` clear of datetime's range."""
+
+
+def parse_cli_duration(text: str) -> timedelta:
+    """A duration given on the command line: Go units plus Prometheus's `d`, `w` and `y` (`7d`, `2w`, `1h30m`)."""
+    value = text.strip()
+    if not _CLI_DURATION.match(value):
+        raise ValueError(f"invalid duration {text!r}: use units such as 30s, 15m, 1h30m, 7d or 2w")
+    seconds = sum(float(number) * _CLI_UNIT_SECONDS[unit] for number, unit in _CLI_PART.findall(value))
+    if seconds > MAX_CLI_DURATION.total_seconds():
+        raise ValueError(f"duration {text!r} is longer than the maximum {MAX_CLI_DURATION.days}d")
+    return timedelta(seconds=seconds)
+
+
 _RELATIVE = re.compile(r"^now\s*(?P<sign>[-+])\s*(?P<duration>\S+)$|^(?P<bare>[-+])(?P<bare_duration>\S+)$")
 
 
 def parse_time(text: str, *, now: datetime) -> datetime:
-    """RFC 3339 (`2026-11-27T10:00:00Z`), `now`, or relative to now (`-1h`, `-90m`, `now-2h30m`)."""
+    """RFC 3339 (`2026-11-27T10:00:00Z`), `now`, or relative to now (`-1h`, `-7d`, `now-2h30m`)."""
     value = text.strip()
     if value == "now":
         return now
@@ -95,7 +123,7 @@ def parse_time(text: str, *, now: datetime) -> datetime:
         sign = match["sign"] or match["bare"]
         duration_text = match["duration"] or match["bare_duration"]
         try:
-            offset = parse_duration(duration_text)
+            offset = parse_cli_duration(duration_text)
         except ValueError as exc:
             raise SimulateError(f"invalid time {text!r}: {exc}") from None
         return now - offset if sign == "-" else now + offset
@@ -223,6 +251,8 @@ class Replay:
     false_opening_threshold: timedelta = timedelta(minutes=5)
     steps: int = 0
     unknown_steps: int = 0
+    errors: list[str] = field(default_factory=list)
+    """Every distinct reason a signal was unknown, in the order first seen (each once)."""
     final_state: State = State.IDLE
     held_at_end: list[AppliedChange] = field(default_factory=list)
     records: RecordBook = field(default_factory=RecordBook)
@@ -246,6 +276,7 @@ class Replay:
             "stepSeconds": self.step,
             "steps": self.steps,
             "unknownSteps": self.unknown_steps,
+            "errors": list(self.errors),
             "incidents": len(self.incidents),
             "openAtEnd": sum(1 for i in self.incidents if i.closed_at is None),
             "timeToMitigateSeconds": [int(s) for s in mitigate],
@@ -273,6 +304,7 @@ def replay(
     end: datetime | None = None,
     step: float | None = None,
     false_opening_threshold: timedelta = timedelta(minutes=5),
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
 ) -> Replay:
     """Run the engine over `history` exactly as the operator's poll loop would, with a perfect actuator."""
     step_seconds = step if step is not None else spec.poll_interval.total_seconds()
@@ -287,35 +319,34 @@ def replay(
         suspended=spec.suspend,
         false_opening_threshold=false_opening_threshold,
     )
-    dry_run = spec.mode == Mode.DRY_RUN
+    actuator = MemoryActuator(policy=policy.rpartition("/")[2], max_replicas=max_replicas)
     status = PolicyStatus()
     by_id: dict[str, IncidentRecord] = {}
-    for now, readings, errors in history:
-        out.steps += 1
+    wake: list[datetime | None] = [None]
+    for now, readings, errors, sampled in _evaluations(history, wake=wake, end=last):
         mark = len(out.events)
-        if any(readings.get(s.name) is None for s in spec.signals):
-            out.unknown_steps += 1
+        if sampled:
+            out.steps += 1
+            if any(readings.get(s.name) is None for s in spec.signals):
+                out.unknown_steps += 1
+            out.errors += [error for error in dict.fromkeys(errors.values()) if error not in out.errors]
         decision = decide(spec=spec, status=status, readings=readings, now=now, errors=errors)
-        status = decision.status
-        _track_incidents(status, out, by_id)
+        wake[0] = decision.wake_at
+        _track_incidents(decision.status, out, by_id)
         out.events += [SimulatedEvent(now, e.reason, e.message, e.warning) for e in decision.events]
-        # The operator's order: engine events, then undos, then applies (see handlers/runner.py).
-        for change in decision.undo:
-            out.events.append(SimulatedEvent(now, *_undo_event(change, dry_run=dry_run or change in status.planned)))
-            status = record_undone(status, change)
-        for action in decision.apply:
-            incident = decision.incident_id or ""
-            change = _change_for(action, incident=incident, now=now)
-            out.events.append(SimulatedEvent(now, *_apply_event(action, incident=incident, dry_run=dry_run)))
-            status = record_applied(status, change, dry_run=dry_run)
-            record = by_id.get(incident)
-            if record is not None and record.first_change_at is None:
+        # The operator's own caller: undos, applies and their sentences, in the operator's order.
+        execution = execute(decision, actuator, spec=spec, now=now)
+        for done in execution.done:
+            outcome = done.outcome
+            out.events.append(SimulatedEvent(now, outcome.reason, outcome.message, outcome.warning or not outcome.ok))
+            record = by_id.get(decision.incident_id or "")
+            if done.step == Step.APPLY and outcome.ok and record is not None and record.first_change_at is None:
                 record.first_change_at = now
-        status = _follow_records(out, spec=spec, decision=decision, after=status, mark=mark, values=readings, now=now)
-        if not dry_run and status.state == State.IDLE:
-            status = status.model_copy(update={"planned": []})
+        status = _follow_records(
+            out, spec=spec, decision=decision, after=execution.status, mark=mark, values=readings, now=now
+        )
     out.final_state = status.state
-    out.held_at_end = list(status.planned if dry_run else status.applied)
+    out.held_at_end = list(status.planned if spec.mode == Mode.DRY_RUN else status.applied)
     return out
 
 
@@ -338,6 +369,36 @@ def _follow_records(
     for incident in out.incidents:
         incident.record = out.records.all.get(incident.id, incident.record)
     return status
+
+
+MAX_WAKES_PER_STEP = 1000
+"""A bound on engine calls between two samples, so an engine asking to be called again at once cannot spin."""
+
+
+def _evaluations(
+    history: Sequence[tuple[datetime, Mapping[str, float | None], Mapping[str, str]]],
+    *,
+    wake: list[datetime | None],
+    end: datetime,
+) -> Iterator[tuple[datetime, Mapping[str, float | None], Mapping[str, str], bool]]:
+    """Each sample, then the times the engine asked to be woken before the next one, as the operator does.
+
+    The operator polls on its interval but also wakes at `Decision.wake_at` (a phase's `after`, the next
+    rollback step, the end of a `for` window). Replaying only the samples would stretch those durations to
+    the `--step` grid (a 30s stepDelay replayed every 1m); so between samples the engine is called again at
+    each wake time, with the last sample's values held. `wake` is a cell the caller fills after each call;
+    the flag says whether the evaluation is a sample (counted in the summary) or a wake.
+    """
+    for index, (when, readings, errors) in enumerate(history):
+        yield when, readings, errors, True
+        bound = history[index + 1][0] if index + 1 < len(history) else end
+        now = when
+        for _ in range(MAX_WAKES_PER_STEP):
+            at = wake[0]
+            if at is None or at >= bound:
+                break
+            now = max(at, now)
+            yield now, readings, errors, False
 
 
 def _track_incidents(status: PolicyStatus, out: Replay, by_id: dict[str, IncidentRecord]) -> None:
@@ -363,51 +424,6 @@ def _track_incidents(status: PolicyStatus, out: Replay, by_id: dict[str, Inciden
     record.escalated = incident.escalated
 
 
-def _change_for(action: Action, *, incident: str, now: datetime) -> AppliedChange:
-    """What a perfect actuator records; originals are unknown without a cluster, so none are invented."""
-    if action.config_map is not None:
-        applied = dict(action.config_map.data)
-    elif action.scale is not None:
-        applied = {"replicas": str(action.scale.replicas)}
-    else:
-        assert action.job is not None
-        applied = {"job": f"from CronJob {action.job.from_cron_job}"}
-    return AppliedChange(
-        action=action.name, kind=action.kind, name=action.target, incident=incident, applied_at=now, applied=applied
-    )
-
-
-def _apply_event(action: Action, *, incident: str, dry_run: bool) -> tuple[str, str]:
-    reason = "WouldApply" if dry_run else "ActionApplied"
-    if action.config_map is not None:
-        keys = ", ".join(f"{k}={v}" for k, v in action.config_map.data.items())
-        restart = ", ".join(f"{w.kind.value} {w.name}" for w in action.config_map.restart)
-        suffix = f"; restart {restart}" if restart else ""
-        return reason, f"Set {keys} in ConfigMap {action.config_map.name} (action {action.name}){suffix}."
-    if action.scale is not None:
-        s = action.scale
-        return reason, (f"Scale {s.kind.value} {s.name} up to at least {s.replicas} replicas (action {action.name}).")
-    assert action.job is not None
-    return reason, (
-        f"Create a Job from CronJob {action.job.from_cron_job} for incident {incident} (action {action.name})."
-    )
-
-
-def _undo_event(change: AppliedChange, *, dry_run: bool) -> tuple[str, str]:
-    if change.kind == "Job":
-        return "ActionRolledBack", (
-            f"Job from CronJob {change.name} (action {change.action}) is left to finish; "
-            "it is removed by its ttlSecondsAfterFinished."
-        )
-    what = ", ".join(change.applied) if change.kind == "ConfigMap" else "replicas"
-    verb = "Would roll back" if dry_run else "Rolled back"
-    return (
-        "WouldApply" if dry_run else "ActionRolledBack",
-        f"{verb} action {change.action}: {change.kind} {change.name} {what} restored to the values "
-        "before the incident.",
-    )
-
-
 # -- output ---------------------------------------------------------------------------------------------
 
 
@@ -428,6 +444,7 @@ def summary_lines(result: Replay) -> list[str]:
         f"Steps replayed: {s['steps']} every {_seconds(result.step)}"
         + (f", {s['unknownSteps']} with unknown signals" if s["unknownSteps"] else ""),
     ]
+    lines += [f"Signals unknown because: {error}" for error in s["errors"]]
     if result.mode == Mode.DRY_RUN:
         lines.append("Mode DryRun: changes are only planned, as the operator would record them in status.planned.")
     if result.suspended:

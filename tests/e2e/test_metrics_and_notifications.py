@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e import policies
 from tests.e2e.conftest import HEALTHY_HIT_RATE, Case
 
 
@@ -103,6 +104,37 @@ def test_metrics_show_the_incident_its_phase_signals_and_actions(case: Case, met
     assert value(samples, "stampede_incident_active", **labels) == 0
     assert (value(samples, "stampede_rollbacks_total", **labels) or 0) >= 3
     assert value(samples, "stampede_incident_duration_seconds_count", **labels) == 1
+
+
+def test_unknown_signals_are_counted_by_kind_and_their_status_error_starts_with_the_kind(
+    case: Case, metrics_port: int
+) -> None:
+    signals = [
+        {"name": "hitRate", "query": policies.hit_rate_query(case.label)},
+        {"name": "db", "query": f'e2e_no_such_metric{{case="{case.label}"}}'},
+        {"name": "typo", "query": "sum(e2e_db"},
+    ]
+    case.create("blind", signals=signals)
+
+    def unknown_twice(status: dict[str, Any]) -> bool:
+        found = {s["name"]: s for s in status.get("signals") or []}
+        counted = scrape(metrics_port)
+        return all(found.get(name, {}).get("value") == "unknown" for name in ("db", "typo")) and all(
+            (value(counted, "stampede_prometheus_errors_total", namespace=case.ns, signal=name) or 0) >= 2
+            for name in ("db", "typo")
+        )
+
+    status = case.wait_status("blind", "db and typo unknown, counted twice", unknown_twice)
+    found = {s["name"]: s for s in status["signals"]}
+    assert found["db"]["error"].startswith("[empty] ")
+    assert found["typo"]["error"].startswith("[http_4xx] ")
+    assert found["hitRate"].get("error") is None
+    samples = scrape(metrics_port)
+    labels = {"namespace": case.ns, "policy": "blind"}
+    assert (value(samples, "stampede_prometheus_errors_total", **labels, signal="db", kind="empty") or 0) >= 2
+    assert (value(samples, "stampede_prometheus_errors_total", **labels, signal="typo", kind="http_4xx") or 0) >= 2
+    assert value(samples, "stampede_prometheus_errors_total", **labels, signal="db", kind="http_4xx") is None
+    assert value(samples, "stampede_prometheus_errors_total", **labels, signal="hitRate") is None
 
 
 def test_the_runbook_messages_reach_the_webhook_from_open_to_resolved(case: Case, receiver: Receiver) -> None:

@@ -132,6 +132,14 @@ BUILTINS: tuple[ResourceInfo, ...] = (
     _b("", "v1", "events", "Event", short=("ev",)),
     _b("", "v1", "pods", "Pod", short=("po",), status=True, categories=("all",)),
     _b("", "v1", "serviceaccounts", "ServiceAccount", short=("sa",)),
+    # Stored only (no behaviour), so that `kubectl apply -k deploy/overlays/...` installs the whole operator.
+    _b("", "v1", "services", "Service", short=("svc",), status=True, categories=("all",)),
+    _b("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),
+    _b("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
+    _b("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+    _b("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+    _b("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", short=("pdb",), status=True),
+    _b("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", short=("netpol",)),
     _b(
         "apps",
         "v1",

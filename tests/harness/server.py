@@ -368,6 +368,8 @@ class HarnessHandler(kmock.RawHandler):
             )
         if path in ("/healthz", "/livez", "/readyz"):
             return aiohttp.web.Response(text="ok")
+        if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
+            return _json(self._openapi_v3(path.removeprefix("/openapi/v3").strip("/")))
         if path == "/api":
             return _json(
                 {
@@ -417,6 +419,39 @@ class HarnessHandler(kmock.RawHandler):
                     }
                 )
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+    def _openapi_v3(self, group_version: str) -> Obj:
+        """Just enough OpenAPI v3 for `kubectl apply`'s validation: per group version, a PATCH operation
+        per kind that takes `fieldValidation`, so kubectl leaves validation to the server (it sends
+        `fieldValidation=Strict`) instead of downloading schemas. No schemas are served."""
+        groups = self.store.catalogue.groups()
+        if not group_version:
+            paths = {}
+            for group, versions in groups.items():
+                for version in versions:
+                    gv = f"api/{version}" if not group else f"apis/{group}/{version}"
+                    paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={self.store.resource_version}"}
+            return {"paths": paths}
+        parts = group_version.split("/")
+        group, version = ("", parts[1]) if parts[0] == "api" and len(parts) == 2 else (parts[1], parts[-1])
+        operations = {}
+        for info in self.store.catalogue.in_group_version(group, version):
+            prefix = f"/api/{version}" if not group else f"/apis/{group}/{version}"
+            scope = "/namespaces/{namespace}" if info.namespaced else ""
+            operations[f"{prefix}{scope}/{info.plural}/{{name}}"] = {
+                "patch": {
+                    "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": info.kind},
+                    "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "OK"}},
+                }
+            }
+        if not operations:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return {
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes (harness)", "version": "v1.31.0"},
+            "paths": operations,
+        }
 
     # -- resources --
 

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stampede.actuators.kube import JSON, Kube, path
+from stampede.actuators.memory import MemoryActuator, MemoryTargets
 from stampede.actuators.targets import (
     APPLIED_BY,
     DEFAULT_JOB_TTL,
@@ -695,7 +696,7 @@ def test_job_undo_leaves_the_job_to_finish(h: HarnessThread, kube: Kube, act: Ac
 
     outcome = act.undo(TARGET, change, now=T1, dry_run=False)
 
-    assert (outcome.ok, outcome.reason) == (True, "ActionRolledBack")
+    assert (outcome.ok, outcome.reason) == (True, "JobLeftToFinish")
     assert "ttlSecondsAfterFinished" in outcome.message
     assert writes(h, since=mark) == []
     assert read(kube, "Job", change.name)["metadata"]["name"] == change.name
@@ -1056,3 +1057,32 @@ def test_property_apply_then_undo_restores_any_configmap_exactly(
     after = read(act.kube, "ConfigMap", name)
     assert (after.get("data") or {}) == before
     assert annotations(after) == {"keep": "me"}
+
+
+# -- one wording -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_the_in_memory_actuator_of_simulate_words_and_records_every_change_as_the_kubernetes_one(
+    h: HarnessThread, act: Actuators, dry_run: bool
+) -> None:
+    h.apply([configmap(data={"ttl": "60", "size": "1Gi"}), workload("Deployment", "api", replicas=2), cronjob()])
+    memory = MemoryActuator(
+        policy=POLICY,
+        max_replicas=MAX_REPLICAS,
+        targets=MemoryTargets(configmaps={"cache-config": {"ttl": "60", "size": "1Gi"}}, replicas={"api": 2}),
+    )
+    for action in (
+        cm_action({"ttl": "600", "new": "on"}),
+        scale_action(50),
+        scale_action(1, action="no-op"),
+        job_action(),
+    ):
+        real = act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=dry_run)
+        replayed = memory.apply(action, incident=INCIDENT, now=T0, dry_run=dry_run)
+        assert (real.ok, real.reason, real.message) == (replayed.ok, replayed.reason, replayed.message)
+        assert real.change == replayed.change
+        assert real.change is not None
+        undone = act.undo(TARGET, real.change, now=T1, dry_run=dry_run)
+        replayed_undo = memory.undo(real.change, now=T1, dry_run=dry_run)
+        assert (undone.reason, undone.message) == (replayed_undo.reason, replayed_undo.message)

@@ -23,7 +23,6 @@ from stampede.sources import (
     Endpoint,
     PrometheusSource,
     Reading,
-    allowed_prefixes_from_env,
     check_url_allowed,
     reading_from_error_response,
     reading_from_result,
@@ -523,12 +522,6 @@ def test_an_empty_allow_list_allows_any_plain_http_url_but_still_rejects_credent
     assert check_url_allowed("http://anything:9090", []) is None
     assert check_url_allowed("http://u:p@anything:9090", []) is not None
     assert check_url_allowed("ftp://anything", []) is not None
-
-
-def test_the_allow_list_is_read_from_the_comma_separated_environment_variable() -> None:
-    env = {"STAMPEDE_ALLOWED_PROMETHEUS_URLS": " http://a:9090 , ,https://b/prom,"}
-    assert allowed_prefixes_from_env(env) == ["http://a:9090", "https://b/prom"]
-    assert allowed_prefixes_from_env({}) == []
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Spec builders, readings and a caller simulation shared by the engine tests and the benchmark.
 
 The engine is only correct together with the way the operator calls it: record every applied
-change in status, drop every undone one. `Simulation` is that caller, against a tiny in-memory
-cluster, so tests can check both the decisions and what they do to the targets. Nothing here reads
+change in status, drop every undone one. `Simulation` runs the operator's own caller (`execute`)
+against the in-memory actuator, wrapped in a double that fails the actions a test names, so tests
+check both the decisions and what they do to the targets. Nothing here reads
 files: the runbook policy is rebuilt as a dict so the tests do not depend on ../shared.
 """
 
@@ -14,10 +15,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from stampede.actuators.memory import MemoryActuator, MemoryTargets
 from stampede.api.spec import Action, Mode, PolicySpec
 from stampede.api.status import AppliedChange, PolicyStatus, State
-from stampede.engine.changes import apply_merge_patch, configmap_rollback, plan_configmap, scale_target
-from stampede.engine.decide import Decision, Event, decide, record_applied, record_undone
+from stampede.engine import outcomes
+from stampede.engine.decide import Decision, Event, decide
+from stampede.engine.outcomes import Outcome, Step
+from stampede.executing import Done, execute
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 MAX_REPLICAS = 50
@@ -224,22 +228,43 @@ P0_READINGS = readings(dbConnections=195.0)
 # -- the caller ----------------------------------------------------------------------------------
 
 
+Cluster = MemoryTargets
+"""The targets, as flat data: ConfigMap data by name, replicas by workload name, created Jobs."""
+
+
 @dataclass
-class Cluster:
-    """The targets, as flat data: ConfigMap data by name, replicas by workload name, created Jobs."""
+class FailingActuator:
+    """The test double: the perfect in-memory actuator, except for the actions told to fail."""
 
-    configmaps: dict[str, dict[str, str]] = field(default_factory=dict)
-    replicas: dict[str, int] = field(default_factory=dict)
-    jobs: list[tuple[str, str]] = field(default_factory=list)
-    """(action, incident) of every Job created."""
+    inner: MemoryActuator
+    fail_apply: set[str] = field(default_factory=set)
+    """Actions whose apply fails (not recorded in status)."""
+    fail_undo: set[str] = field(default_factory=set)
+    """Actions whose undo fails (left in status)."""
 
-    def snapshot(self) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
-        return copy.deepcopy(self.configmaps), dict(self.replicas)
+    def apply(self, action: Action, *, incident: str, now: datetime, dry_run: bool) -> Outcome:
+        if action.name in self.fail_apply:
+            return outcomes.failed(action=action.name, kind=action.kind, where=action.target, what="failed (500): test")
+        return self.inner.apply(action, incident=incident, now=now, dry_run=dry_run)
+
+    def undo(self, change: AppliedChange, *, now: datetime, dry_run: bool) -> Outcome:
+        if change.action in self.fail_undo:
+            return outcomes.rollback_failed(change, status=500, problem="test")
+        return self.inner.undo(change, now=now, dry_run=dry_run)
+
+    def reverted(self, change: AppliedChange) -> list[str] | None:
+        return self.inner.reverted(change)
+
+    def reapply(self, change: AppliedChange, *, now: datetime) -> Outcome:
+        return self.inner.reapply(change, now=now)
+
+    def adopt(self, action: Action, *, now: datetime) -> Outcome | None:
+        return self.inner.adopt(action, now=now)
 
 
 @dataclass
 class Simulation:
-    """The operator's side of `decide`: perform the changes, record their outcome in status."""
+    """The operator's side of `decide`, through the operator's own `execute`, against an in-memory cluster."""
 
     spec: PolicySpec
     status: PolicyStatus = field(default_factory=PolicyStatus)
@@ -253,32 +278,31 @@ class Simulation:
     now: datetime = T0
     decisions: list[tuple[datetime, Decision]] = field(default_factory=list)
     events: list[tuple[datetime, Event]] = field(default_factory=list)
+    outcomes: list[tuple[datetime, Done]] = field(default_factory=list)
+    """Every actuator outcome, as the operator would post it."""
     applies: list[tuple[datetime, str, str]] = field(default_factory=list)
     """(time, action, incident) of every successful apply."""
     undos: list[tuple[datetime, str, str]] = field(default_factory=list)
     """(time, action, incident) of every successful undo."""
 
+    @property
+    def actuator(self) -> FailingActuator:
+        inner = MemoryActuator(policy="policy", max_replicas=MAX_REPLICAS, targets=self.cluster)
+        return FailingActuator(inner, fail_apply=self.fail_apply, fail_undo=self.fail_undo)
+
     def poll(self, when: datetime, values: Readings, errors: Mapping[str, str] | None = None) -> Decision:
         self.now = when
         d = decide(spec=self.spec, status=self.status, readings=values, now=when, errors=errors)
-        dry = self.spec.mode == Mode.DRY_RUN
-        status = d.status
-        # The operator's order: undos, then applies (handlers/runner.py).
-        for change in d.undo:
-            if change.action in self.fail_undo:
-                continue
-            if not dry:
-                self._undo(change)
-            status = record_undone(status, change)
-            self.undos.append((when, change.action, change.incident))
-        for action in d.apply:
-            if action.name in self.fail_apply:
-                continue
-            assert d.incident_id is not None
-            status = record_applied(
-                status, self._apply(action, incident=d.incident_id, when=when, dry=dry), dry_run=dry
-            )
-            self.applies.append((when, action.name, d.incident_id))
+        execution = execute(d, self.actuator, spec=self.spec, now=when)
+        status = execution.status
+        for done in execution.done:
+            self.outcomes.append((when, done))
+            if done.step == Step.UNDO and done.outcome.ok:
+                undone = next(c for c in d.undo if c.action == done.action)
+                self.undos.append((when, done.action, undone.incident))
+            elif done.step == Step.APPLY and done.outcome.ok:
+                assert d.incident_id is not None
+                self.applies.append((when, done.action, d.incident_id))
         if self.roundtrip:
             parsed = PolicyStatus.model_validate(status.wire())
             assert parsed == status
@@ -336,49 +360,6 @@ class Simulation:
 
     def held(self) -> list[AppliedChange]:
         return list(self.status.planned if self.spec.mode == Mode.DRY_RUN else self.status.applied)
-
-    # -- the actuators, in miniature --------------------------------------------------------------
-    def _apply(self, action: Action, *, incident: str, when: datetime, dry: bool) -> AppliedChange:
-        original: dict[str, str | None] = {}
-        applied: dict[str, str] = {}
-        if action.config_map is not None:
-            current = self.cluster.configmaps.get(action.config_map.name, {})
-            original, applied = plan_configmap(current, action.config_map.data)
-            if not dry:
-                self.cluster.configmaps[action.config_map.name] = apply_merge_patch(current, applied)
-        elif action.scale is not None:
-            current_replicas = self.cluster.replicas.get(action.scale.name, 1)
-            target = scale_target(current=current_replicas, wanted=action.scale.replicas, cap=MAX_REPLICAS)
-            if target is not None:
-                original, applied = {"replicas": str(current_replicas)}, {"replicas": str(target)}
-                if not dry:
-                    self.cluster.replicas[action.scale.name] = target
-        else:
-            assert action.job is not None
-            applied = {"job": f"{action.job.from_cron_job}-{incident}"}
-            if not dry:
-                self.cluster.jobs.append((action.name, incident))
-        return AppliedChange(
-            action=action.name,
-            kind=action.kind,
-            name=action.target,
-            incident=incident,
-            applied_at=when,
-            original=original,
-            applied=applied,
-        )
-
-    def _undo(self, change: AppliedChange) -> None:
-        if change.kind == "ConfigMap":
-            current = self.cluster.configmaps.get(change.name, {})
-            patch, _skipped = configmap_rollback(current, change.original, change.applied)
-            self.cluster.configmaps[change.name] = apply_merge_patch(current, patch)
-        elif change.kind in ("Deployment", "StatefulSet") and "replicas" in change.applied:
-            original = change.original.get("replicas")
-            still_ours = str(self.cluster.replicas.get(change.name)) == change.applied["replicas"]
-            if still_ours and original is not None:
-                self.cluster.replicas[change.name] = int(original)
-        # Jobs are left to finish.
 
 
 def open_incident(sim: Simulation, values: Readings = P2_READINGS, *, start: float = 0.0) -> float:

@@ -11,6 +11,8 @@ from stampede.engine.changes import (
     configmap_apply_patch,
     configmap_rollback,
     plan_configmap,
+    plan_scale,
+    scale_rollback,
     scale_target,
 )
 
@@ -87,3 +89,25 @@ def test_rollback_skips_a_key_someone_else_deleted_since() -> None:
 
 def test_a_merge_patch_null_deletes_and_a_missing_key_is_no_error() -> None:
     assert apply_merge_patch({"A": "1", "B": "2"}, {"A": None, "C": None, "B": "3"}) == {"B": "3"}
+
+
+def test_plan_scale_records_an_absent_count_as_none_and_raises_it_from_the_default_of_one() -> None:
+    assert plan_scale(field="minReplicas", current=None, wanted=4, cap=10) == (
+        {"minReplicas": None},
+        {"minReplicas": "4"},
+    )
+    assert plan_scale(field="replicas", current=0, wanted=4, cap=3) == ({"replicas": "0"}, {"replicas": "3"})
+    assert plan_scale(field="replicas", current=None, wanted=1, cap=10) == ({}, {})
+
+
+def test_scale_rollback_removes_a_count_that_did_not_exist_and_restores_one_that_did() -> None:
+    assert scale_rollback({"minReplicas": 4}, {"minReplicas": None}, {"minReplicas": "4"}) == (
+        {"minReplicas": None},
+        [],
+    )
+    assert scale_rollback({"replicas": 6}, {"replicas": "2"}, {"replicas": "6"}) == ({"replicas": 2}, [])
+
+
+def test_scale_rollback_leaves_a_count_someone_else_changed_since() -> None:
+    assert scale_rollback({"replicas": 9}, {"replicas": "2"}, {"replicas": "6"}) == ({}, ["replicas"])
+    assert scale_rollback({"replicas": None}, {"replicas": "2"}, {"replicas": "6"}) == ({}, ["replicas"])

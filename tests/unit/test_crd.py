@@ -7,6 +7,9 @@ its descriptions, so both are checked over every node of the schema here, not ju
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,8 +152,10 @@ def test_printer_columns_show_mode_state_severity_phase_incident_and_age() -> No
     columns = {
         column["name"]: (column["type"], column["jsonPath"]) for column in _version()["additionalPrinterColumns"]
     }
-    assert list(columns) == ["Mode", "State", "Severity", "Phase", "Incident", "Age"]
+    assert list(columns) == ["Mode", "State", "Ready", "Reason", "Severity", "Phase", "Incident", "Age"]
     assert columns["Mode"] == ("string", ".spec.mode")
+    assert columns["Ready"] == ("string", '.status.conditions[?(@.type=="Ready")].status')
+    assert columns["Reason"] == ("string", '.status.conditions[?(@.type=="Ready")].reason')
     assert columns["State"] == ("string", ".status.state")
     assert columns["Severity"] == ("string", ".status.severity")
     assert columns["Phase"] == ("string", ".status.phase")
@@ -160,7 +165,7 @@ def test_printer_columns_show_mode_state_severity_phase_incident_and_age() -> No
 
 def test_printer_columns_point_at_fields_that_exist_in_the_schema() -> None:
     for column in _version()["additionalPrinterColumns"]:
-        path = column["jsonPath"].lstrip(".")
+        path = column["jsonPath"].lstrip(".").replace('[?(@.type=="Ready")]', ".[]")
         if path.startswith("metadata."):
             continue
         assert _at(path)["type"] == "string", column
@@ -253,18 +258,24 @@ def test_numeric_and_size_limits_come_from_the_models() -> None:
 
 
 def test_scalar_defaults_are_written_in_wire_form() -> None:
-    assert _at("spec.mode")["default"] == "Enforce"
-    assert _at("spec.suspend")["default"] is False
-    assert _at("spec.pollInterval")["default"] == "15s"
-    assert _at("spec.onMetricsError")["default"] == "Hold"
     assert _at("spec.prometheus.timeout")["default"] == "10s"
     assert _at("spec.escalation.after")["default"] == "30m"
     assert _at("spec.rollback.stepDelay")["default"] == "30s"
     assert _at("spec.phases.[].actions.[].minSeverity")["default"] == "P2"
 
 
+def test_top_level_spec_fields_carry_no_default_so_a_templated_policy_keeps_its_templates_values() -> None:
+    # The policy's own top-level fields are laid over its template's: a `pollInterval: 15s` written by the
+    # API server's defaulting would silently replace the template's pollInterval.
+    for name, prop in _at("spec")["properties"].items():
+        assert "default" not in prop, name
+    assert _apply_defaults(_at("spec"), {"templateRef": {"kind": "StampedePolicyTemplate", "name": "t"}}) == {
+        "templateRef": {"kind": "StampedePolicyTemplate", "name": "t"}
+    }
+
+
 def test_the_api_servers_defaulting_yields_exactly_the_models_defaults() -> None:
-    spec = _minimal_spec()
+    spec = {**_minimal_spec(), "prometheus": {}}
     defaulted = _apply_defaults(_at("spec"), copy.deepcopy(spec))
     assert defaulted["prometheus"] == {"timeout": "10s", "insecureSkipVerify": False}
     assert PolicySpec.model_validate(defaulted) == PolicySpec.model_validate(spec)
@@ -279,7 +290,10 @@ def test_optional_fields_are_plain_types_left_out_of_required() -> None:
     assert _at("spec.notifications")["type"] == "object"
     assert "default" not in _at("spec.notifications"), "an optional section must stay absent, not become {}"
     assert _root()["required"] == ["spec"]
-    assert _at("spec")["required"] == ["signals", "severities", "recovery", "phases"]
+    # A templated policy takes the runbook fields from its template; a CEL rule asks for them otherwise.
+    assert "required" not in _at("spec")
+    rules = [rule["rule"] for rule in _at("spec")["x-kubernetes-validations"]]
+    assert any("has(self.templateRef) ||" in rule and "has(self.phases)" in rule for rule in rules)
 
 
 def test_maps_are_additional_properties_and_nullable_only_where_the_model_allows_null() -> None:
@@ -386,3 +400,32 @@ def test_a_status_written_by_the_operator_validates_against_the_crd_schema() -> 
 def test_the_crd_schema_alone_rejects_broken_policies_it_can_express(name: str) -> None:
     policy = yaml.safe_load((CORPUS / f"{name}.yaml").read_text(encoding="utf-8"))
     assert list(_validator().iter_errors(policy)), f"{name}.yaml passed the CRD schema"
+
+
+def test_the_ready_column_shows_an_invalid_policy_as_not_ready_with_its_reason(tmp_path: Path) -> None:
+    """Evaluated by kubectl's own JSONPath engine, the one that renders printer columns."""
+    columns = {column["name"]: column["jsonPath"] for column in _version()["additionalPrinterColumns"]}
+    policy = {
+        "apiVersion": "stampede.aurum.io/v1alpha1",
+        "kind": "StampedePolicy",
+        "metadata": {"name": "broken"},
+        "status": {
+            "state": "Idle",
+            "conditions": [
+                {"type": "MetricsAvailable", "status": "True", "reason": "AllSignalsKnown"},
+                {"type": "Ready", "status": "False", "reason": "InvalidSpec"},
+            ],
+        },
+    }
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(policy))
+    template = " ".join(f"{{{columns[name]}}}" for name in ("Ready", "Reason", "State"))
+    kubectl = str(Path(sys.executable).parent / "kubectl")
+    result = subprocess.run(
+        [kubectl, "annotate", "--local", "-f", str(path), "x=y", "-o", f"jsonpath={template}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"KUBECONFIG": str(tmp_path / "none"), "PATH": ""},
+    )
+    assert result.stdout.split() == ["False", "InvalidSpec", "Idle"], result.stderr

@@ -1,4 +1,4 @@
-"""Invariants of the engine and of change arithmetic, over generated readings and ConfigMaps.
+"""Invariants of the engine and of change arithmetic, over generated readings, ConfigMaps and replica counts.
 
 Scenarios are sequences of segments, each a kind of readings held for some polls at some spacing,
 so that whole incidents (open, raise, phases, recovery, rollback, reopen) happen within one example.
@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 
 from stampede.api.spec import PolicySpec, Severity
 from stampede.api.status import State
-from stampede.engine.changes import apply_merge_patch, configmap_apply_patch, configmap_rollback, plan_configmap
+from stampede.engine.changes import (
+    apply_merge_patch,
+    apply_scale_patch,
+    configmap_apply_patch,
+    configmap_rollback,
+    plan_configmap,
+    plan_scale,
+    scale_rollback,
+)
 
 from .policies import HEALTHY, Cluster, Readings, Simulation, at, readings, runbook_spec, tiny_spec
 
@@ -243,6 +251,63 @@ def test_rollback_skips_exactly_the_keys_edited_by_someone_else_and_leaves_their
             assert restored.get(key) == foreign[key]
         else:
             assert restored.get(key) == current.get(key)
+
+
+# -- scale arithmetic ----------------------------------------------------------------------------
+
+counts = st.one_of(st.none(), st.integers(min_value=0, max_value=200))
+"""A replica count or HPA minReplicas; None: the field is absent (the API server reads it as 1)."""
+fields = st.sampled_from(["replicas", "minReplicas"])
+targets = st.integers(min_value=1, max_value=200)
+
+
+@SETTINGS
+@given(field=fields, current=counts, wanted=targets, cap=targets)
+def test_scale_rollback_is_the_exact_inverse_of_scaling_up(
+    field: str, current: int | None, wanted: int, cap: int
+) -> None:
+    original, applied = plan_scale(field=field, current=current, wanted=wanted, cap=cap)
+    before = {field: current}
+    if not applied:  # already at or above the (capped) target: nothing to change, nothing to undo
+        assert (current if current is not None else 1) >= min(wanted, cap)
+        return
+    assert int(applied[field]) == min(wanted, cap) > (current if current is not None else 1), "never scales down"
+    changed = apply_scale_patch(before, applied)
+    patch, skipped = scale_rollback(changed, original, applied)
+    assert skipped == []
+    assert apply_scale_patch(changed, patch) == before
+
+
+@SETTINGS
+@given(field=fields, current=counts, changes=st.lists(targets, min_size=1, max_size=4), cap=targets)
+def test_stacked_scale_changes_rolled_back_newest_first_restore_the_count_exactly(
+    field: str, current: int | None, changes: list[int], cap: int
+) -> None:
+    state = {field: current}
+    records = []
+    for wanted in changes:
+        original, applied = plan_scale(field=field, current=state[field], wanted=wanted, cap=cap)
+        records.append((original, applied))
+        state = apply_scale_patch(state, applied)
+    for original, applied in reversed(records):
+        patch, skipped = scale_rollback(state, original, applied)
+        assert skipped == []
+        state = apply_scale_patch(state, patch)
+    assert state == {field: current}
+
+
+@SETTINGS
+@given(field=fields, current=counts, wanted=targets, cap=targets, foreign=counts)
+def test_scale_rollback_skips_a_count_someone_else_changed_and_leaves_it(
+    field: str, current: int | None, wanted: int, cap: int, foreign: int | None
+) -> None:
+    original, applied = plan_scale(field=field, current=current, wanted=wanted, cap=cap)
+    if not applied or str(foreign) == applied[field]:
+        return
+    changed = apply_scale_patch(apply_scale_patch({field: current}, applied), {field: foreign})
+    patch, skipped = scale_rollback(changed, original, applied)
+    assert skipped == [field]
+    assert apply_scale_patch(changed, patch) == {field: foreign}
 
 
 # -- restarts ------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ def _version() -> dict[str, Any]:
 
 
 def test_the_committed_incident_crd_is_exactly_what_stampede_crd_prints() -> None:
-    assert COMMITTED.read_text(encoding="utf-8") == render_crd_yaml(KIND), "run `make crds` and commit the result"
+    committed = COMMITTED.read_text(encoding="utf-8")
+    assert committed == render_crd_yaml(render_crd(KIND)), "run `make crds` and commit the result"
 
 
 def test_the_incident_crd_identifies_the_resource_as_the_contract_says() -> None:

@@ -22,7 +22,8 @@ from tests.support.ci import unavailable
 from tests.support.fake_http import FakeHTTPServer, Response, vector_response
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+# The example policies; examples/ also holds the demo's workloads, which lint refuses as "no StampedePolicy".
+EXAMPLES = sorted(path for path in (REPO / "examples").glob("*.yaml") if "\nkind: StampedePolicy\n" in path.read_text())
 CORPUS = sorted((REPO / "tests" / "lint-corpus").glob("*.yaml"))
 # The contract's copy of the runbook policy; present beside the repository in this workspace and in CI.
 SHARED_EXAMPLE = REPO / ".." / "shared" / "examples" / "aurum-cache-stampede.yaml"
@@ -82,6 +83,11 @@ def test_the_shared_contract_example_lints_clean_unchanged() -> None:
 def test_the_examples_cover_the_production_and_the_demo_policy() -> None:
     names = {path.name for path in EXAMPLES}
     assert {"aurum-cache-stampede.yaml", "demo-fast.yaml"} <= names
+
+
+def test_the_demo_workloads_are_not_mistaken_for_a_clean_policy_file() -> None:
+    problems = lint_files([str(REPO / "examples" / "demo-cluster.yaml")])
+    assert [problem.message for problem in problems] == ["no StampedePolicy in this file"]
 
 
 def test_the_corpus_has_one_broken_policy_per_rule() -> None:
@@ -288,3 +294,65 @@ def test_with_prometheus_an_unreachable_server_is_reported_per_signal(tmp_path: 
 def test_without_prometheus_no_query_is_sent(tmp_path: Path, prometheus: FakeHTTPServer) -> None:
     assert lint_files([_write(tmp_path, _policy())]) == []
     assert prometheus.requests == []
+
+
+def test_schema_and_cross_field_problems_are_all_reported_in_one_run(tmp_path: Path) -> None:
+    text = _policy(poll="5 m").replace('any: ["hitRate < 0.5"]', 'any: ["latency > 2"]')
+    text = text.replace("job: {fromCronJob: cache-warming}", "scale: {kind: Deployment, name: api, replicas: -1}")
+    problems = lint_files([_write(tmp_path, text)])
+    assert [problem.path for problem in problems] == [
+        "spec.pollInterval",
+        "spec.phases[0].actions[0].scale.replicas",
+        "spec.severities[0].any[0]",
+    ]
+    assert problems[2].message == "condition 'latency > 2' names undeclared signal 'latency'"
+
+
+def test_cross_field_rules_rechecked_on_raw_yaml_never_repeat_a_schema_problem(tmp_path: Path) -> None:
+    text = _policy(poll="500ms").replace('any: ["hitRate < 0.5"]', 'any: ["hitRate <<< 0.5"]')
+    problems = lint_files([_write(tmp_path, text)])
+    assert [problem.path for problem in problems] == ["spec.severities[0].any[0]", "spec.pollInterval"]
+
+
+def test_a_misspelt_required_field_is_one_line_with_the_name_it_should_have(tmp_path: Path) -> None:
+    text = _policy().replace("job: {fromCronJob: cache-warming}", "job: {fromCronjob: cache-warming}")
+    problems = lint_files([_write(tmp_path, text)])
+    assert [(problem.path, problem.message) for problem in problems] == [
+        ("spec.phases[0].actions[0].job.fromCronjob", "unknown field, did you mean 'fromCronJob'?")
+    ]
+
+
+def test_a_misspelt_optional_field_gets_a_did_you_mean(tmp_path: Path) -> None:
+    text = _policy().replace("    - name: first\n", "    - name: first\n      afterr: 5m\n")
+    problems = lint_files([_write(tmp_path, text)])
+    assert [(problem.path, problem.message) for problem in problems] == [
+        ("spec.phases[0].afterr", "unknown field, did you mean 'after'?")
+    ]
+
+
+def test_an_unknown_field_like_nothing_known_is_just_unknown(tmp_path: Path) -> None:
+    text = _policy().replace("  pollInterval: 15s\n", "  pollInterval: 15s\n  zzzqqq: 1\n")
+    problems = lint_files([_write(tmp_path, text)])
+    assert [(problem.path, problem.message) for problem in problems] == [("spec.zzzqqq", "unknown field")]
+
+
+def test_an_unknown_metadata_field_the_server_would_drop_is_reported(tmp_path: Path) -> None:
+    text = _policy().replace("  namespace: team-a\n", "  namespace: team-a\n  lables: {team: a}\n")
+    problems = lint_files([_write(tmp_path, text)])
+    assert [(problem.path, problem.message) for problem in problems] == [
+        ("metadata.lables", "unknown field, did you mean 'labels'? (the API server would drop it)")
+    ]
+
+
+def test_a_file_without_any_policy_is_a_problem(tmp_path: Path) -> None:
+    path = _write(tmp_path, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
+    assert [str(problem) for problem in lint_files([path])] == [f"{path}: no StampedePolicy in this file"]
+    assert [problem.message for problem in lint_files([_write(tmp_path, "", "empty.yaml")])] == [
+        "no StampedePolicy in this file"
+    ]
+
+
+def test_the_cli_fails_a_file_without_a_policy_instead_of_calling_it_ok(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["lint", _write(tmp_path, "apiVersion: v1\nkind: Namespace\n")])
+    assert result.exit_code == 1
+    assert "OK" not in result.output

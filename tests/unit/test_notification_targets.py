@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from stampede.api.spec import PolicySpec
 from stampede.api.status import IncidentStatus, PolicyStatus
 from stampede.engine.decide import Event
 from stampede.handlers.notifying import notices, recipients
+from stampede.handlers.reporting import TickReport
 from stampede.notifiers import formats
 
 from .policies import at, tiny_spec
@@ -30,6 +32,20 @@ def spec_with_targets(**escalation: Any) -> PolicySpec:
         },
         escalation=escalation
         or {"levels": [{"name": "primary", "after": "1m"}, {"name": "emergency", "after": "5m", "notify": "boss"}]},
+    )
+
+
+def tick(old: PolicyStatus, new: PolicyStatus, events: list[Event], *, now: datetime) -> TickReport:
+    return TickReport(
+        namespace="aurum",
+        policy="cache",
+        spec=spec_with_targets(),
+        old=old,
+        new=new,
+        events=tuple(events),
+        done=(),
+        readings={},
+        now=now,
     )
 
 
@@ -78,21 +94,11 @@ def test_messages_name_the_escalation_level_and_the_closed_incident() -> None:
         Event("Escalated", "Incident 20240501-120100 escalated to level emergency (2/2): open for more than 5m."),
         Event("ActionApplied", "not a notification"),
     ]
-    (escalated,) = notices(
-        spec_with_targets(), namespace="aurum", policy="cache", status=status, closed=None, events=events, now=at(400)
-    )
+    (escalated,) = notices(tick(status, status, events, now=at(400)))
     assert (escalated.event, escalated.level) == ("Escalated", "emergency")
     assert "Incident escalated" in escalated.text
     closing = [Event("IncidentClosed", "Incident 20240501-120100 (P1) closed after 11m.")]
-    (closed,) = notices(
-        spec_with_targets(),
-        namespace="aurum",
-        policy="cache",
-        status=PolicyStatus(),
-        closed=INCIDENT,
-        events=closing,
-        now=at(700),
-    )
+    (closed,) = notices(tick(PolicyStatus(incident=INCIDENT), PolicyStatus(), closing, now=at(700)))
     assert closed.incident == INCIDENT.id
     assert "Actions taken (all rolled back):* flag" in closed.text
 

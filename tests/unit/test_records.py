@@ -14,12 +14,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stampede.actuators.memory import MemoryActuator
 from stampede.api.incident import MAX_TIMELINE, ChangeOutcome, IncidentRecordStatus, RecordState
 from stampede.api.spec import PolicySpec
 from stampede.api.status import PolicyStatus
-from stampede.engine.decide import Event, decide, record_applied, record_undone
+from stampede.engine.decide import Event, decide
 from stampede.engine.records import RecordBook, follow, kpi_summary, measure_kpis, near_misses, new_record
-from stampede.simulate import Replay, _change_for, replay
+from stampede.executing import execute
+from stampede.simulate import Replay, replay
 
 from .policies import T0, at, tiny_spec
 
@@ -51,7 +53,8 @@ def kpis(record: IncidentRecordStatus) -> dict[str, tuple[float | None, bool | N
 
 def test_kpis_are_measured_from_the_start_of_the_breach_window() -> None:
     # Breach from 0 s; `for: 1m` opens at 60 s and phase `first` applies `flag` then; load falls at 600 s,
-    # recovery holds 1m at 660 s; two undos 30 s apart (660, 690), closed at the poll after: 705 s.
+    # recovery holds 1m at 660 s; two undos 30 s apart (660, 690), and the engine, woken at 690 s as the
+    # operator would be (not at the next 15 s sample), closes the incident there.
     record = only_record(run(tiny_spec(targets={"mttr": "10m"})))
 
     assert record.first_breach_at == T0
@@ -61,7 +64,7 @@ def test_kpis_are_measured_from_the_start_of_the_breach_window() -> None:
         "mitigation": (60.0, True),
         "stabilization": (600.0, True),
         "mttr": (660.0, False),
-        "fullRecovery": (705.0, True),
+        "fullRecovery": (690.0, True),
     }
     assert [k.target for k in record.kpis] == ["2m", "5m", "15m", "10m", "30m"]
     assert record.mttr == "11m"
@@ -71,7 +74,7 @@ def test_a_closed_record_holds_phases_changes_timeline_and_peaks() -> None:
     record = only_record(run(tiny_spec(), lambda s: 20.0 + s / 100 if s < 600 else 1.0))
 
     assert record.state == RecordState.CLOSED
-    assert record.closed_at == at(705)
+    assert record.closed_at == at(690)
     assert record.recovered_at == at(660)
     assert [(p.name, p.entered_at) for p in record.phases] == [("first", at(60)), ("second", at(180))]
     assert record.phase == "second"
@@ -94,16 +97,11 @@ def test_a_closed_record_holds_phases_changes_timeline_and_peaks() -> None:
 def test_the_policy_history_entry_carries_the_kpis_of_its_record() -> None:
     spec = tiny_spec()
     book = RecordBook()
+    actuator = MemoryActuator(policy="tiny", max_replicas=50)
     status = PolicyStatus()
     for now, values, _ in history(stampede):
         decision = decide(spec=spec, status=status, readings=values, now=now)
-        status = decision.status
-        for action in decision.apply:
-            status = record_applied(
-                status, _change_for(action, incident=decision.incident_id or "", now=now), dry_run=False
-            )
-        for change in decision.undo:
-            status = record_undone(status, change)
+        status = execute(decision, actuator, spec=spec, now=now).status
         status = book.step(
             spec=spec, policy="tiny", decision=decision, after=status, events=decision.events, values=values, now=now
         )

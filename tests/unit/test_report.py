@@ -70,7 +70,7 @@ def test_the_summary_names_severity_duration_escalation_and_a_root_cause_placeho
     assert markdown.startswith("# Postmortem draft: cache stampede in aurum/cache, incident 20240501-120100")
     summary = section(markdown, "Summary")
     assert "| Severity | P2 (highest reached) |" in summary
-    assert "| Duration | 10m45s (opened → closed) |" in summary
+    assert "| Duration | 10m30s (opened → closed) |" in summary
     assert "| Escalated | no |" in summary
     assert "| Root cause | _TODO:" in summary
 
@@ -101,7 +101,7 @@ def test_the_kpis_are_shown_against_their_targets(report: Report) -> None:
     kpis = section(render_markdown(report), "KPIs")
     assert "| detection | 1m | 2m | yes |" in kpis
     assert "| mttr | 11m | 10m | **no** |" in kpis
-    assert "| fullRecovery | 11m45s | 30m | yes |" in kpis
+    assert "| fullRecovery | 11m30s | 30m | yes |" in kpis
 
 
 def test_near_misses_and_the_follow_up_checklist(report: Report) -> None:

@@ -11,11 +11,12 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from pydantic.alias_generators import to_camel
 
 from .conditions import SIGNAL_NAME_PATTERN, Condition, ConditionText, parse_condition
 from .durations import Duration, format_duration
+from .kinds import ChangeKind
 
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -219,13 +220,13 @@ class Action(Model):
         return self
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> ChangeKind:
         """Kind of the target object."""
         if self.config_map is not None:
-            return "ConfigMap"
+            return ChangeKind.CONFIG_MAP
         if self.scale is not None:
-            return self.scale.kind.value
-        return "Job"
+            return ChangeKind(self.scale.kind.value)
+        return ChangeKind.JOB
 
     @property
     def target(self) -> str:
@@ -373,6 +374,24 @@ class Targets(Model):
     """Breach → recovery confirmed (RecoveryStarted)."""
 
 
+class TemplateKind(StrEnum):
+    NAMESPACED = "StampedePolicyTemplate"
+    CLUSTER = "ClusterStampedePolicyTemplate"
+
+
+PARAMETER_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$"
+ParameterName = Annotated[str, Field(pattern=PARAMETER_NAME, max_length=63)]
+
+
+class TemplateRef(Model):
+    """The template this policy is rendered from."""
+
+    kind: TemplateKind
+    """StampedePolicyTemplate (in the policy's namespace) or ClusterStampedePolicyTemplate."""
+    name: Name
+    """Name of the template."""
+
+
 class PolicySpec(Model):
     """Desired behaviour of a StampedePolicy: signals, severities, recovery and the phased runbook."""
 
@@ -404,6 +423,21 @@ class PolicySpec(Model):
     """How many closed StampedeIncident records of this policy are kept; older ones are deleted."""
     targets: Targets = Field(default_factory=Targets)
     """Response-time targets the KPIs of every incident are measured against."""
+    template_ref: TemplateRef | None = None
+    """Render this policy from a template: its `spec.policy` with `$(name)` replaced by `arguments`, then
+    this policy's own top-level spec fields laid over it. Signals, severities, recovery and phases may then
+    come from the template alone."""
+    arguments: dict[Annotated[str, Field(pattern=PARAMETER_NAME)], Annotated[str, Field(max_length=8192)]] = Field(
+        default_factory=dict
+    )
+    """Values of the template's parameters, by name (strings; `"8"` fills a number field)."""
+
+    _template_generation: int | None = PrivateAttr(default=None)
+
+    @property
+    def template_generation(self) -> int | None:
+        """metadata.generation of the template this spec was rendered from (None without a template)."""
+        return self._template_generation
 
     @model_validator(mode="after")
     def _cross_field(self) -> PolicySpec:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
+from .kinds import ChangeKind
 from .spec import Model, Severity
 
 
@@ -122,7 +123,7 @@ class AppliedChange(Model):
 
     action: str
     """Action name from the spec."""
-    kind: str
+    kind: Annotated[ChangeKind, WithJsonSchema({"type": "string"})]
     """Kind of the changed object (ConfigMap, Deployment, StatefulSet, HorizontalPodAutoscaler, Job)."""
     name: str
     """Name of the changed object."""
@@ -138,6 +139,11 @@ class AppliedChange(Model):
     """Workloads rollout-restarted with this change (and again on rollback)."""
     reverts: int = 0
     """Times someone else reverted this change during the incident (drift)."""
+
+    @property
+    def reversible(self) -> bool:
+        """Whether undoing this change restores its object (not so for Jobs, which are left to finish)."""
+        return self.kind.reversible
 
 
 class KPI(Model):
@@ -226,6 +232,8 @@ class PolicyStatus(Model):
     """The last 10 incidents."""
     conditions: list[StatusCondition] = Field(default_factory=list)
     """Standard conditions."""
+    template_generation: int | None = None
+    """metadata.generation of the template (spec.templateRef) in force; empty without a template."""
 
     def wire(self) -> dict[str, Any]:
         """The status as it is written to the API server."""

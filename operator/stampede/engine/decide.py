@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..api.durations import format_duration
+from ..api.reasons import Reason
 from ..api.spec import Action, EscalationLevel, Mode, OnMetricsError, PolicySpec, Severity
 from ..api.status import (
     AppliedChange,
@@ -44,13 +45,18 @@ from .conditions import condition_is, set_condition
 HISTORY_LIMIT = 10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Event:
-    """A Kubernetes event to emit on the policy."""
+    """A Kubernetes event to emit on the policy; a reason outside `Reason` is refused at once."""
 
-    reason: str
+    reason: Reason
     message: str
     warning: bool = False
+
+    def __init__(self, reason: Reason | str, message: str, warning: bool = False) -> None:
+        object.__setattr__(self, "reason", Reason(reason))
+        object.__setattr__(self, "message", message)
+        object.__setattr__(self, "warning", warning)
 
 
 @dataclass(frozen=True)
@@ -132,8 +138,14 @@ def decide(
     conditions = list(status.conditions)
     was_available = condition_is(conditions, "MetricsAvailable")
     if unknown:
-        detail = "; ".join(f"{name}: {errors.get(name, 'no value')}" for name in unknown)
-        message = f"Signals unknown: {', '.join(unknown)} ({detail})."
+        # Signals that failed for the same reason (typically: Prometheus unreachable) share one mention of
+        # it, so an outage reads as one error rather than the same text once per signal.
+        by_error: dict[str, list[str]] = {}
+        for name in unknown:
+            by_error.setdefault(errors.get(name, "no value"), []).append(name)
+        message = (
+            "Signals unknown: " + "; ".join(f"{', '.join(names)} ({error})" for error, names in by_error.items()) + "."
+        )
         conditions = set_condition(
             conditions,
             type_="MetricsAvailable",
@@ -306,7 +318,11 @@ def _incident_conditions(
             type_="Suspended",
             status=False,
             reason="Active",
-            message="Changes are made as the policy prescribes.",
+            message=(
+                "Mode DryRun: the changes the policy prescribes are planned in status.planned, none is made."
+                if spec.mode == Mode.DRY_RUN
+                else "Changes are made as the policy prescribes."
+            ),
             now=now,
             generation=generation,
         )
@@ -366,8 +382,8 @@ class _Work:
         incident = IncidentStatus(id=incident_id_for(self.now), started_at=self.now, severity=level)
         # Jobs are one per incident: a Job record from an interrupted rollback must not count
         # for the new incident. Other changes are still applied and stay held.
-        applied = [c for c in self.status.applied if c.kind != "Job"]
-        planned = [c for c in self.status.planned if c.kind != "Job"]
+        applied = [c for c in self.status.applied if c.reversible]
+        planned = [c for c in self.status.planned if c.reversible]
         self.status = self.status.model_copy(
             update={
                 "state": State.INCIDENT,
@@ -405,12 +421,22 @@ class _Work:
         if reached > current:
             for index in range(current + 1, reached + 1):
                 phase = self.spec.phases[index]
-                names = ", ".join(a.name for a in phase.actions)
+                # Actions below their minSeverity are named as skipped, so a P2 incident's event never
+                # suggests that a P0-only action ran; they are applied if the severity rises later.
+                taken = [a.name for a in phase.actions if incident.severity.at_least(a.min_severity)]
+                skipped = [
+                    f"{a.name} (minSeverity {a.min_severity.value})"
+                    for a in phase.actions
+                    if not incident.severity.at_least(a.min_severity)
+                ]
+                what = ", ".join(taken) if taken else f"no action at {incident.severity.value}"
+                if skipped:
+                    what += f"; skipped at {incident.severity.value}: {', '.join(skipped)}"
                 self._emit(
                     "PhaseEntered",
                     f"Incident {incident.id} entered phase {phase.name} "
                     f"({index + 1}/{len(self.spec.phases)}) after "
-                    f"{format_duration(age)}: {names}.",
+                    f"{format_duration(age)}: {what}.",
                 )
             name = self.spec.phases[reached].name
             furthest = max(reached, self._phase_index(incident.max_phase))
@@ -452,13 +478,17 @@ class _Work:
             )
             to = "" if legacy else f" to level {level.name} ({index + 1}/{len(chain)})"
             self._emit(
-                "Escalated", f"Incident {incident.id} escalated{to}: {why} (phase {incident.phase}).", warning=True
+                Reason.ESCALATED,
+                f"Incident {incident.id} escalated{to}: {why} (phase {incident.phase}).",
+                warning=True,
             )
 
     def _escalation_reason(self, level: EscalationLevel, incident: IncidentStatus) -> str | None:
         """Why `level` is reached now, or None while it is not."""
         if level.at_severity is not None and incident.severity.at_least(level.at_severity):
-            return f"severity {incident.severity.value} reached {level.at_severity.value}"
+            if incident.severity == level.at_severity:
+                return f"severity {incident.severity.value} is the escalation severity"
+            return f"severity {incident.severity.value} is above the escalation severity {level.at_severity.value}"
         if level.after is not None and self.now >= incident.started_at + level.after:
             return f"open for more than {format_duration(level.after)}"
         return None
@@ -503,7 +533,7 @@ class _Work:
         if last is None or self.now - last >= step:
             # Jobs are left to finish, so they cost no step: they go with the next real undo.
             count = 1
-            while count < len(held) and held[-count].kind == "Job":
+            while count < len(held) and not held[-count].reversible:
                 count += 1
             self.undo = held[-count:][::-1]
             self._set_incident(last_rollback_at=self.now)

@@ -1,13 +1,16 @@
 """Keeping every incident's `StampedeIncident` record current, from the poll loop.
 
-The poll loop calls `track` once per tick, after the engine decided and the changes were made, with
-the status before and after them. Every event posted on the policy passes through `capture` (it
-wraps the operator's event sink), so the record's timeline holds the outcome events of actions as
-well as the engine's, in the order they were posted. The record of an open incident lives in memory
+The poll loop awaits `track` once per tick, after the engine decided and `execute` made the changes, and
+before its after-tick report and status write (a closed incident's KPIs go into that status). Every
+event posted on the policy passes through `capture` (it wraps the operator's event sink), so the
+record's timeline holds the outcome events of actions as well as the engine's, in the order they were
+posted. The record of an open incident lives in memory
 here and is re-read from the cluster after a restart, so a killed operator continues the same record.
 
-A record that cannot be written never stops remediation: a failed write is logged and retried at the
-next tick with the full status (nothing was lost: the record is rebuilt from the policy's status).
+A record that cannot be written never stops remediation nor costs the poll its status write: a failed write
+is logged and retried at the next tick with the full status (nothing was lost: the record is rebuilt from
+the policy's status), and any other failure here is logged and the poll's status kept as it was.
+Notifications are sent by `notifying.Notifier` (an after-tick listener), which notes each attempt here.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from typing import Any
 from ..actuators.kube import Kube, KubeError
 from ..actuators.records import Records
 from ..api.incident import IncidentRecordStatus, RecordState, record_name
+from ..api.reasons import Reason
 from ..api.spec import PolicySpec
-from ..api.status import KPI, IncidentStatus, PolicyStatus
+from ..api.status import KPI, PolicyStatus
 from ..engine import Decision, Event
 from ..engine.records import follow, kpi_targets, note_notification, with_history_kpis
-from . import metrics, notifying
+from . import metrics
 
 log = logging.getLogger("stampede")
 CAPTURE_LIMIT = 500
@@ -63,7 +67,9 @@ def capture(sink: Sink) -> Sink:
     """The event sink, also keeping every event per policy for the next `track`."""
 
     def emit(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-        _captured.setdefault(_key(body), deque(maxlen=CAPTURE_LIMIT)).append(Event(reason, message, type_ == "Warning"))
+        if reason in Reason.__members__.values():  # kopf's own reasons are not the incident's timeline
+            event = Event(reason, message, type_ == "Warning")
+            _captured.setdefault(_key(body), deque(maxlen=CAPTURE_LIMIT)).append(event)
         sink(body, type_, reason, message)
 
     return emit
@@ -84,17 +90,11 @@ async def track(
     *,
     readings: Mapping[str, float | None],
     now: datetime,
-    closed: IncidentStatus | None = None,
-    emit: Sink | None = None,
 ) -> PolicyStatus:
-    """Bring the records of the incidents this tick touched up to date, and send this tick's notifications;
-    returns `after` with the KPIs of a closed incident in its history entry.
-
-    `closed` is the incident as it stood before the tick (the one an `IncidentClosed` event closes); `emit`
-    posts `NotificationFailed` events.
-    """
+    """Bring the records of the incidents this tick touched up to date; returns `after` with the KPIs of a
+    closed incident in its history entry, or `after` unchanged whatever goes wrong here."""
     try:
-        return await _track(kube, body, spec, decision, after, readings=readings, now=now, closed=closed, emit=emit)
+        return await _track(kube, body, spec, decision, after, readings=readings, now=now)
     except Exception:  # records and messages are for people: a bug here must never cost the status write
         log.exception("%s/%s: could not keep the incident record current", *_key(body))
         return after
@@ -109,8 +109,6 @@ async def _track(
     *,
     readings: Mapping[str, float | None],
     now: datetime,
-    closed: IncidentStatus | None,
-    emit: Sink | None,
 ) -> PolicyStatus:
     records = Records(kube)
     key = _key(body)
@@ -152,21 +150,6 @@ async def _track(
             else:
                 for name in deleted:
                     tracker.written.pop(name, None)
-
-    async def noted(**kwargs: Any) -> None:
-        await note(kube, **kwargs)
-
-    notifying.dispatch(
-        kube,
-        body,
-        spec,
-        status=decision.status,
-        closed=closed,
-        events=decision.events,
-        emit=emit,
-        note=noted,
-        now=now,
-    )
     return after
 
 
@@ -211,7 +194,7 @@ async def _look_up(
     wanted = []
     if decision.status.incident is not None:
         wanted.append(decision.status.incident.id)
-    if any(e.reason == "IncidentClosed" for e in events) and decision.status.history:
+    if any(e.reason == Reason.INCIDENT_CLOSED for e in events) and decision.status.history:
         wanted.append(decision.status.history[0].id)
     for incident in wanted:
         if incident in tracker.records or incident in tracker.looked_up:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import threading
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ..sources import Reading, ReadingKind
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _LABELS = ("namespace", "policy")
@@ -35,7 +41,10 @@ ACTIONS_TOTAL = Counter(
 )
 ROLLBACKS_TOTAL = Counter("stampede_rollbacks_total", "Rollback steps taken.", _LABELS, registry=REGISTRY)
 PROMETHEUS_ERRORS = Counter(
-    "stampede_prometheus_errors_total", "Signals that came back unknown.", (*_LABELS, "signal"), registry=REGISTRY
+    "stampede_prometheus_errors_total",
+    "Signal readings that came back unknown, by why (kind: connection, timeout, http_4xx, empty, ...).",
+    (*_LABELS, "signal", "kind"),
+    registry=REGISTRY,
 )
 POLL_DURATION = Histogram(
     "stampede_poll_duration_seconds",
@@ -45,11 +54,51 @@ POLL_DURATION = Histogram(
     registry=REGISTRY,
 )
 SIGNAL_VALUE = Gauge("stampede_signal_value", "Last known value of a signal.", (*_LABELS, "signal"), registry=REGISTRY)
+PEERING_PAUSED = Gauge(
+    "stampede_peering_paused_seconds",
+    "Seconds this instance has been paused by kopf peering (0 while active); one series, labelled with the "
+    "state: active, standby (a live peer of higher priority acts) or stuck (paused and nobody acts).",
+    ("state",),
+    registry=REGISTRY,
+)
+
+readiness_checks: list[Callable[[], str | None]] = []
+"""Each returns why the instance is not ready, or None; `/readyz` fails while any says why."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """`/readyz` for the readiness probe, the registry on every other path (as prometheus-client serves it)."""
+
+    def do_GET(self) -> None:  # http.server dispatches by this name
+        if self.path.split("?", 1)[0] == "/readyz":
+            problems = [problem for check in readiness_checks if (problem := check())]
+            status, body, content_type = (503 if problems else 200), ("\n".join(problems) or "ok"), "text/plain"
+            payload = (body + "\n").encode()
+        else:
+            status, payload, content_type = 200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Probes and scrapes every few seconds would flood the log."""
+
+
+def count_unknown(readings: Mapping[str, Reading], *, namespace: str, policy: str) -> None:
+    """One error per signal that came back unknown, labelled with the reading's kind."""
+    for signal, reading in readings.items():
+        if not reading.known:
+            kind = reading.kind or ReadingKind.INVALID_RESPONSE
+            PROMETHEUS_ERRORS.labels(namespace, policy, signal, kind.value).inc()
 
 
 def serve(port: int) -> None:
-    """Expose the registry on 0.0.0.0:PORT (a daemon thread of prometheus-client)."""
-    start_http_server(port, registry=REGISTRY)
+    """Serve /metrics and /readyz on 0.0.0.0:PORT from a daemon thread."""
+    server = ThreadingHTTPServer(("0.0.0.0", port), _Handler)  # probed from outside the pod
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="stampede-metrics", daemon=True).start()
 
 
 def forget(namespace: str, policy: str) -> None:

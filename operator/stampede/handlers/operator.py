@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,8 +26,11 @@ from ..actuators.kube import Kube, KubeError, load_api_client
 from ..actuators.policies import FINALIZER, Policies
 from ..actuators.targets import Actuators
 from ..api import GROUP, PLURAL, VERSION
+from ..api.reasons import Reason
+from ..settings import SettingsError, load_settings
 from ..sources.prometheus import PrometheusSource
 from . import incidents, metrics
+from . import templates as _templates  # importing registers the template indices
 from .config import OperatorConfig
 from .runner import PolicyRunner, Shared
 
@@ -36,7 +40,28 @@ _deleted: set[str] = set()
 
 
 def _emit(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-    kopf.event(dict(body), type=type_, reason=reason, message=message[:1000])  # type: ignore[arg-type]
+    # kopf builds the event's object reference from these fields alone; the runner passes any mapping.
+    reference = kopf.RawBody(apiVersion=body.get("apiVersion") or "", kind=body.get("kind") or "")
+    if "metadata" in body:
+        reference["metadata"] = body["metadata"]
+    kopf.event(kopf.Body(reference), type=type_, reason=reason, message=message[:1000])
+
+
+def credentials_problem() -> str | None:
+    """Why no Kubernetes client can be configured (neither in-cluster nor a kubeconfig), or None.
+
+    Checked by `stampede run` before kopf starts: kopf would log a traceback and retry its startup
+    every 60 s for ever, which a person trying the operator on a laptop reads as a hang.
+    """
+    try:
+        load_api_client()
+    except Exception as exc:  # ConfigException, but also a kubeconfig that is not YAML or names no context
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        return (
+            f"no usable Kubernetes credentials: not in a pod (no in-cluster config) and no usable kubeconfig "
+            f"({detail}); set KUBECONFIG or create ~/.kube/config"
+        )
+    return None
 
 
 def _shared(memo: Any) -> Shared:
@@ -44,10 +69,29 @@ def _shared(memo: Any) -> Shared:
     return shared
 
 
+EVENT_COMPONENT = "stampede-operator"
+
+
+def configure_event_source(settings: kopf.OperatorSettings) -> None:
+    """Events name this operator, not kopf: `kubectl describe` shows `From: stampede-operator`.
+
+    The instance is the pod (its hostname), so with two replicas an event says which one acted; the API
+    server requires it when `eventTime` is set and caps it at 128 characters.
+    """
+    settings.posting.reporting_component = EVENT_COMPONENT
+    settings.posting.reporting_instance = (socket.gethostname() or EVENT_COMPONENT)[:128]
+    settings.posting.event_name_prefix = f"{EVENT_COMPONENT}-"
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Operator settings, clients and the worker threads for blocking client calls."""
-    config = OperatorConfig.from_env()
+    # `stampede run` checked the settings before starting kopf and hands them over in the memo; run any
+    # other way (`kopf run`), the operator reads them here, and bad ones stop it rather than being retried.
+    try:
+        config: OperatorConfig = memo.get("settings") or load_settings()
+    except SettingsError as error:
+        raise kopf.PermanentError("; ".join(error.lines)) from None
     # kopf calls on.delete handlers only while *its* finalizer blocks the deletion, so the rollback
     # finalizer must be kopf's finalizer; `roll_back_on_delete`'s `when` filter keeps kopf from adding
     # it to (or stripping it from) policies on its own: only the runner adds and removes it.
@@ -57,6 +101,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    configure_event_source(settings)
     settings.watching.server_timeout = 300
     # The kubernetes and Prometheus clients block; each call runs in a thread. The default pool
     # (cores + 4) would queue a thousand policies behind six threads.
@@ -112,6 +157,7 @@ async def forget_deleted(*, type: str, uid: str, name: str, namespace: str | Non
         _deleted.add(uid)
         metrics.forget(namespace or "", name)
         incidents.forget(namespace or "", name)
+        _templates.STORE.forget(namespace or "", name)
 
 
 def _has_rollback_finalizer(body: kopf.Body, **_: Any) -> bool:
@@ -140,7 +186,7 @@ async def roll_back_on_delete(
         _emit(
             body,
             "Warning",
-            "RollbackSkipped",
+            Reason.ROLLBACK_SKIPPED,
             f"Gave up rolling back {', '.join(failed)} after {retry + 1} attempts; the changes stay in place "
             f"(annotated stampede.aurum.io/applied-by={name}) and the policy is released.",
         )
