@@ -345,8 +345,21 @@ def _replay_reports(name: str, spec: Any, result: Any, history: Any, directory: 
     type=click.Path(file_okay=False),
     help="Where <policy>-<id>.md and <policy>-<id>.png are written.",
 )
-def report(namespace: str, policy: str, incident: str | None, prometheus_url: str | None, output_dir: str) -> None:
-    """Write a postmortem draft and a plot of an incident from its StampedeIncident record and Prometheus."""
+@click.option("--context", default=None, help="The kubeconfig context to use (as kubectl's --context).")
+@click.option("--kubeconfig", default=None, type=click.Path(dir_okay=False), help="Path to the kubeconfig.")
+def report(
+    namespace: str,
+    policy: str,
+    incident: str | None,
+    prometheus_url: str | None,
+    output_dir: str,
+    context: str | None,
+    kubeconfig: str | None,
+) -> None:
+    """Write a postmortem draft and a plot of an incident from its StampedeIncident record and Prometheus.
+
+    `kubectl stampede report` runs this command.
+    """
     from datetime import UTC, datetime
     from pathlib import Path
 
@@ -357,7 +370,13 @@ def report(namespace: str, policy: str, incident: str | None, prometheus_url: st
     now = datetime.now(UTC)
     try:
         found = fetch_report(
-            namespace=namespace, policy=policy, incident=incident, prometheus_url=prometheus_url, now=now
+            namespace=namespace,
+            policy=policy,
+            incident=incident,
+            prometheus_url=prometheus_url,
+            now=now,
+            kubeconfig=kubeconfig,
+            context=context,
         )
     except ReportError as problem:
         click.echo(str(problem), err=True)

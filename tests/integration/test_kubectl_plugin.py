@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
+from PIL import Image
 
 from stampede.actuators.records import Records
 from stampede.api.incident import (
@@ -182,6 +184,13 @@ def _records() -> list[tuple[str, IncidentRecordStatus]]:
 def _seed(harness: HarnessThread, *, records: bool) -> None:
     """Policies with the status, events and (with `records`) StampedeIncident records the operator writes."""
     harness.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in ("shop", "pricing")])
+    harness.apply(
+        [
+            d
+            for d in yaml.safe_load_all((REPO / "examples" / "many-services.yaml").read_text())
+            if "Template" in d["kind"]
+        ]
+    )
     config = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(config_file=str(harness.kubeconfig), client_configuration=config)
     api = kubernetes.client.ApiClient(config)
@@ -433,3 +442,43 @@ def test_suspend_hold_and_rollback_now_patch_the_policy_and_resume_and_release_u
     ok(cluster, "resume", name, "-n", "pricing")
     assert read()["spec"]["suspend"] is False
     assert read()["spec"]["templateRef"]["name"] == "cache-stampede-runbook", "the rest of the spec is untouched"
+
+
+def test_report_writes_the_same_postmortem_draft_and_plot_as_stampede_report(
+    cluster: HarnessThread, tmp_path: pathlib.Path
+) -> None:
+    nowhere = f"http://127.0.0.1:{_closed_port()}"  # no history: the draft says so, and is written all the same
+    plugin_dir, cli_dir = tmp_path / "plugin", tmp_path / "cli"
+    done = plugin(cluster, "report", "checkout", "-n", "shop", "--prometheus", nowhere, "--output-dir", str(plugin_dir))
+    assert done.returncode == 0, done.stderr
+    name = "checkout-20261203-081203"
+    assert done.stdout.splitlines() == [str(plugin_dir / f"{name}.md"), str(plugin_dir / f"{name}.png")]
+    markdown = (plugin_dir / f"{name}.md").read_text()
+    assert markdown.startswith("# Postmortem draft: cache stampede in shop/checkout, incident 20261203-081203")
+    assert "| detection | 1m | 2m | yes |" in markdown
+    assert "CIRCUIT_BREAKER_ENABLED: false → true" in markdown
+    with Image.open(plugin_dir / f"{name}.png") as image:
+        assert image.format == "PNG" and image.size[0] > 0
+    # The same command as `stampede report`: the same files from the same record.
+    stampede = pathlib.Path(sys.executable).with_name("stampede")
+    argv = [str(stampede), "report", "checkout", "-n", "shop", "--prometheus", nowhere, "--output-dir", str(cli_dir)]
+    argv += ["--kubeconfig", str(cluster.kubeconfig)]
+    direct = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert direct.returncode == 0, direct.stderr
+    assert (cli_dir / f"{name}.md").read_text() == markdown
+
+
+def test_report_uses_the_contexts_namespace_and_fails_like_kubectl_for_a_missing_policy(
+    cluster: HarnessThread, tmp_path: pathlib.Path
+) -> None:
+    done = plugin(cluster, "report", "checkout", "--output-dir", str(tmp_path))  # context namespace: default
+    assert done.returncode == 1
+    assert "default/checkout" in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port

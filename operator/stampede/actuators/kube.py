@@ -55,15 +55,23 @@ class RequestCounter:
             self.counts[verb] = self.counts.get(verb, 0) + 1
 
 
-def load_api_client() -> k8s.ApiClient:
-    """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config."""
+def load_api_client(*, config_file: str | None = None, context: str | None = None) -> k8s.ApiClient:
+    """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config.
+
+    A kubeconfig file or context given (`stampede report --kubeconfig/--context`, as kubectl takes them)
+    means that kubeconfig, never the in-cluster config.
+    """
     configuration = k8s.Configuration()
     try:
+        if config_file or context:
+            raise k8s_config.ConfigException("a kubeconfig was asked for")
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except k8s_config.ConfigException:
         # KUBECONFIG is read now, not when the client library was imported (it freezes the default then).
         k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
+            config_file=config_file or os.environ.get("KUBECONFIG") or None,
+            context=context,
+            client_configuration=configuration,
         )
     # urllib3's default retries would turn one slow GET into four timeouts; the next poll is the retry.
     configuration.retries = 0

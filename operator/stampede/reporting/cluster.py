@@ -11,11 +11,12 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from ..actuators.kube import Kube, KubeError, load_api_client
+from ..actuators.kube import JSON, Kube, KubeError, load_api_client
 from ..actuators.policies import Policies
 from ..actuators.records import Records
 from ..api.incident import IncidentRecordStatus
 from ..api.spec import PolicySpec
+from ..api.templates import TemplateDocument, TemplateProblem, render_spec
 from ..sources.prometheus import Endpoint, PrometheusSource
 from .report import Report, Series, report_window
 
@@ -28,18 +29,23 @@ class ReportError(Exception):
 
 
 def fetch_report(
-    *, namespace: str, policy: str, incident: str | None, prometheus_url: str | None, now: datetime
+    *,
+    namespace: str,
+    policy: str,
+    incident: str | None,
+    prometheus_url: str | None,
+    now: datetime,
+    kubeconfig: str | None = None,
+    context: str | None = None,
 ) -> Report:
     """The report of `incident` (default: the latest) of a policy, with its signals' history when readable."""
-    kube = Kube(load_api_client())
+    kube = Kube(load_api_client(config_file=kubeconfig, context=context))
+    policies = Policies(kube)
     try:
-        body = Policies(kube).read(namespace, policy)
+        body = policies.read(namespace, policy)
     except KubeError as error:
         raise ReportError(f"StampedePolicy {namespace}/{policy}: {error.message}") from None
-    try:
-        spec = PolicySpec.model_validate(body.get("spec") or {})
-    except ValidationError as error:
-        raise ReportError(f"StampedePolicy {namespace}/{policy} has an invalid spec: {error}") from None
+    spec = _spec(policies, body, namespace=namespace, policy=policy)
     found = {str((item.get("spec") or {}).get("incident")): item for item in Records(kube).of_policy(namespace, policy)}
     if not found:
         raise ReportError(f"StampedePolicy {namespace}/{policy} has no StampedeIncident records")
@@ -63,6 +69,26 @@ def fetch_report(
     return Report(
         namespace=namespace, policy=policy, incident=incident, spec=spec, record=record, series=series, note=note
     )
+
+
+def _spec(policies: Policies, body: JSON, *, namespace: str, policy: str) -> PolicySpec:
+    """The policy's spec as the operator means it: rendered from its template when it names one."""
+    own = body.get("spec") or {}
+    ref = own.get("templateRef")
+    template = None
+    if isinstance(ref, dict):
+        try:
+            raw = policies.read_template(kind=str(ref.get("kind")), namespace=namespace, name=str(ref.get("name")))
+            template = TemplateDocument.model_validate(raw)
+        except KubeError as error:
+            if error.status != 404:
+                raise ReportError(f"{ref.get('kind')} {ref.get('name')}: {error.message}") from None
+        except ValidationError as error:
+            raise ReportError(f"{ref.get('kind')} {ref.get('name')} is invalid: {error}") from None
+    try:
+        return render_spec(own, template)
+    except (TemplateProblem, ValidationError) as error:
+        raise ReportError(f"StampedePolicy {namespace}/{policy} has an invalid spec: {error}") from None
 
 
 def _history(spec: PolicySpec, record: IncidentRecordStatus, *, url: str, now: datetime) -> tuple[Series, str]:
