@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,report]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -55,7 +55,7 @@ unit: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 # Plurals of the generated CRDs: `stampede crd PLURAL` prints crds/PLURAL.stampede.aurum.io.yaml.
-CRDS := stampedepolicies stampedepolicytemplates clusterstampedepolicytemplates
+CRDS := stampedepolicies stampedeincidents stampedepolicytemplates clusterstampedepolicytemplates
 
 crds: install
 	@for crd in $(CRDS); do $(BIN)/stampede crd $$crd > crds/$$crd.stampede.aurum.io.yaml || exit 1; done

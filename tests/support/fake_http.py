@@ -57,6 +57,8 @@ def vector_response(value: float | str = 1.0) -> Response:
 class Recorded:
     path: str
     headers: dict[str, str]
+    body: bytes = b""
+    """The request body (POST), for receivers of notifications."""
 
 
 @dataclass
@@ -74,6 +76,7 @@ class FakeHTTPServer(Closing):
         respond: Callable[[str], Response] | Response | None = None,
         *,
         tls: tuple[Path, Path] | None = None,
+        port: int = 0,
     ) -> None:
         if respond is None:
             respond = vector_response()
@@ -83,8 +86,10 @@ class FakeHTTPServer(Closing):
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
                 with state.lock:
-                    state.requests.append(Recorded(path=self.path, headers=dict(self.headers.items())))
+                    state.requests.append(Recorded(path=self.path, headers=dict(self.headers.items()), body=body))
                 response = state.respond(self.path)
                 if response.delay:
                     time.sleep(response.delay)
@@ -113,7 +118,7 @@ class FakeHTTPServer(Closing):
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -124,7 +124,8 @@ def test_a_bad_duration_in_a_policy_names_the_field_and_the_text() -> None:
 def test_durations_serialize_back_to_go_form_on_the_wire() -> None:
     wire = PolicySpec.model_validate(_spec(pollInterval="90s")).model_dump(mode="json", by_alias=True)
     assert wire["pollInterval"] == "1m30s"
-    assert wire["escalation"] == {"after": "30m", "atSeverity": "P0"}
+    assert wire["escalation"] == {"after": "30m", "atSeverity": "P0", "levels": []}
+    assert wire["targets"]["fullRecovery"] == "30m"
     assert wire["rollback"] == {"stepDelay": "30s"}
 
 

@@ -53,6 +53,12 @@ class Policies:
     def read(self, namespace: str, name: str) -> JSON:
         return self.kube.get(policy_path(namespace, name))
 
+    def read_template(self, *, kind: str, namespace: str, name: str) -> JSON:
+        """The (Cluster)StampedePolicyTemplate a policy's `spec.templateRef` names (for `stampede report`)."""
+        if kind == "ClusterStampedePolicyTemplate":
+            return self.kube.get(f"/apis/{GROUP}/{VERSION}/clusterstampedepolicytemplates/{name}")
+        return self.kube.get(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/stampedepolicytemplates/{name}")
+
     def write_status(self, namespace: str, name: str, *, old: JSON, new: JSON) -> JSON | None:
         """Patch only what changed in status; None when nothing did."""
         patch = merge_diff(old, new)

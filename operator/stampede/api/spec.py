@@ -307,13 +307,40 @@ class Phase(Model):
     """Actions applied when the phase is entered (at most 100 actions in all phases together)."""
 
 
+class EscalationLevel(Model):
+    """One rung of the escalation chain (the runbook's primary → secondary → emergency)."""
+
+    name: LabelName
+    """Level name, shown in the `Escalated` event, the record and `status.incident.escalationLevel`."""
+    after: Duration | None = None
+    """The level is reached when the incident is older than this (Go duration)."""
+    at_severity: Severity | None = None
+    """The level is reached when the incident reaches this severity."""
+    notify: LabelName | None = None
+    """Name of the notification target (in notifications.targets) that this level's message goes to."""
+
+    @model_validator(mode="after")
+    def _reachable(self) -> EscalationLevel:
+        if self.after is None and self.at_severity is None:
+            raise ValueError(f"escalation level {self.name!r} must set after, atSeverity or both")
+        return self
+
+
 class Escalation(Model):
     """When an incident is escalated to people."""
 
     after: Duration = timedelta(minutes=30)
-    """Escalate incidents older than this."""
+    """Escalate incidents older than this (the single level `escalated`, used when `levels` is empty)."""
     at_severity: Severity = Severity.P0
-    """Escalate incidents that reach this severity."""
+    """Escalate incidents that reach this severity (the single level `escalated`, used when `levels` is empty)."""
+    levels: Annotated[list[EscalationLevel], Field(max_length=10)] = Field(default_factory=list)
+    """The escalation chain: levels are reached in order, each once per incident, each by age or severity."""
+
+    def chain(self) -> list[EscalationLevel]:
+        """The levels in force: `levels`, or the one level `escalated` that `after`/`atSeverity` describe."""
+        if self.levels:
+            return list(self.levels)
+        return [EscalationLevel(name="escalated", after=self.after, at_severity=self.at_severity)]
 
 
 class Rollback(Model):
@@ -323,18 +350,85 @@ class Rollback(Model):
     """Wait between undoing two actions (newest first), so caches refill gradually."""
 
 
+class WebhookFormat(StrEnum):
+    SLACK = "slack"
+    TEAMS = "teams"
+    JSON = "json"
+
+
 class Webhook(Model):
-    """A Slack-compatible incoming webhook."""
+    """An incoming webhook (Slack-compatible by default)."""
 
     secret_ref: SecretKeyRef
     """Secret key holding the webhook URL."""
+    format: WebhookFormat = WebhookFormat.SLACK
+    """slack posts `{"text"}`, teams a MessageCard, json one object with namespace, policy, incident, event,
+    severity, phase, level, message and time."""
+
+
+class PagerDutySeverity(StrEnum):
+    CRITICAL = "critical"
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class PagerDuty(Model):
+    """PagerDuty Events API v2: trigger on open and on each escalation, resolve on close."""
+
+    routing_key_secret_ref: SecretKeyRef
+    """Secret key holding the integration's routing key."""
+    severity: PagerDutySeverity | None = None
+    """PagerDuty severity of the alert; default from the incident's (P0 critical, P1 error, P2 warning)."""
+
+
+class NotificationTarget(Model):
+    """One place incident messages go; exactly one of webhook, pagerduty."""
+
+    name: LabelName
+    """Target name, used by escalation levels' `notify` and in the record's notifications."""
+    webhook: Webhook | None = None
+    """An incoming webhook."""
+    pagerduty: PagerDuty | None = None
+    """A PagerDuty service (Events API v2)."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> NotificationTarget:
+        if (self.webhook is None) == (self.pagerduty is None):
+            raise ValueError(f"notification target {self.name!r} must set exactly one of webhook, pagerduty")
+        return self
 
 
 class Notifications(Model):
     """Where incident messages go."""
 
     webhook: Webhook | None = None
-    """POST `{"text": ...}` on incident opened, phase entered, escalated and closed."""
+    """POST `{"text": ...}` on incident opened, phase entered, escalated and closed (one slack target)."""
+    targets: Annotated[list[NotificationTarget], Field(max_length=20)] = Field(default_factory=list)
+    """The incident's notification targets. A target named by an escalation level's `notify` receives that
+    level's escalation (and, for PagerDuty, the resolve) only; every other target receives every message."""
+
+    def all_targets(self) -> list[NotificationTarget]:
+        """`targets`, plus `webhook` as the slack target named `webhook`."""
+        out = list(self.targets)
+        if self.webhook is not None:
+            out.insert(0, NotificationTarget(name="webhook", webhook=self.webhook))
+        return out
+
+
+class Targets(Model):
+    """Response-time targets (the runbook's KPIs), each measured from the start of the breach window."""
+
+    detection: Duration = timedelta(minutes=2)
+    """Breach → incident opened."""
+    mitigation: Duration = timedelta(minutes=5)
+    """Breach → every action of the first phase applied (or failed for good)."""
+    stabilization: Duration = timedelta(minutes=15)
+    """Breach → the recovery conditions first held."""
+    full_recovery: Duration = timedelta(minutes=30)
+    """Breach → incident closed (every change rolled back)."""
+    mttr: Duration = timedelta(minutes=15)
+    """Breach → recovery confirmed (RecoveryStarted)."""
 
 
 class TemplateKind(StrEnum):
@@ -382,6 +476,10 @@ class PolicySpec(Model):
     """How changes are rolled back."""
     notifications: Notifications | None = None
     """Incident notifications."""
+    history_limit: Annotated[int, Field(ge=0, le=1000)] = 10
+    """How many closed StampedeIncident records of this policy are kept; older ones are deleted."""
+    targets: Targets = Field(default_factory=Targets)
+    """Response-time targets the KPIs of every incident are measured against."""
     template_ref: TemplateRef | None = None
     """Render this policy from a template: its `spec.policy` with `$(name)` replaced by `arguments`, then
     this policy's own top-level spec fields laid over it. Signals, severities, recovery and phases may then
@@ -445,6 +543,7 @@ class PolicySpec(Model):
                     f"phases[{i}].after: {format_duration(self.phases[i].after)!r} is earlier than "
                     f"phases[{i - 1}].after {format_duration(self.phases[i - 1].after)!r} (must be non-decreasing)"
                 )
+        errors += _escalation_errors(self)
         if errors:
             raise ValueError("; ".join(errors))
         return self
@@ -462,6 +561,21 @@ class PolicySpec(Model):
 
     def action(self, name: str) -> Action | None:
         return next((a for _, a in self.actions() if a.name == name), None)
+
+
+def _escalation_errors(spec: PolicySpec) -> list[str]:
+    """Level names are unique and every `notify` names a declared target, so no message goes nowhere."""
+    levels = spec.escalation.levels
+    errors = _duplicates("escalation level", [(f"escalation.levels[{i}].name", lv.name) for i, lv in enumerate(levels)])
+    targets = spec.notifications.all_targets() if spec.notifications else []
+    errors += _duplicates(
+        "notification target", [(f"notifications.targets[{i}].name", t.name) for i, t in enumerate(targets)]
+    )
+    names = {t.name for t in targets}
+    for i, level in enumerate(levels):
+        if level.notify is not None and level.notify not in names:
+            errors.append(f"escalation.levels[{i}].notify: names undeclared notification target {level.notify!r}")
+    return errors
 
 
 def _duplicates(what: str, located: list[tuple[str, str]]) -> list[str]:

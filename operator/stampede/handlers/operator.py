@@ -29,7 +29,7 @@ from ..api import GROUP, PLURAL, VERSION
 from ..api.reasons import Reason
 from ..settings import SettingsError, load_settings
 from ..sources.prometheus import PrometheusSource
-from . import metrics
+from . import incidents, metrics
 from . import templates as _templates  # importing registers the template indices
 from .config import OperatorConfig
 from .runner import PolicyRunner, Shared
@@ -128,7 +128,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         actuators=Actuators(kube, max_replicas=config.max_replicas),
         policies=Policies(kube),
         source=PrometheusSource(max_workers=32),
-        emit=_emit,
+        emit=incidents.capture(_emit),
     )
 
 
@@ -170,6 +170,7 @@ async def forget_deleted(*, type: str, uid: str, name: str, namespace: str | Non
     if type == "DELETED":
         _deleted.add(uid)
         metrics.forget(namespace or "", name)
+        incidents.forget(namespace or "", name)
         _templates.STORE.forget(namespace or "", name)
 
 

@@ -7,13 +7,16 @@ needed to continue lives in `status`; the only memory kept here is what must not
 
 One tick, in order: skip a policy being deleted (its deletion handler rolls back), resolve the spec,
 adopt unrecorded changes (first tick only), read, `decide`, `execute` in a worker thread, post the
-events, then `after_tick` (metrics first, notifications), and only then write status and release the
-finalizer, so nothing a scrape sees contradicts a status already written.
+events, keep the incident's StampedeIncident record current (`incidents.track`, which can never cost
+the tick its status write), then `after_tick` (metrics first, then notifications to every target, sent
+in the background), and only then write status and release the finalizer, so nothing a scrape sees
+contradicts a status already written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -33,13 +36,13 @@ from ..api.status import AppliedChange, PolicyStatus, State
 from ..engine import decide, outcomes, set_condition
 from ..engine.outcomes import Outcome
 from ..executing import Execution, adopt, execute, roll_back_all
-from ..notifiers.webhook import post as webhook_post
 from ..sources.allowlist import redact_url
 from ..sources.prometheus import Auth, Endpoint, PrometheusSource, Reading, ReadingKind
-from . import metrics
+from . import incidents, metrics
 from .config import OperatorConfig
+from .notifying import Notifier
 from .problems import EventSink, Problems
-from .reporting import Listener, TickReport, count_outcomes, notification_texts, update_metrics
+from .reporting import Listener, TickReport, count_outcomes, update_metrics
 from .scheduling import Schedule
 from .specs import InvalidSpec, resolve_spec, spec_error_text
 from .status_writes import StatusWrites
@@ -74,12 +77,20 @@ class PolicyRunner:
     writes: StatusWrites = field(init=False)
     listeners: list[Listener] = field(init=False)
     """Who hears about each tick after it acted: metrics first, then notifications."""
+    notifier: Notifier = field(init=False)
     body: Mapping[str, Any] = field(default_factory=dict)
     """The live body of the latest tick (what events are posted on)."""
 
     def __post_init__(self) -> None:
         self.problems = Problems(self.namespace, self.name, self.shared.emit)
         self.writes = StatusWrites(refresh_seconds=self.shared.config.status_refresh_seconds)
+        self.notifier = Notifier(
+            policies=self.shared.policies,
+            emit=self.shared.emit,
+            note=functools.partial(incidents.note, self.shared.policies.kube),
+            pagerduty_url=self.shared.config.pagerduty_url,
+            background=self.background,
+        )
         self.listeners = [update_metrics, self._notify]
 
     @property
@@ -120,6 +131,7 @@ class PolicyRunner:
         )
         self.problems.record(body, execution)
         new = self.problems.conditions(spec, execution.status, generation=generation, now=now)
+        new = await incidents.track(self.shared.policies.kube, body, spec, decision, new, readings=readings, now=now)
         self.current = new
         self.after_tick(
             TickReport(
@@ -131,6 +143,7 @@ class PolicyRunner:
                 events=decision.events,
                 done=execution.done,
                 readings=readings,
+                now=now,
             )
         )
         await self._write(new, now=now, force=bool(decision.events))
@@ -242,36 +255,8 @@ class PolicyRunner:
 
     # -- notifications --------------------------------------------------------------------------
     def _notify(self, report: TickReport) -> None:
-        """Post the runbook's messages in the background; remediation never waits for them."""
-        webhook = report.spec.notifications.webhook if report.spec.notifications else None
-        if webhook is None:
-            return
-        texts = notification_texts(report)
-        if texts:
-            task = asyncio.create_task(self._send(self.body, webhook.secret_ref.name, webhook.secret_ref.key, texts))
-            self.background.add(task)
-            task.add_done_callback(self.background.discard)
-
-    async def _send(self, body: Mapping[str, Any], secret: str, key: str, texts: list[str]) -> None:
-        try:
-            url = await self._call(self.shared.policies.read_secret, self.namespace, secret, key)
-        except KubeError as error:
-            self.shared.emit(
-                body,
-                "Warning",
-                Reason.NOTIFICATION_FAILED,
-                f"Notification not sent: webhook Secret {secret} key {key}: {error.message}.",
-            )
-            return
-        for text in texts:
-            problem = await webhook_post(url.strip(), text)
-            if problem:
-                self.shared.emit(
-                    body,
-                    "Warning",
-                    Reason.NOTIFICATION_FAILED,
-                    f"Notification to the webhook in Secret {secret} failed: {problem}.",
-                )
+        """Send the runbook's messages to the policy's targets in the background; remediation never waits."""
+        self.notifier.dispatch(report, self.body)
 
     async def _write(self, status: PolicyStatus, *, now: datetime, force: bool) -> None:
         async def patch(old: dict[str, Any], new: dict[str, Any]) -> object:
