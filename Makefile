@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,report]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -55,7 +55,7 @@ unit: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 # Plurals of the generated CRDs: `stampede crd PLURAL` prints crds/PLURAL.stampede.aurum.io.yaml.
-CRDS := stampedepolicies stampedepolicytemplates clusterstampedepolicytemplates
+CRDS := stampedepolicies stampedeincidents stampedepolicytemplates clusterstampedepolicytemplates
 
 crds: install
 	@for crd in $(CRDS); do $(BIN)/stampede crd $$crd > crds/$$crd.stampede.aurum.io.yaml || exit 1; done
@@ -77,6 +77,14 @@ run: install
 
 bench: install prometheus
 	$(BIN)/python bench/run.py
+
+# requirements.lock: the image's runtime dependencies (and setuptools/wheel to build it) pinned with
+# hashes; the Dockerfile installs it with --require-hashes. Run after changing [project] dependencies.
+.PHONY: lock
+lock: install
+	$(BIN)/python -m pip install --quiet 'pip-tools>=7.4,<8'
+	$(BIN)/pip-compile --generate-hashes --allow-unsafe --all-build-deps --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --quiet --output-file requirements.lock pyproject.toml
 
 deploy: install
 	$(BIN)/kubectl apply -k deploy/overlays/cluster

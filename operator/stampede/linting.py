@@ -38,7 +38,7 @@ from .api.conditions import parse_condition
 from .api.crd import open_api_schema
 from .api.durations import format_duration, parse_duration
 from .api.spec import PolicySpec, StampedePolicyDocument, TemplateKind
-from .api.templates import TemplateDocument, TemplateProblem, render
+from .api.templates import TemplateDocument, TemplateProblem, render, rendered_context
 
 if TYPE_CHECKING:
     from .sources.prometheus import Reading
@@ -185,7 +185,9 @@ def _lint_object(
     if unrenderable:
         return problems + unrenderable
     try:
-        document = StampedePolicyDocument.model_validate(obj)
+        spec_of = obj.get("spec")
+        context = rendered_context(spec_of) if isinstance(spec_of, dict) else None
+        document = StampedePolicyDocument.model_validate(obj, context=context)
     except ValidationError as exc:
         pairs = _schema_pairs(exc.errors(include_url=False))
         spec = obj.get("spec")
@@ -437,7 +439,7 @@ def _query_problems(policies: list[_Policy], *, url: str) -> list[Problem]:
                     source.read(
                         Endpoint(url=url),
                         {signal.name: signal.query for signal in policy.spec.signals},
-                        timeout=policy.spec.prometheus.timeout.total_seconds(),
+                        timeout=policy.spec.query_timeout.total_seconds(),
                         round_key=round_key,
                     )
                     for policy in policies

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.e2e import policies
 from tests.e2e.conftest import Case
 from tests.e2e.stack import Stack
@@ -63,3 +65,24 @@ def test_sigkill_mid_incident_continues_the_same_incident_without_a_duplicate_jo
         else:
             assert after[key]["replicas"] == value["replicas"], key
             assert after[key]["annotations"] == value["annotations"], key
+
+    # The incident's record was continued after the restart, not started afresh: one record, whose timeline
+    # begins with the opening seen by the operator that was killed.
+    stack.wait_for(
+        "the record closed",
+        lambda: (record(case, f"survivor-{incident_id}").get("status") or {}).get("state") == "Closed",
+        timeout=20,
+    )
+    records = stack.custom.list_namespaced_custom_object("stampede.aurum.io", "v1alpha1", case.ns, "stampedeincidents")
+    assert [r["metadata"]["name"] for r in records["items"]] == [f"survivor-{incident_id}"]
+    timeline = [e["reason"] for e in records["items"][0]["status"]["timeline"]]
+    assert timeline[0] == "IncidentOpened"
+    assert timeline.count("IncidentOpened") == 1
+    assert timeline[-1] == "IncidentClosed"
+
+
+def record(case: Case, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = case.stack.custom.get_namespaced_custom_object(
+        "stampede.aurum.io", "v1alpha1", case.ns, "stampedeincidents", name
+    )
+    return found

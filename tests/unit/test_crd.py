@@ -153,7 +153,7 @@ def test_printer_columns_show_mode_state_severity_phase_incident_and_age() -> No
         column["name"]: (column["type"], column["jsonPath"]) for column in _version()["additionalPrinterColumns"]
     }
     assert list(columns) == ["Mode", "State", "Ready", "Reason", "Severity", "Phase", "Incident", "Age"]
-    assert columns["Mode"] == ("string", ".spec.mode")
+    assert columns["Mode"] == ("string", ".status.mode")  # the mode in force, after defaults and templates
     assert columns["Ready"] == ("string", '.status.conditions[?(@.type=="Ready")].status')
     assert columns["Reason"] == ("string", '.status.conditions[?(@.type=="Ready")].reason')
     assert columns["State"] == ("string", ".status.state")
@@ -202,8 +202,13 @@ def test_no_default_is_null_and_no_object_mixes_properties_with_additional_prope
         assert node.get("additionalProperties", {}) is not False, path
 
 
+def test_the_root_metadata_schema_is_exactly_an_object_as_the_api_server_demands() -> None:
+    # apiextensions' validateStructuralMetadataInvariants refuses anything else there, a description too.
+    assert _root()["properties"]["metadata"] == {"type": "object"}
+
+
 def test_every_property_has_a_description_for_kubectl_explain() -> None:
-    properties = list(_properties(_root()))
+    properties = [(path, prop) for path, prop in _properties(_root()) if path != ".metadata"]
     assert len(properties) > 80
     for path, prop in properties:
         assert prop.get("description", "").strip(), f"{path} has no description"
@@ -255,10 +260,13 @@ def test_numeric_and_size_limits_come_from_the_models() -> None:
     assert _at("spec.phases")["maxItems"] == 20
     assert _at("spec.severities")["maxItems"] == 3
     assert _at("spec.signals.[].query")["maxLength"] == 8192
+    assert _at("spec.phases.[].actions")["maxItems"] == 50
+    assert _at("spec.phases.[].actions.[].configMap.restart")["maxItems"] == 10
+    assert _at("spec.phases.[].actions.[].configMap.data")["maxProperties"] == 64
 
 
 def test_scalar_defaults_are_written_in_wire_form() -> None:
-    assert _at("spec.prometheus.timeout")["default"] == "10s"
+    assert "default" not in _at("spec.prometheus.timeout")
     assert _at("spec.escalation.after")["default"] == "30m"
     assert _at("spec.rollback.stepDelay")["default"] == "30s"
     assert _at("spec.phases.[].actions.[].minSeverity")["default"] == "P2"
@@ -277,7 +285,7 @@ def test_top_level_spec_fields_carry_no_default_so_a_templated_policy_keeps_its_
 def test_the_api_servers_defaulting_yields_exactly_the_models_defaults() -> None:
     spec = {**_minimal_spec(), "prometheus": {}}
     defaulted = _apply_defaults(_at("spec"), copy.deepcopy(spec))
-    assert defaulted["prometheus"] == {"timeout": "10s", "insecureSkipVerify": False}
+    assert defaulted["prometheus"] == {"insecureSkipVerify": False}
     assert PolicySpec.model_validate(defaulted) == PolicySpec.model_validate(spec)
 
 
@@ -297,7 +305,8 @@ def test_optional_fields_are_plain_types_left_out_of_required() -> None:
 
 
 def test_maps_are_additional_properties_and_nullable_only_where_the_model_allows_null() -> None:
-    assert _at("spec.phases.[].actions.[].configMap.data")["additionalProperties"] == {"type": "string"}
+    values = _at("spec.phases.[].actions.[].configMap.data")["additionalProperties"]
+    assert values == {"type": "string", "maxLength": 1048576}
     assert _at("status.applied.[].applied")["additionalProperties"] == {"type": "string"}
     assert _at("status.applied.[].original")["additionalProperties"] == {"type": "string", "nullable": True}
 

@@ -95,6 +95,8 @@ class IncidentStatus(Model):
     """Whether the incident was escalated."""
     escalated_at: Timestamp | None = None
     """When it was escalated."""
+    escalation_level: str = ""
+    """Highest escalation level reached (levels are reached in order)."""
     recovering_since: Timestamp | None = None
     """Start of the current unbroken run of polls where every recovery condition held."""
     recovered_at: Timestamp | None = None
@@ -144,6 +146,19 @@ class AppliedChange(Model):
         return self.kind.reversible
 
 
+class KPI(Model):
+    """One response-time KPI of an incident, measured from the start of the breach window."""
+
+    name: str
+    """detection, mitigation, stabilization, mttr or fullRecovery."""
+    seconds: float | None = None
+    """Seconds from the first breach to the milestone; absent while not reached."""
+    target: str
+    """The target from spec.targets (Go duration)."""
+    met: bool | None = None
+    """Whether the milestone was reached within the target; absent while still possible."""
+
+
 class HistoryEntry(Model):
     """A finished incident."""
 
@@ -163,6 +178,8 @@ class HistoryEntry(Model):
     """Furthest phase entered."""
     escalated: bool = False
     """Whether it was escalated."""
+    kpis: list[KPI] = Field(default_factory=list)
+    """The incident's response-time KPIs against their targets (from its StampedeIncident record)."""
 
 
 class ConditionStatus(StrEnum):
@@ -217,6 +234,9 @@ class PolicyStatus(Model):
     """Standard conditions."""
     template_generation: int | None = None
     """metadata.generation of the template (spec.templateRef) in force; empty without a template."""
+    mode: str = ""
+    """The mode in force (Enforce or DryRun), after defaults and any template: the MODE column shows it,
+    since `spec.mode` is empty when the policy leaves it to its default or its template."""
 
     def wire(self) -> dict[str, Any]:
         """The status as it is written to the API server."""

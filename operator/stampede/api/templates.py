@@ -30,7 +30,16 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-from .spec import DNS_LABEL, DNS_SUBDOMAIN, PARAMETER_NAME, Model, ParameterName, PolicySpec, TemplateKind
+from .spec import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    PARAMETER_NAME,
+    TEMPLATE_RENDERED,
+    Model,
+    ParameterName,
+    PolicySpec,
+    TemplateKind,
+)
 
 TEMPLATE_KIND = TemplateKind.NAMESPACED.value
 TEMPLATE_PLURAL = "stampedepolicytemplates"
@@ -209,6 +218,11 @@ def render(policy_spec: Mapping[str, Any], template: TemplateDocument | None) ->
     return rendered
 
 
+def rendered_context(policy_spec: Mapping[str, Any]) -> dict[str, bool]:
+    """The validation context of a policy's spec: typed text is accepted only where a template rendered it."""
+    return {TEMPLATE_RENDERED: policy_spec.get("templateRef") is not None}
+
+
 def render_spec(
     policy_spec: Mapping[str, Any], template: TemplateDocument | None, *, generation: int | None = None
 ) -> PolicySpec:
@@ -216,7 +230,7 @@ def render_spec(
 
     Raises TemplateProblem or pydantic's ValidationError (whose paths are the policy's `spec.…`).
     """
-    spec = PolicySpec.model_validate(render(policy_spec, template))
+    spec = PolicySpec.model_validate(render(policy_spec, template), context=rendered_context(policy_spec))
     if template is not None and policy_spec.get("templateRef") is not None:
         spec._template_generation = generation if generation is not None else template.metadata.generation
     return spec

@@ -29,7 +29,7 @@ from datetime import datetime
 
 from ..api.durations import format_duration
 from ..api.reasons import Reason
-from ..api.spec import Action, Mode, OnMetricsError, PolicySpec, Severity
+from ..api.spec import Action, EscalationLevel, Mode, OnMetricsError, PolicySpec, Severity
 from ..api.status import (
     AppliedChange,
     Breach,
@@ -452,24 +452,46 @@ class _Work:
         self._wake(next_at)
 
     def escalate(self) -> None:
+        """Reach the escalation levels in order, each once per incident, by age or by severity."""
         incident = self.status.incident
         assert incident is not None
-        rule = self.spec.escalation
-        due_at = incident.started_at + rule.after
-        if incident.escalated:
-            return
-        by_severity = incident.severity.at_least(rule.at_severity)
-        if by_severity or self.now >= due_at:
-            if not by_severity:
-                why = f"open for more than {format_duration(rule.after)}"
-            elif incident.severity == rule.at_severity:
-                why = f"severity {incident.severity.value} is the escalation severity"
-            else:
-                why = f"severity {incident.severity.value} is above the escalation severity {rule.at_severity.value}"
-            self._set_incident(escalated=True, escalated_at=self.now)
-            self._emit("Escalated", f"Incident {incident.id} escalated: {why} (phase {incident.phase}).", warning=True)
+        chain = self.spec.escalation.chain()
+        legacy = not self.spec.escalation.levels
+        names = [level.name for level in chain]
+        if incident.escalation_level in names:
+            reached = names.index(incident.escalation_level)
         else:
-            self._wake(due_at)
+            # Escalated before levels were recorded (or under a level since renamed): the first level counts.
+            reached = 0 if incident.escalated else -1
+        for index in range(reached + 1, len(chain)):
+            level = chain[index]
+            why = self._escalation_reason(level, incident)
+            if why is None:
+                if level.after is not None:
+                    self._wake(incident.started_at + level.after)
+                return
+            first = not incident.escalated
+            incident = self._set_incident(
+                escalated=True,
+                escalated_at=self.now if first else incident.escalated_at,
+                escalation_level=level.name,
+            )
+            to = "" if legacy else f" to level {level.name} ({index + 1}/{len(chain)})"
+            self._emit(
+                Reason.ESCALATED,
+                f"Incident {incident.id} escalated{to}: {why} (phase {incident.phase}).",
+                warning=True,
+            )
+
+    def _escalation_reason(self, level: EscalationLevel, incident: IncidentStatus) -> str | None:
+        """Why `level` is reached now, or None while it is not."""
+        if level.at_severity is not None and incident.severity.at_least(level.at_severity):
+            if incident.severity == level.at_severity:
+                return f"severity {incident.severity.value} is the escalation severity"
+            return f"severity {incident.severity.value} is above the escalation severity {level.at_severity.value}"
+        if level.after is not None and self.now >= incident.started_at + level.after:
+            return f"open for more than {format_duration(level.after)}"
+        return None
 
     def track_recovery(self, *, firing_now: bool, frozen: bool = False) -> None:
         incident = self.status.incident

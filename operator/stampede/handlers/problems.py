@@ -111,6 +111,7 @@ class Problems:
                 "conditions": conditions,
                 "observed_generation": generation,
                 "template_generation": spec.template_generation,
+                "mode": spec.mode.value,
                 "last_poll_time": now,
             }
         )

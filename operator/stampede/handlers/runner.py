@@ -7,13 +7,16 @@ needed to continue lives in `status`; the only memory kept here is what must not
 
 One tick, in order: skip a policy being deleted (its deletion handler rolls back), resolve the spec,
 adopt unrecorded changes (first tick only), read, `decide`, `execute` in a worker thread, post the
-events, then `after_tick` (metrics first, notifications), and only then write status and release the
-finalizer, so nothing a scrape sees contradicts a status already written.
+events, keep the incident's StampedeIncident record current (`incidents.track`, which can never cost
+the tick its status write), then `after_tick` (metrics first, then notifications to every target, sent
+in the background), and only then write status and release the finalizer, so nothing a scrape sees
+contradicts a status already written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -34,12 +37,13 @@ from ..api.status import AppliedChange, PolicyStatus, State
 from ..engine import Decision, decide, drift, outcomes, set_condition
 from ..engine.outcomes import Outcome
 from ..executing import Execution, adopt, execute, roll_back_all
-from ..notifiers.webhook import post as webhook_post
+from ..sources.allowlist import redact_url
 from ..sources.prometheus import Auth, Endpoint, PrometheusSource, Reading, ReadingKind
-from . import metrics
+from . import incidents, metrics
 from .config import OperatorConfig
+from .notifying import Notifier
 from .problems import EventSink, Problems
-from .reporting import Listener, TickReport, count_outcomes, notification_texts, update_metrics
+from .reporting import Listener, TickReport, count_outcomes, update_metrics
 from .scheduling import Schedule
 from .specs import InvalidSpec, resolve_spec, spec_error_text
 from .status_writes import StatusWrites
@@ -76,6 +80,7 @@ class PolicyRunner:
     writes: StatusWrites = field(init=False)
     listeners: list[Listener] = field(init=False)
     """Who hears about each tick after it acted: metrics first, then notifications."""
+    notifier: Notifier = field(init=False)
     body: Mapping[str, Any] = field(default_factory=dict)
     """The live body of the latest tick (what events are posted on)."""
     spec: PolicySpec | None = None
@@ -90,6 +95,13 @@ class PolicyRunner:
     def __post_init__(self) -> None:
         self.problems = Problems(self.namespace, self.name, self.shared.emit)
         self.writes = StatusWrites(refresh_seconds=self.shared.config.status_refresh_seconds)
+        self.notifier = Notifier(
+            policies=self.shared.policies,
+            emit=self.shared.emit,
+            note=functools.partial(incidents.note, self.shared.policies.kube),
+            pagerduty_url=self.shared.config.pagerduty_url,
+            background=self.background,
+        )
         self.listeners = [update_metrics, self._notify]
 
     @property
@@ -112,6 +124,7 @@ class PolicyRunner:
         now = now or self.schedule.tick_time(datetime.now(UTC))
         try:
             spec = resolve_spec(body, self.shared.config)
+            self._refuse_credentials_in_the_clear(spec)
         except InvalidSpec as problem:
             await self._report_invalid(body, status, str(problem), generation=generation, now=now)
             return 5.0  # the live body picks up a fixed spec; look again soon
@@ -133,6 +146,7 @@ class PolicyRunner:
         )
         self.problems.record(body, execution)
         new = self.problems.conditions(spec, execution.status, generation=generation, now=now)
+        new = await incidents.track(self.shared.policies.kube, body, spec, decision, new, readings=readings, now=now)
         self.current = new
         self.watch_targets(spec, new)
         self.after_tick(
@@ -145,6 +159,7 @@ class PolicyRunner:
                 events=decision.events,
                 done=execution.done,
                 readings=readings,
+                now=now,
             )
         )
         await self._write(new, now=now, force=bool(decision.events))
@@ -208,6 +223,7 @@ class PolicyRunner:
                 events=(),
                 done=execution.done,
                 readings={},
+                now=now,
             )
         )
         await self._write(new, now=now, force=True)
@@ -283,12 +299,27 @@ class PolicyRunner:
         interval = spec.poll_interval.total_seconds()
         round_key = (interval, math.floor(now.timestamp() / interval))
         results = await self.shared.source.read(
-            Endpoint(url=url, auth=auth), queries, timeout=spec.prometheus.timeout.total_seconds(), round_key=round_key
+            Endpoint(url=url, auth=auth), queries, timeout=spec.query_timeout.total_seconds(), round_key=round_key
         )
         metrics.count_unknown(results, namespace=self.namespace, policy=self.name)
         readings = {name: r.value for name, r in results.items()}
         errors = {name: r.summary or "unknown" for name, r in results.items() if r.value is None}
         return readings, errors
+
+    def _refuse_credentials_in_the_clear(self, spec: PolicySpec) -> None:
+        """Credentials go over verified https only; the models check a policy's own URL, this the default."""
+        p = spec.prometheus
+        if not (p.bearer_token_secret_ref or p.basic_auth_secret_ref):
+            return
+        which = "bearerTokenSecretRef" if p.bearer_token_secret_ref else "basicAuthSecretRef"
+        url = p.url or self.shared.config.prometheus_url or ""
+        if not url.lower().startswith("https://"):
+            raise InvalidSpec(
+                f"spec.prometheus.{which}: credentials are sent over https only, and the Prometheus URL "
+                f"{redact_url(url)!r} is not https"
+            )
+        if p.insecure_skip_verify:
+            raise InvalidSpec(f"spec.prometheus.{which}: credentials are never sent with insecureSkipVerify: true")
 
     async def _auth(self, spec: PolicySpec) -> Auth:
         p = spec.prometheus
@@ -317,36 +348,8 @@ class PolicyRunner:
 
     # -- notifications --------------------------------------------------------------------------
     def _notify(self, report: TickReport) -> None:
-        """Post the runbook's messages in the background; remediation never waits for them."""
-        webhook = report.spec.notifications.webhook if report.spec.notifications else None
-        if webhook is None:
-            return
-        texts = notification_texts(report)
-        if texts:
-            task = asyncio.create_task(self._send(self.body, webhook.secret_ref.name, webhook.secret_ref.key, texts))
-            self.background.add(task)
-            task.add_done_callback(self.background.discard)
-
-    async def _send(self, body: Mapping[str, Any], secret: str, key: str, texts: list[str]) -> None:
-        try:
-            url = await self._call(self.shared.policies.read_secret, self.namespace, secret, key)
-        except KubeError as error:
-            self.shared.emit(
-                body,
-                "Warning",
-                Reason.NOTIFICATION_FAILED,
-                f"Notification not sent: webhook Secret {secret} key {key}: {error.message}.",
-            )
-            return
-        for text in texts:
-            problem = await webhook_post(url.strip(), text)
-            if problem:
-                self.shared.emit(
-                    body,
-                    "Warning",
-                    Reason.NOTIFICATION_FAILED,
-                    f"Notification to the webhook in Secret {secret} failed: {problem}.",
-                )
+        """Send the runbook's messages to the policy's targets in the background; remediation never waits."""
+        self.notifier.dispatch(report, self.body)
 
     async def _write(self, status: PolicyStatus, *, now: datetime, force: bool) -> None:
         async def patch(old: dict[str, Any], new: dict[str, Any]) -> object:
