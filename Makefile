@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint unit crds verify-crds demo run bench deploy deploy-namespaced prometheus clean
+.PHONY: install test lint unit mutate crds verify-crds demo run bench deploy deploy-namespaced prometheus clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,6 +42,12 @@ test: install prometheus lint
 unit: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
+# Mutation testing (cosmic-ray, pinned in the `mutation` extra) of the engine against tests/unit, in a
+# copy under .mutate/; MUTATE=api or MUTATE=all widens it. Slow (one unit run per mutant), not in `make test`.
+mutate: install
+	$(BIN)/python -m pip install --quiet -e '.[test,mutation]'
+	MUTATE=$(or $(MUTATE),engine) tests/mutation/run.sh
+
 crds: install
 	$(BIN)/stampede crd > crds/stampedepolicies.stampede.aurum.io.yaml
 	./deploy/sync-crds.sh
@@ -68,4 +74,4 @@ deploy-namespaced: install
 	$(BIN)/kubectl apply -k deploy/overlays/namespaced
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .mutate
