@@ -497,9 +497,35 @@ def test_alerts_and_dashboard_use_only_real_metrics() -> None:
 
 
 def test_action_failure_alert_matches_the_result_labels_the_runner_emits() -> None:
-    """results are the outcome reason lowercased for failures: ActionFailed -> actionfailed, Conflict -> conflict."""
-    source = (ROOT / "operator" / "stampede" / "handlers" / "runner.py").read_text()
-    assert "outcome.reason.lower()" in source
+    """The runner counts each failed outcome under a `result` label; the alert must match every such label
+    and no successful one. The runner itself is asked, with the failure reasons the actuators return."""
+    from stampede.actuators.targets import Outcome
+    from stampede.handlers import metrics
+    from stampede.handlers.runner import PolicyRunner
+
+    class Shared:
+        def emit(self, *args: object) -> None:
+            pass
+
+    runner = PolicyRunner(shared=Shared(), namespace="alert-test", name="labels")  # type: ignore[arg-type]
+    outcomes = {
+        "ActionFailed": Outcome(False, "ActionFailed", "failed"),
+        "Conflict": Outcome(False, "Conflict", "conflict"),
+        "ActionApplied": Outcome(True, "ActionApplied", "applied"),
+    }
+    for reason, outcome in outcomes.items():
+        runner._outcome({}, f"action-{reason}", outcome, kind="ConfigMap", result="applied")
+    emitted = {
+        sample.labels["result"]
+        for family in metrics.REGISTRY.collect()
+        if family.name == "stampede_actions"
+        for sample in family.samples
+        if sample.labels.get("namespace") == "alert-test" and sample.name == "stampede_actions_total"
+    }
     rule = one("cluster", "PrometheusRule")
     expr = next(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "StampedeActionFailures")
-    assert 'result=~"actionfailed|conflict"' in expr
+    matcher = re.search(r'result=~"([^"]+)"', expr)
+    assert matcher, expr
+    alerting = {label for label in emitted if re.fullmatch(matcher[1], label)}
+    assert len(emitted) == 3, emitted
+    assert alerting == emitted - {"applied"}, (matcher[1], emitted)
