@@ -289,3 +289,29 @@ def test_readings_are_written_with_six_significant_digits_and_unknown_for_no_num
 
 def test_an_incident_id_is_its_start_to_the_second() -> None:
     assert incident_id_for(at(3723.9)) == "20240501-130203"
+
+
+# -- edges the mutation run pointed at ---------------------------------------------------------------
+
+
+def test_while_holding_on_unknown_data_the_engine_still_asks_to_be_woken_for_the_next_phase() -> None:
+    sim = Simulation(runbook_spec())
+    assert open_incident(sim, P2_READINGS) == 120
+    d = sim.poll(at(135), readings(hitRate=0.7, missRate=0.3, queueDepth=None))
+    assert d.status.incident is not None
+    assert d.status.incident.next_phase_at == at(420)
+    assert d.wake_at == at(420)  # the phase is not entered while holding, but the call is still wanted
+
+
+def test_a_metrics_available_condition_of_status_unknown_counts_as_never_seen() -> None:
+    unknown = StatusCondition(
+        type="MetricsAvailable",
+        status=ConditionStatus.UNKNOWN,
+        reason="Starting",
+        message="",
+        last_transition_time=at(0),
+    )
+    d = decide(spec=tiny_spec(), status=PolicyStatus(conditions=[unknown]), readings={"load": None}, now=at(15))
+    assert [e.reason for e in d.events] == ["MetricsUnavailable"]
+    known = decide(spec=tiny_spec(), status=PolicyStatus(conditions=[unknown]), readings={"load": 1.0}, now=at(15))
+    assert [e.reason for e in known.events] == []  # nothing was lost, so nothing is restored
