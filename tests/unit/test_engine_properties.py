@@ -59,13 +59,15 @@ def episodes(gaps: list[float]) -> st.SearchStrategy[list[tuple[str, int, float]
 
 segments = st.one_of(
     episodes(GAPS),
+    episodes(GAPS),
+    episodes(GAPS),
     st.lists(
         st.tuples(st.sampled_from(sorted(KINDS)), st.integers(min_value=1, max_value=30), st.sampled_from(GAPS)),
         min_size=1,
         max_size=8,
     ),
 )
-"""Mostly incident-shaped scenarios, sometimes segments of any kind in any order."""
+"""Three in four incident-shaped scenarios, else segments of any kind in any order."""
 specs = st.builds(
     lambda mode, on_error, step, suspend: runbook_spec(
         mode=mode, onMetricsError=on_error, suspend=suspend, rollback={"stepDelay": step}
@@ -109,9 +111,12 @@ class Reached:
                 self.counts[case] += 1
 
     def assert_share(self, share: float, cases: tuple[str, ...] = CASES) -> None:
+        """At least `share` of the examples (and at least one) reached each case. The shares sit at about a
+        third of what random runs reach, so they fail for a narrowed strategy, not for an unlucky seed; in
+        CI hypothesis derandomizes, so the run is the same every time."""
         assert self.examples >= 50, self.examples
         for case in cases:
-            assert self.counts[case] >= share * self.examples, (case, dict(self.counts), self.examples)
+            assert self.counts[case] >= max(1.0, share * self.examples), (case, dict(self.counts), self.examples)
 
 
 def timeline(plan: list[tuple[str, int, float]]) -> list[tuple[float, Readings]]:
@@ -214,8 +219,9 @@ def test_phases_never_go_backwards_and_severity_never_falls_inside_an_incident()
         reached.record(sim)
 
     check()
-    reached.assert_share(0.1, ("enforced, not suspended", "several phases", "rolled back"))
-    reached.assert_share(0.02, ("re-opened in rollback",))
+    reached.assert_share(0.1, ("enforced, not suspended", "several phases"))
+    reached.assert_share(0.05, ("rolled back",))
+    reached.assert_share(0.01, ("re-opened in rollback",))
 
 
 @SETTINGS
@@ -328,6 +334,8 @@ def test_continuing_from_a_round_tripped_status_gives_the_same_decisions() -> No
         spec=specs,
         plan=st.one_of(
             episodes(ROUNDTRIP_GAPS),
+            episodes(ROUNDTRIP_GAPS),
+            episodes(ROUNDTRIP_GAPS),
             st.lists(
                 st.tuples(
                     st.sampled_from(sorted(KINDS)),
@@ -350,8 +358,9 @@ def test_continuing_from_a_round_tripped_status_gives_the_same_decisions() -> No
         reached.record(in_memory)
 
     check()
-    reached.assert_share(0.1, ("enforced, not suspended", "several phases", "rolled back"))
-    reached.assert_share(0.02, ("re-opened in rollback",))
+    reached.assert_share(0.1, ("enforced, not suspended", "several phases"))
+    reached.assert_share(0.05, ("rolled back",))
+    reached.assert_share(0.01, ("re-opened in rollback",))
 
 
 # -- rollback completeness -------------------------------------------------------------------------
@@ -398,6 +407,6 @@ def test_every_applied_change_is_undone_exactly_once_after_recovery() -> None:
 
     check()
     # The cluster check above is only as strong as the share of examples that changed the cluster.
-    reached.assert_share(0.3, ("enforced, not suspended", "changed the cluster", "rolled back"))
+    reached.assert_share(0.25, ("enforced, not suspended", "changed the cluster", "rolled back"))
     reached.assert_share(0.1, ("several phases",))
-    reached.assert_share(0.02, ("re-opened in rollback",))
+    reached.assert_share(0.01, ("re-opened in rollback",))
