@@ -14,10 +14,16 @@ OUT=$ROOT/.mutate
 SESSION=$OUT/session-$WHAT.sqlite
 CONFIG=$OUT/cosmic-ray-$WHAT.toml
 
-rm -rf "$OUT/tree"
-mkdir -p "$OUT/tree"
-cp -r operator tests pyproject.toml "$OUT/tree/"
-find "$OUT/tree" -name __pycache__ -prune -exec rm -rf {} +
+for test in tests/unit/test_*.py; do
+  grep -q " $test" tests/mutation/cosmic-ray.toml || { echo "$test is missing from test-command in tests/mutation/cosmic-ray.toml" >&2; exit 2; }
+done
+TREE=$OUT/tree-$WHAT
+rm -rf "$TREE"
+mkdir -p "$TREE"
+# What tests/unit reads: the sources, the tests, the committed CRD, the examples, ../shared when present.
+cp -r operator tests crds examples pyproject.toml "$TREE/"
+find "$TREE" -name __pycache__ -prune -exec rm -rf {} +
+if [[ -d $ROOT/../shared ]]; then ln -sfn "$(cd "$ROOT/../shared" && pwd)" "$OUT/shared"; fi
 case $WHAT in
   engine) paths='["operator/stampede/engine"]' ;;
   api) paths='["operator/stampede/api"]' ;;
@@ -26,9 +32,9 @@ case $WHAT in
 esac
 sed "s|^module-path = .*|module-path = $paths|" tests/mutation/cosmic-ray.toml > "$CONFIG"
 
-cd "$OUT/tree"
-export PYTHONPATH=$OUT/tree/operator PATH=$BIN:$PATH CI=${CI:-true}
-python -c 'import stampede, sys; assert stampede.__file__.startswith(sys.argv[1]), stampede.__file__' "$OUT/tree/operator"
+cd "$TREE"
+export PYTHONPATH=$TREE/operator PATH=$BIN:$PATH CI=${CI:-true}
+python -c 'import stampede, sys; assert stampede.__file__.startswith(sys.argv[1]), stampede.__file__' "$TREE/operator"
 if [[ -z ${KEEP:-} || ! -f $SESSION ]]; then
   rm -f "$SESSION"
   cosmic-ray init "$CONFIG" "$SESSION"
