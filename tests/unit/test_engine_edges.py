@@ -179,6 +179,25 @@ def test_a_policy_that_only_creates_jobs_closes_in_one_step() -> None:
     sim.run(start=75, until=600, values=CALM, follow_wake=True, stop=Simulation.settled)
     assert sim.status.state == State.IDLE
     assert [a for _, a, _ in sim.undos] == ["warm"]
+    (step,) = [(when, d) for when, d in sim.decisions if d.undo]
+    assert step[1].wake_at == step[0]  # the only step is the last: close at the very next call
+
+
+def test_jobs_that_are_all_that_is_held_go_in_one_last_step_that_asks_for_an_immediate_call() -> None:
+    spec = tiny_spec(
+        phases=[
+            {"name": "warm", "after": "0s", "actions": [{"name": "warm", "job": {"fromCronJob": "c"}}]},
+            {"name": "again", "after": "1m", "actions": [{"name": "rewarm", "job": {"fromCronJob": "d"}}]},
+        ]
+    )
+    sim = Simulation(spec)
+    assert open_incident(sim, LOAD) == 60
+    sim.run(start=75, until=120, values=LOAD)
+    assert [c.action for c in sim.status.applied] == ["warm", "rewarm"]
+    sim.run(start=135, until=600, values=CALM, follow_wake=True, stop=Simulation.settled)
+    steps = [(when, d) for when, d in sim.decisions if d.undo]
+    assert [[c.action for c in d.undo] for _, d in steps] == [["rewarm", "warm"]]
+    assert steps[0][1].wake_at == steps[0][0]
 
 
 def test_dry_run_keeps_planned_changes_but_not_jobs_when_an_incident_reopens_during_rollback() -> None:
