@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     """kopf peering priority of this instance; `--priority` overrides it, and unset means a random draw."""
     peering_lifetime: int = Field(default=20, ge=5, le=3600)
     """Seconds a silent peer counts as alive (the bound on a failover); `--peering-lifetime` overrides it."""
+    max_concurrent_incidents: int = Field(default=0, ge=0, le=10_000)
+    """Storm breaker: with this many policies already acting on an incident, a further policy that fires opens
+    its incident but applies nothing until fewer are open (0: off)."""
 
     deletion_attempts: ClassVar[int] = 10
     """Rollback attempts on deletion before the finalizer is released with the changes left in place."""

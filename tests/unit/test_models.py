@@ -125,7 +125,7 @@ def test_durations_serialize_back_to_go_form_on_the_wire() -> None:
     wire = PolicySpec.model_validate(_spec(pollInterval="90s")).model_dump(mode="json", by_alias=True)
     assert wire["pollInterval"] == "1m30s"
     assert wire["escalation"] == {"after": "30m", "atSeverity": "P0"}
-    assert wire["rollback"] == {"stepDelay": "30s"}
+    assert wire["rollback"] == {"stepDelay": "30s", "waitForRollout": True, "rolloutTimeout": "10m"}
 
 
 # Conditions -----------------------------------------------------------------------------------------
