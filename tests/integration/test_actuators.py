@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pathlib
 import string
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -353,8 +354,13 @@ def test_a_restart_of_a_missing_workload_says_so(h: HarnessThread, act: Actuator
 
 
 def test_rollout_complete_reads_the_workload_and_none_when_it_cannot(h: HarnessThread, act: Actuators) -> None:
-    h.apply([workload("Deployment", "api")])  # the harness's controller completes rollouts at once
-    assert act.rollout_complete(TARGET, WorkloadStatusRef(kind="Deployment", name="api")) is True
+    h.apply([workload("Deployment", "api")])
+    api = WorkloadStatusRef(kind="Deployment", name="api")
+    assert act.rollout_complete(TARGET, api) is False  # the harness's controller reports progress over time
+    deadline = time.monotonic() + 10
+    while not act.rollout_complete(TARGET, api):
+        assert time.monotonic() < deadline, "the rollout never completed"
+        time.sleep(0.05)
     assert act.rollout_complete(TARGET, WorkloadStatusRef(kind="Deployment", name="nowhere")) is None
 
 
