@@ -4,14 +4,20 @@ the storm breaker and the manual controls (API.md, "Safe mitigation"), against t
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
+
+import yaml
+from click.testing import CliRunner
 
 from stampede.actuators.memory import MemoryActuator, MemoryTargets
 from stampede.actuators.scaling import rollout_done
 from stampede.api.status import ConditionStatus, PolicyStatus, State, StatusCondition
+from stampede.cli import main
 from stampede.engine.decide import Controls, Storm, awaited_workloads
 from stampede.engine.outcomes import Step
 from stampede.executing import roll_back_all
+from stampede.linting import restart_advice
 
 from .policies import Simulation, at, open_incident, tiny_spec
 
@@ -337,3 +343,46 @@ def test_a_rollout_is_complete_only_when_observed_updated_and_available_all_caug
     assert not rollout_done(deployment(**(done | {"availableReplicas": 2})))
     assert not rollout_done(deployment(replicas=4, **done))
     assert not rollout_done(deployment())
+
+
+# -- lint advice -------------------------------------------------------------------------------------
+
+
+def test_lint_advises_on_a_workload_restarted_by_several_actions_and_on_first_phase_restarts() -> None:
+    advice = restart_advice(restart_spec())
+    paths = [where for where, _ in advice]
+    assert paths == [
+        "spec.phases[0].actions[0].configMap.restart[0]",
+        "spec.phases[0].actions[1].configMap.restart[0]",
+        "spec.phases[0].actions[1].configMap.restart[0]",
+    ]
+    assert "also restarted by action(s) breaker" in advice[1][1]
+    assert "first phase (first)" in advice[0][1]
+
+
+def test_lint_gives_no_advice_for_a_restart_in_a_later_phase_only() -> None:
+    phases = [
+        {"name": "first", "after": "0s", "actions": [{"name": "flag", "configMap": {"name": "c", "data": {"A": "1"}}}]},
+        {
+            "name": "later",
+            "after": "5m",
+            "actions": [{"name": "cfg", "configMap": {"name": "c2", "data": {"B": "1"}, "restart": [API]}}],
+        },
+    ]
+    assert restart_advice(tiny_spec(phases=phases)) == []
+
+
+def test_the_lint_cli_prints_advice_as_warning_lines_and_exits_0(tmp_path: Path) -> None:
+    body = {
+        "apiVersion": "stampede.aurum.io/v1alpha1",
+        "kind": "StampedePolicy",
+        "metadata": {"name": "p", "namespace": "ns"},
+        "spec": restart_spec().model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(body))
+    result = CliRunner().invoke(main, ["lint", str(path)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 3 and all("Deployment api" in line for line in warnings)
+    assert "1 file(s) OK" in result.stdout
