@@ -17,6 +17,7 @@ from stampede.cli import main
 from stampede.engine.decide import Controls, Storm, awaited_workloads
 from stampede.engine.outcomes import Step
 from stampede.executing import roll_back_all
+from stampede.handlers.storm import Incidents, index_entry
 from stampede.linting import restart_advice
 
 from .policies import Simulation, at, open_incident, tiny_spec
@@ -386,3 +387,28 @@ def test_the_lint_cli_prints_advice_as_warning_lines_and_exits_0(tmp_path: Path)
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 3 and all("Deployment api" in line for line in warnings)
     assert "1 file(s) OK" in result.stdout
+
+
+# -- the storm count ---------------------------------------------------------------------------------
+
+
+def test_the_storm_count_leaves_out_the_asking_policy_and_prefers_the_loops_latest_decision() -> None:
+    incidents = Incidents()
+    incidents.index = {
+        ("a", "p"): ["active"],
+        ("b", "p"): ["active"],
+        ("c", "p"): ["held"],
+        ("d", "p"): ["idle"],
+    }
+    assert incidents.view(("a", "p"), limit=2) == Storm(limit=2, active=1, held=1)
+    incidents.note(("b", "p"), PolicyStatus())  # b closed a moment ago; the index has not caught up
+    assert incidents.view(("c", "p"), limit=2) == Storm(limit=2, active=1, held=0)
+    assert incidents.view(("c", "p"), limit=0) == Storm()
+    incidents.forget(("b", "p"))
+    assert incidents.view(("c", "p"), limit=2).active == 2
+
+
+def test_the_index_holds_an_entry_for_every_policy_so_a_closed_incident_replaces_an_open_one() -> None:
+    assert index_entry(namespace="a", name="p", status={}) == {("a", "p"): "idle"}
+    assert index_entry(namespace="a", name="p", status={"incident": {"id": "x"}}) == {("a", "p"): "active"}
+    assert index_entry(namespace="a", name="p", status={"incident": {"stormHeld": True}}) == {("a", "p"): "held"}

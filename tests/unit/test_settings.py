@@ -140,3 +140,11 @@ def test_simulate_without_a_prometheus_reports_a_bad_default_url_setting_and_exi
     )
     assert result.exit_code == 2
     assert result.stderr.startswith("STAMPEDE_PROMETHEUS_URL: the URL 'file:///etc/passwd' must use http or https")
+
+
+def test_the_storm_breaker_is_off_by_default_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().max_concurrent_incidents == 0
+    monkeypatch.setenv("STAMPEDE_MAX_CONCURRENT_INCIDENTS", "2")
+    assert load_settings().max_concurrent_incidents == 2
+    lines = problems(monkeypatch, STAMPEDE_MAX_CONCURRENT_INCIDENTS="-1")
+    assert lines == ["STAMPEDE_MAX_CONCURRENT_INCIDENTS: Input should be greater than or equal to 0 (got '-1')"]
