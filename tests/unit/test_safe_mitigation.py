@@ -17,6 +17,8 @@ from stampede.cli import main
 from stampede.engine.decide import Controls, Storm, awaited_workloads
 from stampede.engine.outcomes import Step
 from stampede.executing import roll_back_all
+from stampede.handlers import metrics
+from stampede.handlers.reporting import count_outcomes
 from stampede.handlers.storm import Incidents, index_entry
 from stampede.linting import restart_advice
 
@@ -412,3 +414,13 @@ def test_the_index_holds_an_entry_for_every_policy_so_a_closed_incident_replaces
     assert index_entry(namespace="a", name="p", status={}) == {("a", "p"): "idle"}
     assert index_entry(namespace="a", name="p", status={"incident": {"id": "x"}}) == {("a", "p"): "active"}
     assert index_entry(namespace="a", name="p", status={"incident": {"stormHeld": True}}) == {("a", "p"): "held"}
+
+
+def test_a_shadowed_action_counts_as_planned_in_the_actions_metric() -> None:
+    sim = Simulation(shadow_spec())
+    open_incident(sim, LOAD)
+    labels = ("metric-ns", "shadow-policy")
+    planned = metrics.ACTIONS_TOTAL.labels(*labels, "Deployment", "planned")
+    before = planned._value.get()
+    count_outcomes(*labels, [d for _, d in sim.outcomes])
+    assert planned._value.get() == before + 1
