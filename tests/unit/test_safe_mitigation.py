@@ -334,18 +334,19 @@ def test_rollout_timeout_must_be_positive() -> None:
 # -- reading a rollout -------------------------------------------------------------------------------
 
 
-def deployment(*, generation: int = 2, replicas: int = 3, **status: int) -> dict[str, Any]:
+def deployment(status: dict[str, int], *, generation: int = 2, replicas: int = 3) -> dict[str, Any]:
     return {"metadata": {"generation": generation}, "spec": {"replicas": replicas}, "status": status}
 
 
 def test_a_rollout_is_complete_only_when_observed_updated_and_available_all_caught_up() -> None:
-    done = {"observedGeneration": 2, "updatedReplicas": 3, "availableReplicas": 3}
-    assert rollout_done(deployment(**done))
-    assert not rollout_done(deployment(**(done | {"observedGeneration": 1})))
-    assert not rollout_done(deployment(**(done | {"updatedReplicas": 2})))
-    assert not rollout_done(deployment(**(done | {"availableReplicas": 2})))
-    assert not rollout_done(deployment(replicas=4, **done))
-    assert not rollout_done(deployment())
+    done = {"observedGeneration": 2, "updatedReplicas": 3, "availableReplicas": 3, "replicas": 3}
+    assert rollout_done(deployment(done))
+    assert not rollout_done(deployment(done | {"replicas": 4})), "an old pod is still being scaled away"
+    assert not rollout_done(deployment(done | {"observedGeneration": 1}))
+    assert not rollout_done(deployment(done | {"updatedReplicas": 2}))
+    assert not rollout_done(deployment(done | {"availableReplicas": 2}))
+    assert not rollout_done(deployment(done, replicas=4))
+    assert not rollout_done(deployment({}))
 
 
 # -- lint advice -------------------------------------------------------------------------------------

@@ -231,7 +231,11 @@ class Scaling:
 
 
 def rollout_done(obj: JSON) -> bool:
-    """observedGeneration ≥ generation and updatedReplicas = availableReplicas = replicas (absent counts 0)."""
+    """observedGeneration ≥ generation and updatedReplicas = availableReplicas = replicas (absent counts 0).
+
+    As `kubectl rollout status` judges it, `replicas` is both the wanted count (spec) and the count of pods
+    still running (status: old pods being replaced or scaled away count until they are gone).
+    """
     status = obj.get("status") or {}
     generation = int(meta(obj).get("generation") or 0)
     if int(status.get("observedGeneration") or 0) < generation:
@@ -242,7 +246,8 @@ def rollout_done(obj: JSON) -> bool:
         return int(status.get("updatedNumberScheduled") or 0) == wanted == int(status.get("numberAvailable") or 0)
     updated = int(status.get("updatedReplicas") or 0)
     available = int(status.get("availableReplicas") or 0)
-    return updated == available == wanted
+    running = int(status.get("replicas") or 0)
+    return updated == available == running == wanted
 
 
 __all__ = ["Scaling", "rollout_done"]
