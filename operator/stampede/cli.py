@@ -54,12 +54,14 @@ def lint(files: tuple[str, ...], prometheus_url: str | None) -> None:
     Advice (`warning:` lines: restarts that may feed the stampede) never changes the exit code.
     """
     from .linting import lint_report
+    from .sources.readings import printable
 
     problems, advice = lint_report(list(files), prometheus_url=prometheus_url)
     for problem in problems:
-        click.echo(str(problem), err=True)
+        # Server text (lint --prometheus) and file contents must not reach the terminal as escape sequences.
+        click.echo(printable(str(problem)), err=True)
     for line in advice:
-        click.echo(f"warning: {line}", err=True)
+        click.echo(f"warning: {printable(str(line))}", err=True)
     if problems:
         sys.exit(1)
     click.echo(f"{len(files)} file(s) OK")
@@ -247,6 +249,7 @@ def simulate(
         render_table,
         replay,
     )
+    from .sources.readings import printable
 
     try:
         name, spec = load_policy(policy_file)
@@ -280,7 +283,7 @@ def simulate(
         )
         click.echo(f"error: {which} had unknown signals, so the replay cannot be trusted:", err=True)
         for error in result.errors:
-            click.echo(f"  {error}", err=True)
+            click.echo(f"  {printable(error)}", err=True)
         sys.exit(EXIT_STEPS_UNKNOWN)
 
 

@@ -489,7 +489,7 @@ def _query_problems(policies: list[_Policy], *, url: str) -> list[Problem]:
                     source.read(
                         Endpoint(url=url),
                         {signal.name: signal.query for signal in policy.spec.signals},
-                        timeout=policy.spec.prometheus.timeout.total_seconds(),
+                        timeout=policy.spec.query_timeout.total_seconds(),
                         round_key=round_key,
                     )
                     for policy in policies

@@ -147,7 +147,7 @@ History = list[tuple[datetime, dict[str, float | None], dict[str, str]]]
 
 def read_history(spec: PolicySpec, *, url: str, start: datetime, end: datetime, step: float) -> History:
     """Every signal's value at every step from start to end, as the operator would have read them."""
-    timeout = max(spec.prometheus.timeout.total_seconds(), RANGE_TIMEOUT_FLOOR)
+    timeout = max(spec.query_timeout.total_seconds(), RANGE_TIMEOUT_FLOOR)
     endpoint = Endpoint(url=url)
     chunks: list[tuple[datetime, datetime]] = []
     chunk = timedelta(seconds=step * (MAX_POINTS_PER_QUERY - 1))
@@ -429,6 +429,13 @@ def render_table(result: Replay, *, width: int | None = None) -> str:
     """The timeline as a rich table plus the summary, as text (so the CLI and tests print the same)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from .sources.readings import printable
+
+    def cell(value: str) -> Text:
+        # Plain Text, never markup: a "[/oops]" from Prometheus is shown as written, not parsed.
+        return Text(printable(value))
 
     buffer = io.StringIO()
     console = Console(file=buffer, width=width or 160, force_terminal=False, color_system=None)
@@ -436,12 +443,14 @@ def render_table(result: Replay, *, width: int | None = None) -> str:
         f"stampede simulate {result.policy}: {rfc3339(result.start)} → {rfc3339(result.end)}, "
         f"step {_seconds(result.step)}"
     )
-    table = Table(title=title, show_lines=False, expand=False)
+    table = Table(title=cell(title), show_lines=False, expand=False)
     table.add_column("Time (UTC)", no_wrap=True)
     table.add_column("Reason", no_wrap=True)
     table.add_column("Message", overflow="fold")
     for event in result.events:
-        table.add_row(rfc3339(event.time), event.reason, event.message, style="yellow" if event.warning else None)
+        table.add_row(
+            rfc3339(event.time), cell(event.reason), cell(event.message), style="yellow" if event.warning else None
+        )
     if not result.events:
         table.add_row("-", "-", "No incident: the policy would have done nothing in this window.")
     console.print(table)
@@ -452,15 +461,20 @@ def render_table(result: Replay, *, width: int | None = None) -> str:
         for i in result.incidents:
             duration = ((i.closed_at or result.end) - i.opened_at).total_seconds()
             incidents.add_row(
-                i.id,
-                i.severity,
-                rfc3339(i.opened_at),
-                rfc3339(i.closed_at) if i.closed_at else "(open)",
-                _seconds(duration),
-                i.max_phase or "-",
-                "yes" if i.escalated else "no",
+                *map(
+                    cell,
+                    (
+                        i.id,
+                        i.severity,
+                        rfc3339(i.opened_at),
+                        rfc3339(i.closed_at) if i.closed_at else "(open)",
+                        _seconds(duration),
+                        i.max_phase or "-",
+                        "yes" if i.escalated else "no",
+                    ),
+                )
             )
         console.print(incidents)
     for line in summary_lines(result):
-        console.print(line, highlight=False, markup=False)
+        console.print(printable(line), highlight=False, markup=False)
     return buffer.getvalue()

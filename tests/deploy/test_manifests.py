@@ -277,7 +277,8 @@ class RecordingKube:
         if plural == "cronjobs":
             return {"metadata": meta, "spec": {"jobTemplate": {"spec": {"template": {"spec": {}}}}}}
         if plural == "secrets":
-            return {"metadata": meta, "data": {"url": base64.b64encode(b"https://hooks.example/x").decode()}}
+            labelled = {**meta, "labels": {"stampede.aurum.io/credentials": "true"}}
+            return {"metadata": labelled, "data": {"url": base64.b64encode(b"https://hooks.example/x").decode()}}
         return {"metadata": {**meta, "generation": 1}, "spec": {}}
 
     def get(self, path: str, *, query: Any = None) -> dict[str, Any]:

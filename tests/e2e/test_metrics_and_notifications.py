@@ -76,7 +76,11 @@ def webhook_secret(case: Case, name: str, url: str) -> None:
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": {"name": name, "namespace": case.ns},
+                "metadata": {
+                    "name": name,
+                    "namespace": case.ns,
+                    "labels": {"stampede.aurum.io/credentials": "true"},
+                },
                 "data": {"url": base64.b64encode(url.encode()).decode()},
             }
         ]

@@ -42,7 +42,19 @@ BIN = Path(sys.executable).parent
 DOC_PROMETHEUS = "http://prometheus:9090"
 REMOTE = "github.com/aurum/stampede-operator//"
 # Verbs that need a live cluster; anything else in a docs command must be runnable here.
-CLUSTER_VERBS = {"get", "describe", "wait", "logs", "rollout", "create", "patch", "delete", "apply", "annotate"}
+CLUSTER_VERBS = {
+    "get",
+    "describe",
+    "wait",
+    "logs",
+    "rollout",
+    "create",
+    "patch",
+    "delete",
+    "apply",
+    "label",
+    "annotate",
+}
 
 
 @dataclass(frozen=True)

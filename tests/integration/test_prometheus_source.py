@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import stat
+import tempfile
 import time
 import warnings
 from collections.abc import AsyncIterator
@@ -27,6 +27,7 @@ from stampede.sources import (
     reading_from_error_response,
     reading_from_result,
 )
+from stampede.sources.client import MAX_CA_BUNDLE_BYTES, PrometheusClient
 from tests.integration.conftest import (
     REPLAY_A,
     REPLAY_B,
@@ -309,27 +310,54 @@ async def test_secrets_never_appear_in_reprs_or_error_messages(source: Prometheu
     assert "<set>" in repr(auth)
 
 
-async def test_https_with_a_private_ca_bundle_verifies_and_cleans_up_the_bundle_file(
+async def test_https_with_a_private_ca_bundle_verifies_with_an_in_memory_context_and_no_file(
     tmp_path: Path, source: PrometheusSource
 ) -> None:
     cert_and_key = make_self_signed_cert(tmp_path)
     if cert_and_key is None:
         unavailable("the openssl CLI is needed to make a test certificate")
     ca_pem = cert_and_key[0].read_text()
+    before = set(os.listdir(tempfile.gettempdir()))
     with FakeHTTPServer(vector_response(9), tls=cert_and_key) as server:
         trusted = Endpoint(url=server.url, auth=Auth(ca_pem=ca_pem))
         untrusted = Endpoint(url=server.url)
 
         assert await read_one(source, trusted, "up") == Reading(value=9.0)
         rejected = await read_one(source, untrusted, "up")
-
-        bundle = source._clients[trusted]._ca_path  # white-box: the file must be private and removed
-        assert bundle is not None
-        assert stat.S_IMODE(os.stat(bundle).st_mode) == 0o600
-        source.close()
-    assert not os.path.exists(bundle)  # noqa: ASYNC240 - one stat in a test, the loop has nothing else to do
+    created = set(os.listdir(tempfile.gettempdir())) - before
+    assert not [name for name in created if name.startswith("stampede-ca-")]
     assert rejected.kind == "connection"
     assert "TLS" in (rejected.error or "")
+
+
+async def test_a_private_ca_bundle_trusts_only_its_own_cas_not_the_public_ones(tmp_path: Path) -> None:
+    # certifi's bundle would be added to the context if requests were left to do it: then any public
+    # certificate for the host would pass as well. The context must trust exactly the Secret's CAs.
+    cert_and_key = make_self_signed_cert(tmp_path)
+    if cert_and_key is None:
+        unavailable("the openssl CLI is needed to make a test certificate")
+    with FakeHTTPServer(vector_response(9), tls=cert_and_key) as server:
+        client = PrometheusClient(Endpoint(url=server.url, auth=Auth(ca_pem=cert_and_key[0].read_text())), pool_size=1)
+        try:
+            assert client.instant("up", budget=5, limit=5) == Reading(value=9.0)
+            context = client._session.get_adapter(server.url)._ssl_context  # type: ignore[attr-defined]
+        finally:
+            client.close()
+    assert [ca["subject"] for ca in context.get_ca_certs()] == [((("commonName", "127.0.0.1"),),)]
+
+
+def test_a_ca_bundle_over_the_size_cap_or_not_pem_is_refused_without_a_request() -> None:
+    with FakeHTTPServer(vector_response(1)) as server:
+        url = server.url.replace("http://", "https://")
+        for pem, words in [("x" * (MAX_CA_BUNDLE_BYTES + 1), "more than"), ("not a certificate", "not usable PEM")]:
+            client = PrometheusClient(Endpoint(url=url, auth=Auth(ca_pem=pem)), pool_size=1)
+            try:
+                reading = client.instant("up", budget=5, limit=5)
+            finally:
+                client.close()
+            assert reading.kind == "connection"
+            assert words in (reading.error or "")
+        assert server.requests == []
 
 
 async def test_insecure_skip_verify_accepts_any_certificate_without_warning(

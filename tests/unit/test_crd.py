@@ -260,10 +260,13 @@ def test_numeric_and_size_limits_come_from_the_models() -> None:
     assert _at("spec.phases")["maxItems"] == 20
     assert _at("spec.severities")["maxItems"] == 3
     assert _at("spec.signals.[].query")["maxLength"] == 8192
+    assert _at("spec.phases.[].actions")["maxItems"] == 50
+    assert _at("spec.phases.[].actions.[].configMap.restart")["maxItems"] == 10
+    assert _at("spec.phases.[].actions.[].configMap.data")["maxProperties"] == 64
 
 
 def test_scalar_defaults_are_written_in_wire_form() -> None:
-    assert _at("spec.prometheus.timeout")["default"] == "10s"
+    assert "default" not in _at("spec.prometheus.timeout")
     assert _at("spec.escalation.after")["default"] == "30m"
     assert _at("spec.rollback.stepDelay")["default"] == "30s"
     assert _at("spec.phases.[].actions.[].minSeverity")["default"] == "P2"
@@ -282,7 +285,7 @@ def test_top_level_spec_fields_carry_no_default_so_a_templated_policy_keeps_its_
 def test_the_api_servers_defaulting_yields_exactly_the_models_defaults() -> None:
     spec = {**_minimal_spec(), "prometheus": {}}
     defaulted = _apply_defaults(_at("spec"), copy.deepcopy(spec))
-    assert defaulted["prometheus"] == {"timeout": "10s", "insecureSkipVerify": False}
+    assert defaulted["prometheus"] == {"insecureSkipVerify": False}
     assert PolicySpec.model_validate(defaulted) == PolicySpec.model_validate(spec)
 
 
@@ -302,7 +305,8 @@ def test_optional_fields_are_plain_types_left_out_of_required() -> None:
 
 
 def test_maps_are_additional_properties_and_nullable_only_where_the_model_allows_null() -> None:
-    assert _at("spec.phases.[].actions.[].configMap.data")["additionalProperties"] == {"type": "string"}
+    values = _at("spec.phases.[].actions.[].configMap.data")["additionalProperties"]
+    assert values == {"type": "string", "maxLength": 1048576}
     assert _at("status.applied.[].applied")["additionalProperties"] == {"type": "string"}
     assert _at("status.applied.[].original")["additionalProperties"] == {"type": "string", "nullable": True}
 

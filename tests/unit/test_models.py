@@ -393,7 +393,8 @@ def test_the_defaults_are_the_documented_ones() -> None:
     assert spec.poll_interval == timedelta(seconds=15)
     assert spec.on_metrics_error is OnMetricsError.HOLD
     assert spec.prometheus.url is None
-    assert spec.prometheus.timeout == timedelta(seconds=10)
+    assert spec.prometheus.timeout is None
+    assert spec.query_timeout == timedelta(seconds=10)
     assert spec.escalation.after == timedelta(minutes=30)
     assert spec.escalation.at_severity is Severity.P0
     assert spec.rollback.step_delay == timedelta(seconds=30)
@@ -411,6 +412,75 @@ def test_a_zero_prometheus_timeout_is_refused() -> None:
     loc, message, _ = _only_error(_spec(prometheus={"timeout": "0s"}))
     assert loc == ("prometheus",)
     assert "timeout must be positive, got '0s'" in message
+
+
+@pytest.mark.parametrize(
+    ("credentials", "which"),
+    [
+        ({"bearerTokenSecretRef": {"name": "t", "key": "token"}}, "bearerTokenSecretRef"),
+        ({"basicAuthSecretRef": {"name": "b"}}, "basicAuthSecretRef"),
+    ],
+)
+def test_credentials_are_refused_for_an_http_url_or_with_insecure_skip_verify(
+    credentials: dict[str, Any], which: str
+) -> None:
+    loc, message, _ = _only_error(_spec(prometheus={"url": "http://prom.example:9090", **credentials}))
+    assert loc == ("prometheus",)
+    assert f"{which}: credentials are sent over https only" in message
+    assert "http://prom.example:9090" in message
+    https = {"url": "https://prom.example", "insecureSkipVerify": True, **credentials}
+    loc, message, _ = _only_error(_spec(prometheus=https))
+    assert f"{which}: credentials are never sent with insecureSkipVerify: true" in message
+    assert PolicySpec.model_validate(_spec(prometheus={"url": "https://prom.example", **credentials}))
+
+
+def test_an_unset_prometheus_timeout_is_ten_seconds_or_the_poll_interval_when_shorter() -> None:
+    assert PolicySpec.model_validate(_spec(pollInterval="3s")).query_timeout == timedelta(seconds=3)
+    assert PolicySpec.model_validate(_spec(pollInterval="1m")).query_timeout == timedelta(seconds=10)
+
+
+def test_a_prometheus_timeout_longer_than_a_minute_is_refused_naming_field_and_value() -> None:
+    loc, message, _ = _only_error(_spec(pollInterval="2h", prometheus={"timeout": "1h"}))
+    assert loc == ("prometheus",)
+    assert "timeout: '1h' is longer than the maximum 1m" in message
+
+
+def test_a_prometheus_timeout_longer_than_the_poll_interval_is_refused_naming_both() -> None:
+    loc, message, _ = _only_error(_spec(pollInterval="5s", prometheus={"timeout": "30s"}))
+    assert loc == ()
+    assert "prometheus.timeout: '30s' is longer than pollInterval '5s'" in message
+
+
+def test_a_prometheus_timeout_equal_to_the_poll_interval_is_accepted() -> None:
+    spec = PolicySpec.model_validate(_spec(pollInterval="30s", prometheus={"timeout": "30s"}))
+    assert spec.query_timeout == timedelta(seconds=30)
+
+
+def _action(name: str, **extra: object) -> dict[str, object]:
+    return {"name": name, "configMap": {"name": "cfg", "data": {"k": "v"}, **extra}}
+
+
+def test_more_than_a_hundred_actions_in_all_phases_are_refused() -> None:
+    phases = [{"name": f"p{i}", "actions": [_action(f"a{i}-{j}") for j in range(30)]} for i in range(4)]
+    loc, message, _ = _only_error(_spec(phases=phases))
+    assert loc == ()
+    assert "phases: 120 actions in all phases, more than the maximum 100" in message
+
+
+def test_a_restart_list_is_bounded() -> None:
+    restart = [{"kind": "Deployment", "name": f"w{i}"} for i in range(11)]
+    loc, _, _ = _only_error(_spec(phases=[{"name": "p", "actions": [_action("a", restart=restart)]}]))
+    assert loc[-1] == "restart"
+
+
+def test_configmap_data_is_bounded_in_keys_and_in_value_size() -> None:
+    many = {f"k{i}": "v" for i in range(65)}
+    action = {"name": "a", "configMap": {"name": "cfg", "data": many}}
+    loc, _, _ = _only_error(_spec(phases=[{"name": "p", "actions": [action]}]))
+    assert loc[-1] == "data"
+    huge = {"name": "a", "configMap": {"name": "cfg", "data": {"k": "x" * (1024 * 1024 + 1)}}}
+    loc, _, _ = _only_error(_spec(phases=[{"name": "p", "actions": [huge]}]))
+    assert loc[-2:] == ("data", "k")
 
 
 @pytest.mark.parametrize("url", ["ftp://prom:9090", "http://user:pw@prom:9090", "prom:9090", "http:// x"])

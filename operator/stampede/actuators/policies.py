@@ -2,6 +2,11 @@
 
 The finalizer is added only while changes are applied and removed with the last rollback, so an
 idle policy deletes at once, even while the operator is down.
+
+Secrets are read only when labelled `stampede.aurum.io/credentials: "true"`: whoever may write a policy
+must not be able to make the operator send any other Secret of the namespace somewhere. A Secret that is
+missing, not labelled, or lacks the key reads alike (one message), so a policy cannot probe which Secrets
+and keys exist.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from ..api import GROUP, PLURAL, VERSION
 from .kube import JSON, Kube, KubeError, path
 
 FINALIZER = "stampede.aurum.io/rollback"
+CREDENTIALS_LABEL = "stampede.aurum.io/credentials"
+"""The label (value "true") a Secret needs before the operator reads it for a policy."""
 
 
 def policy_path(namespace: str, name: str, subresource: str | None = None) -> str:
@@ -71,12 +78,30 @@ class Policies:
         self.kube.merge(policy_path(namespace, name), {"metadata": {"annotations": {key: None}}})
 
     def read_secret(self, namespace: str, name: str, key: str) -> str:
-        """One key of a Secret in the policy's namespace; raises KubeError naming what is missing."""
-        secret = self.kube.get(path("Secret", namespace, name))
+        """One key of a labelled Secret in the policy's namespace.
+
+        Raises KubeError(404) with the same message whether the Secret is missing, not labelled for the
+        operator, or has no such key. A 403 is the operator's own RBAC (Secrets not granted in that
+        namespace) and is reported as such.
+        """
+        unavailable = KubeError(
+            404,
+            f"Secret {namespace}/{name} key {key!r} unavailable (missing, not labelled "
+            f"{CREDENTIALS_LABEL}=true, or without that key)",
+        )
+        try:
+            secret = self.kube.get(path("Secret", namespace, name))
+        except KubeError as error:
+            if error.not_found:
+                raise unavailable from None
+            raise
+        labels = (secret.get("metadata") or {}).get("labels") or {}
+        if labels.get(CREDENTIALS_LABEL) != "true":
+            raise unavailable
         data = secret.get("data") or {}
         if key in data:
             return b64decode(data[key]).decode("utf-8")
         string_data = secret.get("stringData") or {}
         if key in string_data:
             return str(string_data[key])
-        raise KubeError(404, f"Secret {namespace}/{name} has no key {key!r}")
+        raise unavailable

@@ -26,6 +26,22 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 CONFIGMAP_KEY = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]{0,251}$"
 URL_PATTERN = r"^https?://[^\s/@]+(/[^\s]*)?$"
 
+# Limits that keep one policy from costing the operator (and the API server) more than a runbook needs:
+# every list and map a policy author controls is bounded, in the CRD as in the models (issue 17).
+MAX_QUERY_TIMEOUT = timedelta(seconds=60)
+"""Longest `prometheus.timeout`: a worker blocked on one tenant's Prometheus is a worker others lack."""
+DEFAULT_QUERY_TIMEOUT = timedelta(seconds=10)
+MAX_SIGNALS = 100
+MAX_CONDITIONS = 64
+MAX_PHASES = 20
+MAX_ACTIONS_PER_PHASE = 50
+MAX_ACTIONS = 100
+"""Actions of all phases together."""
+MAX_RESTARTS = 10
+MAX_CONFIGMAP_KEYS = 64
+MAX_CONFIGMAP_VALUE = 1024 * 1024
+"""A ConfigMap holds at most 1 MiB in all, so a longer value could never be written."""
+
 #: Booleans and integers are strict: the API server refuses `"true"` or `"10"` where the CRD says boolean or
 #: integer, so the models must not coerce them either. The one exception is a policy rendered from a template:
 #: `$(param)` substitution only ever yields text, and that text never passed the CRD's type checks, so there
@@ -110,8 +126,9 @@ class PrometheusSpec(Model):
 
     url: Annotated[str, Field(pattern=URL_PATTERN, max_length=2048)] | None = None
     """Base URL of the Prometheus HTTP API; defaults to the operator's STAMPEDE_PROMETHEUS_URL."""
-    timeout: Duration = timedelta(seconds=10)
-    """Timeout of one query (Go duration)."""
+    timeout: Duration | None = None
+    """Timeout of one query (Go duration): at most 60s and at most pollInterval; default 10s, or pollInterval
+    when that is shorter."""
     bearer_token_secret_ref: SecretKeyRef | None = None
     """Secret key holding a bearer token sent as `Authorization: Bearer`."""
     basic_auth_secret_ref: SecretRef | None = None
@@ -125,8 +142,22 @@ class PrometheusSpec(Model):
     def _one_auth(self) -> PrometheusSpec:
         if self.bearer_token_secret_ref and self.basic_auth_secret_ref:
             raise ValueError("set at most one of bearerTokenSecretRef and basicAuthSecretRef")
-        if self.timeout <= timedelta(0):
+        if self.bearer_token_secret_ref or self.basic_auth_secret_ref:
+            which = "bearerTokenSecretRef" if self.bearer_token_secret_ref else "basicAuthSecretRef"
+            if self.url is not None and not self.url.lower().startswith("https://"):
+                raise ValueError(f"{which}: credentials are sent over https only, and url {self.url!r} is not https")
+            if self.insecure_skip_verify:
+                raise ValueError(
+                    f"{which}: credentials are never sent with insecureSkipVerify: true "
+                    "(give the server's CA in caSecretRef instead)"
+                )
+        if self.timeout is not None and self.timeout <= timedelta(0):
             raise ValueError(f"timeout must be positive, got {format_duration(self.timeout)!r}")
+        if self.timeout is not None and self.timeout > MAX_QUERY_TIMEOUT:
+            raise ValueError(
+                f"timeout: {format_duration(self.timeout)!r} is longer than the maximum "
+                f"{format_duration(MAX_QUERY_TIMEOUT)}"
+            )
         return self
 
 
@@ -144,7 +175,7 @@ class SeveritySpec(Model):
 
     level: Severity
     """P0 (most severe), P1 or P2."""
-    any: Annotated[list[ConditionText], Field(min_length=1, max_length=64)]
+    any: Annotated[list[ConditionText], Field(min_length=1, max_length=MAX_CONDITIONS)]
     """Conditions `<signal> <op> <number>`; the level fires when any one holds at every poll for `for`."""
     for_: Annotated[Duration, Field(alias="for")] = timedelta(0)
     """How long a condition must hold before the level fires (Go duration)."""
@@ -156,7 +187,7 @@ class SeveritySpec(Model):
 class RecoverySpec(Model):
     """When an incident is over."""
 
-    all: Annotated[list[ConditionText], Field(min_length=1, max_length=64)]
+    all: Annotated[list[ConditionText], Field(min_length=1, max_length=MAX_CONDITIONS)]
     """Conditions that must all hold, at every poll, for `for` before rollback starts."""
     for_: Annotated[Duration, Field(alias="for")] = timedelta(0)
     """How long recovery must hold (Go duration)."""
@@ -190,9 +221,12 @@ class ConfigMapAction(Model):
 
     name: Name
     """Name of the ConfigMap (in the policy's namespace)."""
-    data: Annotated[dict[Annotated[str, Field(pattern=CONFIGMAP_KEY)], str], Field(min_length=1)]
-    """Keys and values to set during the incident."""
-    restart: list[WorkloadRef] = Field(default_factory=list)
+    data: Annotated[
+        dict[Annotated[str, Field(pattern=CONFIGMAP_KEY)], Annotated[str, Field(max_length=MAX_CONFIGMAP_VALUE)]],
+        Field(min_length=1, max_length=MAX_CONFIGMAP_KEYS),
+    ]
+    """Keys and values to set during the incident (at most 64 keys)."""
+    restart: Annotated[list[WorkloadRef], Field(max_length=MAX_RESTARTS)] = Field(default_factory=list)
     """Workloads that read this ConfigMap as environment variables: rollout-restarted after the change
     and again after rollback."""
 
@@ -272,8 +306,8 @@ class Phase(Model):
     """Unique phase name, shown in status and `kubectl get`."""
     after: Duration = timedelta(0)
     """Time since incident start at which this phase is entered (non-decreasing across phases)."""
-    actions: Annotated[list[Action], Field(min_length=1, max_length=100)]
-    """Actions applied when the phase is entered."""
+    actions: Annotated[list[Action], Field(min_length=1, max_length=MAX_ACTIONS_PER_PHASE)]
+    """Actions applied when the phase is entered (at most 100 actions in all phases together)."""
 
 
 class Escalation(Model):
@@ -348,13 +382,13 @@ class PolicySpec(Model):
     """Prometheus connection."""
     on_metrics_error: OnMetricsError = OnMetricsError.HOLD
     """Hold freezes the incident while any signal is unknown; Continue lets phases advance by time."""
-    signals: Annotated[list[Signal], Field(min_length=1, max_length=100)]
+    signals: Annotated[list[Signal], Field(min_length=1, max_length=MAX_SIGNALS)]
     """Named PromQL queries."""
     severities: Annotated[list[SeveritySpec], Field(min_length=1, max_length=3)]
     """Conditions per severity level."""
     recovery: RecoverySpec
     """Conditions that end an incident."""
-    phases: Annotated[list[Phase], Field(min_length=1, max_length=20)]
+    phases: Annotated[list[Phase], Field(min_length=1, max_length=MAX_PHASES)]
     """Mitigation phases, entered by incident age."""
     escalation: Escalation = Field(default_factory=Escalation)
     """When the incident is escalated."""
@@ -383,6 +417,15 @@ class PolicySpec(Model):
         errors: list[str] = []
         if self.poll_interval < timedelta(seconds=1):
             errors.append(f"pollInterval: must be at least 1s, got {format_duration(self.poll_interval)!r}")
+        timeout = self.prometheus.timeout
+        if timeout is not None and timeout > self.poll_interval:
+            errors.append(
+                f"prometheus.timeout: {format_duration(timeout)!r} is longer than pollInterval "
+                f"{format_duration(self.poll_interval)!r} (a query must end before the next poll)"
+            )
+        count = sum(len(phase.actions) for phase in self.phases)
+        if count > MAX_ACTIONS:
+            errors.append(f"phases: {count} actions in all phases, more than the maximum {MAX_ACTIONS}")
         names = [signal.name for signal in self.signals]
         errors += _duplicates("signal name", [(f"signals[{i}].name", s.name) for i, s in enumerate(self.signals)])
         errors += _duplicates(
@@ -419,6 +462,13 @@ class PolicySpec(Model):
         if errors:
             raise ValueError("; ".join(errors))
         return self
+
+    @property
+    def query_timeout(self) -> timedelta:
+        """The timeout each Prometheus query gets: `prometheus.timeout`, or 10s capped at pollInterval."""
+        if self.prometheus.timeout is not None:
+            return self.prometheus.timeout
+        return min(DEFAULT_QUERY_TIMEOUT, self.poll_interval)
 
     def actions(self) -> list[tuple[int, Action]]:
         """Every action with the index of its phase, in runbook order."""

@@ -35,6 +35,7 @@ from ..engine.decide import Controls, awaited_workloads
 from ..engine.outcomes import Outcome
 from ..executing import Execution, adopt, execute, read_rollouts, roll_back_all
 from ..notifiers.webhook import post as webhook_post
+from ..sources.allowlist import redact_url
 from ..sources.prometheus import Auth, Endpoint, PrometheusSource, Reading, ReadingKind
 from . import metrics
 from .config import OperatorConfig
@@ -109,6 +110,7 @@ class PolicyRunner:
         now = now or self.schedule.tick_time(datetime.now(UTC))
         try:
             spec = resolve_spec(body, self.shared.config)
+            self._refuse_credentials_in_the_clear(spec)
         except InvalidSpec as problem:
             await self._report_invalid(body, status, str(problem), generation=generation, now=now)
             return 5.0  # the live body picks up a fixed spec; look again soon
@@ -229,12 +231,27 @@ class PolicyRunner:
         interval = spec.poll_interval.total_seconds()
         round_key = (interval, math.floor(now.timestamp() / interval))
         results = await self.shared.source.read(
-            Endpoint(url=url, auth=auth), queries, timeout=spec.prometheus.timeout.total_seconds(), round_key=round_key
+            Endpoint(url=url, auth=auth), queries, timeout=spec.query_timeout.total_seconds(), round_key=round_key
         )
         metrics.count_unknown(results, namespace=self.namespace, policy=self.name)
         readings = {name: r.value for name, r in results.items()}
         errors = {name: r.summary or "unknown" for name, r in results.items() if r.value is None}
         return readings, errors
+
+    def _refuse_credentials_in_the_clear(self, spec: PolicySpec) -> None:
+        """Credentials go over verified https only; the models check a policy's own URL, this the default."""
+        p = spec.prometheus
+        if not (p.bearer_token_secret_ref or p.basic_auth_secret_ref):
+            return
+        which = "bearerTokenSecretRef" if p.bearer_token_secret_ref else "basicAuthSecretRef"
+        url = p.url or self.shared.config.prometheus_url or ""
+        if not url.lower().startswith("https://"):
+            raise InvalidSpec(
+                f"spec.prometheus.{which}: credentials are sent over https only, and the Prometheus URL "
+                f"{redact_url(url)!r} is not https"
+            )
+        if p.insecure_skip_verify:
+            raise InvalidSpec(f"spec.prometheus.{which}: credentials are never sent with insecureSkipVerify: true")
 
     async def _auth(self, spec: PolicySpec) -> Auth:
         p = spec.prometheus
