@@ -726,10 +726,17 @@ def test_a_condition_keeps_its_last_transition_time_while_its_status_does_not_fl
         "IncidentActive": at(0),
         "Escalated": at(0),
         "Suspended": at(0),
+        "Held": at(0),
     }
     sim.run(start=120, until=600, values=P2_READINGS)
     times = {c.type: c.last_transition_time for c in sim.status.conditions}
-    assert times == {"MetricsAvailable": at(0), "IncidentActive": at(120), "Escalated": at(0), "Suspended": at(0)}
+    assert times == {
+        "MetricsAvailable": at(0),
+        "IncidentActive": at(120),
+        "Escalated": at(0),
+        "Suspended": at(0),
+        "Held": at(0),
+    }
     incident_active = condition(sim.status, "IncidentActive")
     assert incident_active.status == ConditionStatus.TRUE
     assert "cache-stabilization" in incident_active.message

@@ -231,6 +231,7 @@ def test_without_an_incident_every_condition_says_so() -> None:
         "IncidentActive": (ConditionStatus.FALSE, "Idle", "No incident."),
         "Escalated": (ConditionStatus.FALSE, "NotEscalated", "No incident is escalated."),
         "Suspended": (ConditionStatus.FALSE, "Active", "Changes are made as the policy prescribes."),
+        "Held": (ConditionStatus.FALSE, "NotHeld", "The policy acts as its runbook says."),
     }
     got = {c.type: (c.status, c.reason, c.message) for c in sim.status.conditions}
     assert got == wanted

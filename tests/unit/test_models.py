@@ -126,7 +126,7 @@ def test_durations_serialize_back_to_go_form_on_the_wire() -> None:
     assert wire["pollInterval"] == "1m30s"
     assert wire["escalation"] == {"after": "30m", "atSeverity": "P0", "levels": []}
     assert wire["targets"]["fullRecovery"] == "30m"
-    assert wire["rollback"] == {"stepDelay": "30s"}
+    assert wire["rollback"] == {"stepDelay": "30s", "waitForRollout": True, "rolloutTimeout": "10m"}
 
 
 # Conditions -----------------------------------------------------------------------------------------
