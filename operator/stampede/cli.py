@@ -59,14 +59,19 @@ def crd(plural: str) -> None:
     "--prometheus", "prometheus_url", metavar="URL", help="Also test-run every query against this Prometheus."
 )
 def lint(files: tuple[str, ...], prometheus_url: str | None) -> None:
-    """Validate StampedePolicy YAML files offline; one line per problem, exit 1 on any."""
-    from .linting import lint_files
+    """Validate StampedePolicy YAML files offline; one line per problem, exit 1 on any.
+
+    Advice (`warning:` lines: restarts that may feed the stampede) never changes the exit code.
+    """
+    from .linting import lint_report
     from .sources.readings import printable
 
-    problems = lint_files(list(files), prometheus_url=prometheus_url)
+    problems, advice = lint_report(list(files), prometheus_url=prometheus_url)
     for problem in problems:
         # Server text (lint --prometheus) and file contents must not reach the terminal as escape sequences.
         click.echo(printable(str(problem)), err=True)
+    for line in advice:
+        click.echo(f"warning: {printable(str(line))}", err=True)
     if problems:
         sys.exit(1)
     click.echo(f"{len(files)} file(s) OK")

@@ -19,9 +19,9 @@ from typing import Protocol
 
 from .api.kinds import ChangeKind
 from .api.spec import Action, Mode, PolicySpec
-from .api.status import AppliedChange, PolicyStatus, State
+from .api.status import AppliedChange, PolicyStatus, State, WorkloadStatusRef
 from .engine import adoption, drift, outcomes
-from .engine.decide import Decision, record_applied, record_undone
+from .engine.decide import Decision, awaited_workloads, record_applied, record_undone
 from .engine.outcomes import Outcome, Step
 
 
@@ -42,6 +42,12 @@ class Actuator(Protocol):
 
     def adopt(self, action: Action, *, now: datetime) -> Outcome | None:
         """A change of this action found on its target but never recorded; None when there is none."""
+
+    def restart(self, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
+        """One rollout restart of a workload; None when done, else a clause saying why not."""
+
+    def rollout_complete(self, workload: WorkloadStatusRef) -> bool | None:
+        """Whether the workload's rollout is complete; None when it cannot be read."""
 
 
 Hold = Callable[[], Outcome | None]
@@ -75,28 +81,72 @@ def execute(
     status = decision.status
     dry_run = spec.mode == Mode.DRY_RUN
     done: list[Done] = []
+    restarts = _Restarts()
     for change in decision.undo:
         outcome = actuator.undo(change, now=now, dry_run=dry_run or change in status.planned)
         done.append(Done(Step.UNDO, change.action, change.kind, outcome))
         if outcome.ok:
             status = record_undone(status, change)
+            restarts.ask(outcome.restarts, undone=change.action)
     held = False
-    if decision.apply and not dry_run and hold is not None:
+    acting = [a for a in decision.apply if not a.dry_run]
+    if acting and not dry_run and hold is not None:
         problem = hold()
         if problem is not None:
             done.append(Done(Step.HOLD, "", None, problem))
         held = problem is None
-    if decision.apply and (dry_run or hold is None or held):
-        for action in decision.apply:
-            outcome = actuator.apply(action, incident=decision.incident_id or "", now=now, dry_run=dry_run)
-            done.append(Done(Step.APPLY, action.name, action.kind, outcome))
-            if outcome.ok and outcome.change is not None:
-                status = record_applied(status, outcome.change, dry_run=dry_run)
+    for action in decision.apply:
+        shadow = dry_run or action.dry_run
+        if not shadow and hold is not None and not held:
+            continue
+        outcome = actuator.apply(action, incident=decision.incident_id or "", now=now, dry_run=shadow)
+        step = Step.PLAN if action.dry_run and not dry_run else Step.APPLY
+        done.append(Done(step, action.name, action.kind, outcome))
+        if outcome.ok and outcome.change is not None:
+            status = record_applied(status, outcome.change, dry_run=shadow)
+            restarts.ask(outcome.restarts, applied=action.name)
+    status = restarts.perform(status, actuator, now=now, done=done)
     if drift.corrects_drift(spec, status):
         status = _correct_drift(status, actuator, now=now, done=done)
     if not dry_run and status.state == State.IDLE:
         status = status.model_copy(update={"planned": []})  # a DryRun plan ends with the policy's DryRun
     return Execution(status, tuple(done), held)
+
+
+class _Restarts:
+    """The rollout restarts a poll's changes ask for, gathered so each workload restarts once.
+
+    Every restarted pod comes back with a cold cache and opens new connections: restarting the same
+    workload for each of several actions would feed the very stampede the policy fights.
+    """
+
+    def __init__(self) -> None:
+        self.asked: dict[tuple[str, str], tuple[WorkloadStatusRef, list[str], list[str]]] = {}
+
+    def ask(self, workloads: tuple[WorkloadStatusRef, ...], *, applied: str = "", undone: str = "") -> None:
+        for workload in workloads:
+            _, apply_names, undo_names = self.asked.setdefault((workload.kind, workload.name), (workload, [], []))
+            if applied:
+                apply_names.append(applied)
+            if undone:
+                undo_names.append(undone)
+
+    def perform(self, status: PolicyStatus, actuator: Actuator, *, now: datetime, done: list[Done]) -> PolicyStatus:
+        """Restart each workload once; an apply whose restart failed is dropped, so the next poll retries it."""
+        for workload, applied, undone in self.asked.values():
+            problem = actuator.restart(workload, now=now)
+            if problem is None:
+                outcome = outcomes.restarted(workload, applied=applied, undone=undone)
+            else:
+                outcome = outcomes.restart_failed_for(workload, applied=applied, undone=undone, what=problem)
+                status = status.model_copy(update={"applied": [c for c in status.applied if c.action not in applied]})
+            done.append(Done(Step.RESTART, ", ".join(applied + undone), None, outcome))
+        return status
+
+
+def read_rollouts(status: PolicyStatus, actuator: Actuator) -> dict[str, bool | None]:
+    """The rollout state of the workloads rollback waits for, keyed `Kind/name` (the engine's input)."""
+    return {f"{w.kind}/{w.name}": actuator.rollout_complete(w) for w in awaited_workloads(status)}
 
 
 def _correct_drift(status: PolicyStatus, actuator: Actuator, *, now: datetime, done: list[Done]) -> PolicyStatus:
@@ -136,13 +186,16 @@ def roll_back_all(status: PolicyStatus, actuator: Actuator, *, now: datetime) ->
     The changes that could not be undone stay in `status.applied` for the next try.
     """
     done: list[Done] = []
+    restarts = _Restarts()
     for change in sorted(status.applied, key=lambda c: c.applied_at, reverse=True):
         outcome = actuator.undo(change, now=now, dry_run=False)
         done.append(Done(Step.UNDO, change.action, change.kind, outcome))
         if outcome.ok:
             status = record_undone(status, change)
+            restarts.ask(outcome.restarts, undone=change.action)
+    status = restarts.perform(status, actuator, now=now, done=done)
     remaining = sorted(status.applied, key=lambda c: c.applied_at)
     return Execution(status.model_copy(update={"applied": remaining}), tuple(done))
 
 
-__all__ = ["Actuator", "Done", "Execution", "Hold", "adopt", "execute", "roll_back_all"]
+__all__ = ["Actuator", "Done", "Execution", "Hold", "adopt", "execute", "read_rollouts", "roll_back_all"]

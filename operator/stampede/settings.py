@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     """Seconds a silent peer counts as alive (the bound on a failover); `--peering-lifetime` overrides it."""
     pagerduty_url: str = Field(default=PAGERDUTY_DEFAULT_URL, max_length=2048)
     """Where PagerDuty notification targets send Events API v2 events (a proxy, or PagerDuty's EU endpoint)."""
+    max_concurrent_incidents: int = Field(default=0, ge=0, le=10_000)
+    """Storm breaker: with this many policies already acting on an incident, a further policy that fires opens
+    its incident but applies nothing until fewer are open (0: off)."""
 
     deletion_attempts: ClassVar[int] = 10
     """Rollback attempts on deletion before the finalizer is released with the changes left in place."""

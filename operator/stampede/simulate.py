@@ -36,7 +36,7 @@ from .api.status import AppliedChange, PolicyStatus, State, format_time
 from .engine import Decision, Event, decide
 from .engine.outcomes import Step
 from .engine.records import RecordBook, kpi_summary
-from .executing import execute
+from .executing import execute, read_rollouts
 from .sources.prometheus import Endpoint, PrometheusSource, Reading
 
 __all__ = [
@@ -330,7 +330,9 @@ def replay(
             if any(readings.get(s.name) is None for s in spec.signals):
                 out.unknown_steps += 1
             out.errors += [error for error in dict.fromkeys(errors.values()) if error not in out.errors]
-        decision = decide(spec=spec, status=status, readings=readings, now=now, errors=errors)
+        # A replay's memory actuator reports every rollout complete: no cluster is there to wait for.
+        rollouts = read_rollouts(status, actuator)
+        decision = decide(spec=spec, status=status, readings=readings, now=now, errors=errors, rollouts=rollouts)
         wake[0] = decision.wake_at
         _track_incidents(decision.status, out, by_id)
         out.events += [SimulatedEvent(now, e.reason, e.message, e.warning) for e in decision.events]

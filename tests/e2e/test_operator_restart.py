@@ -24,15 +24,29 @@ def test_sigkill_mid_incident_continues_the_same_incident_without_a_duplicate_jo
     opened = case.wait_status("survivor", "incident opened", lambda s: s.get("incident"))
     incident_id = opened["incident"]["id"]
 
-    # Crash at the worst moment: right after the Job was created, before the status records it.
-    stack.wait_for(
-        "Job created",
-        lambda: stack.harness.log.entries(since=mark, namespace=case.ns, verb="create", resource="jobs"),
-        timeout=30,
-        interval=0.01,
+    # Crash at the worst moment: right after the Job was created, before the status records it. Status
+    # writes fail from now until the kill, so the Job can't be recorded first however the threads race.
+    lost = stack.harness.faults.add(
+        resources=["stampedepolicies"],
+        subresources=["status"],
+        namespace=case.ns,
+        verbs=["patch", "update"],
+        status=500,
     )
-    stack.operator.kill()
+    try:
+        stack.wait_for(
+            "Job created",
+            lambda: stack.harness.log.entries(since=mark, namespace=case.ns, verb="create", resource="jobs"),
+            timeout=30,
+            interval=0.01,
+        )
+        stack.operator.kill()
+    finally:
+        stack.harness.faults.remove(lost.id)
     (job,) = case.jobs("survivor")
+    recorded = {c["action"] for c in case.status("survivor").get("applied") or []}
+    assert "warm-cache" not in recorded, "the kill landed after the status recorded the Job: the crash tested nothing"
+    assert case.status("survivor")["incident"]["id"] == incident_id
     stack.operator.start()
 
     status = case.wait_status(

@@ -84,9 +84,12 @@ async def test_an_unreachable_webhook_is_reported_without_its_url() -> None:
     assert "secret-token-path" not in problem
 
 
-async def test_a_malformed_url_is_reported_not_raised() -> None:
-    problem = await post_json("not a url", {"text": "hello"})
+@pytest.mark.parametrize("url", ["not a url", "ftp://127.0.0.1/hook", "http://[::1/hook"])
+async def test_a_malformed_url_is_reported_not_raised(url: str) -> None:
+    problem = await post_json(url, {"text": "hello"})
     assert problem is not None
+    assert problem.startswith("the target ")
+    assert url not in problem
 
 
 def test_the_detected_message_names_incident_severity_and_how_to_follow() -> None:
@@ -105,6 +108,18 @@ def test_the_resolved_message_lists_the_actions_taken() -> None:
     assert "27m" in text
 
 
+def _all_four(ctx: messages.Context) -> list[str]:
+    return [
+        messages.detected(ctx, trigger="missRate > 0.8 held for 1m"),
+        messages.progress(ctx, detail="phase 2"),
+        messages.escalated(ctx, reason="open for more than 30m"),
+        messages.resolved(ctx, summary="closed after 27m", actions=["scale-api"]),
+    ]
+
+
 def test_dry_run_messages_say_nothing_is_changed() -> None:
     ctx = messages.Context(**{**CTX.__dict__, "mode": "DryRun"})
-    assert "DryRun" in messages.progress(ctx, detail="phase 2")
+    for text in _all_four(ctx):
+        assert "(DryRun: nothing is changed)" in text.splitlines()[0], text
+    for text in _all_four(CTX):
+        assert "DryRun" not in text, text

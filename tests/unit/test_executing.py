@@ -14,7 +14,7 @@ from stampede.actuators.scaling import Scaling
 from stampede.api.kinds import ChangeKind
 from stampede.api.reasons import Reason
 from stampede.api.spec import Action
-from stampede.api.status import AppliedChange, IncidentStatus, PolicyStatus, State
+from stampede.api.status import AppliedChange, IncidentStatus, PolicyStatus, State, WorkloadStatusRef
 from stampede.engine import drift, outcomes
 from stampede.engine.decide import Decision, decide
 from stampede.engine.outcomes import Outcome, Step
@@ -72,6 +72,13 @@ class Recording:
         self.calls.append(f"adopt {action.name}")
         found = self.adopted.get(action.name)
         return outcomes.adopted(found) if found is not None else None
+
+    def restart(self, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
+        self.calls.append(f"restart {workload.kind} {workload.name}")
+        return None
+
+    def rollout_complete(self, workload: WorkloadStatusRef) -> bool | None:
+        return True
 
 
 def test_a_guard_that_cannot_be_taken_postpones_every_apply_and_says_why() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -126,7 +126,7 @@ def test_durations_serialize_back_to_go_form_on_the_wire() -> None:
     assert wire["pollInterval"] == "1m30s"
     assert wire["escalation"] == {"after": "30m", "atSeverity": "P0", "levels": []}
     assert wire["targets"]["fullRecovery"] == "30m"
-    assert wire["rollback"] == {"stepDelay": "30s"}
+    assert wire["rollback"] == {"stepDelay": "30s", "waitForRollout": True, "rolloutTimeout": "10m"}
 
 
 # Conditions -----------------------------------------------------------------------------------------
@@ -535,9 +535,27 @@ def test_the_status_round_trips_through_its_wire_form() -> None:
     assert PolicyStatus.model_validate(wire) == status
 
 
-def test_a_naive_or_offset_timestamp_is_read_as_utc() -> None:
-    incident = IncidentStatus.model_validate({"id": "1", "startedAt": "2024-05-01T14:00:00+02:00", "severity": "P0"})
+@pytest.mark.parametrize(
+    "started",
+    [
+        "2024-05-01T14:00:00+02:00",  # an offset
+        "2024-05-01T12:00:00",  # naive text
+        "2024-05-01T12:00:00Z",
+        datetime(2024, 5, 1, 12, 0),  # a naive datetime, as Python code might pass one
+        datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))),
+    ],
+)
+def test_a_naive_or_offset_timestamp_is_read_as_utc(started: str | datetime) -> None:
+    incident = IncidentStatus.model_validate({"id": "1", "startedAt": started, "severity": "P0"})
     assert incident.started_at == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    assert incident.started_at.utcoffset() == timedelta(0)
+    assert incident.model_dump(mode="json", by_alias=True)["startedAt"] == "2024-05-01T12:00:00Z"
+
+
+@pytest.mark.parametrize("started", [1714564800, "yesterday", None])
+def test_a_timestamp_that_is_not_rfc_3339_is_refused(started: object) -> None:
+    with pytest.raises(ValidationError):
+        IncidentStatus.model_validate({"id": "1", "startedAt": started, "severity": "P0"})
 
 
 def test_a_duration_longer_than_a_year_is_rejected_naming_the_value() -> None:

@@ -20,7 +20,7 @@ from stampede.api.spec import MAX_ACTIONS, MAX_PHASES, PolicySpec
 from stampede.api.status import PolicyStatus
 from stampede.engine.decide import Event, decide
 from stampede.engine.records import RecordBook, follow, kpi_summary, measure_kpis, near_misses, new_record
-from stampede.executing import execute
+from stampede.executing import execute, read_rollouts
 from stampede.simulate import Replay, replay
 
 from .policies import T0, at, tiny_spec
@@ -100,7 +100,8 @@ def test_the_policy_history_entry_carries_the_kpis_of_its_record() -> None:
     actuator = MemoryActuator(policy="tiny", max_replicas=50)
     status = PolicyStatus()
     for now, values, _ in history(stampede):
-        decision = decide(spec=spec, status=status, readings=values, now=now)
+        rollouts = read_rollouts(status, actuator)  # the memory actuator's rollouts are complete at once
+        decision = decide(spec=spec, status=status, readings=values, now=now, rollouts=rollouts)
         status = execute(decision, actuator, spec=spec, now=now).status
         status = book.step(
             spec=spec, policy="tiny", decision=decision, after=status, events=decision.events, values=values, now=now

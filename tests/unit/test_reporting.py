@@ -29,8 +29,14 @@ def report(*events: Event, old: PolicyStatus | None = None, new: PolicyStatus | 
     )
 
 
-def test_the_runbook_sends_four_messages_and_only_for_their_four_reasons() -> None:
-    assert set(NOTIFIED) == {Reason.INCIDENT_OPENED, Reason.PHASE_ENTERED, Reason.ESCALATED, Reason.INCIDENT_CLOSED}
+def test_the_runbook_sends_its_four_messages_and_the_storm_breakers_p0_and_only_for_those_reasons() -> None:
+    assert set(NOTIFIED) == {
+        Reason.INCIDENT_OPENED,
+        Reason.PHASE_ENTERED,
+        Reason.ESCALATED,
+        Reason.INCIDENT_CLOSED,
+        Reason.SYSTEM_WIDE_STAMPEDE,
+    }
     sent = notices(
         report(
             Event(Reason.INCIDENT_OPENED, "opened because"),

@@ -154,3 +154,11 @@ def test_a_pagerduty_url_with_credentials_is_refused_without_showing_them(monkey
     (line,) = problems(monkeypatch, STAMPEDE_PAGERDUTY_URL="https://user:hunter2@proxy.example/v2/enqueue")
     assert line.startswith("STAMPEDE_PAGERDUTY_URL: ")
     assert "hunter2" not in line
+
+
+def test_the_storm_breaker_is_off_by_default_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().max_concurrent_incidents == 0
+    monkeypatch.setenv("STAMPEDE_MAX_CONCURRENT_INCIDENTS", "2")
+    assert load_settings().max_concurrent_incidents == 2
+    lines = problems(monkeypatch, STAMPEDE_MAX_CONCURRENT_INCIDENTS="-1")
+    assert lines == ["STAMPEDE_MAX_CONCURRENT_INCIDENTS: Input should be greater than or equal to 0 (got '-1')"]

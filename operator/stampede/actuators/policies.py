@@ -79,6 +79,10 @@ class Policies:
             {"metadata": {"resourceVersion": meta.get("resourceVersion"), "finalizers": finalizers or None}},
         )
 
+    def remove_annotation(self, namespace: str, name: str, key: str) -> None:
+        """Drop one annotation of the policy (a manual request the operator has carried out)."""
+        self.kube.merge(policy_path(namespace, name), {"metadata": {"annotations": {key: None}}})
+
     def read_secret(self, namespace: str, name: str, key: str) -> str:
         """One key of a labelled Secret in the policy's namespace.
 

@@ -15,7 +15,7 @@ from typing import ClassVar, Protocol
 
 from ..api.kinds import ChangeKind
 from ..api.spec import Action
-from ..api.status import AppliedChange
+from ..api.status import AppliedChange, WorkloadStatusRef
 from ..engine import drift, outcomes
 from ..engine.outcomes import Outcome
 from .configmaps import RESTARTED_AT, ConfigMaps, failure_text
@@ -65,11 +65,9 @@ class Actuators:
         """`reader`: where drift checks read targets (the operator's watch cache); a GET each when None."""
         self.kube = kube
         self.max_replicas = max_replicas
-        self.kinds: tuple[TargetKind, ...] = (
-            ConfigMaps(kube, reader=reader),
-            Scaling(kube, max_replicas=max_replicas, reader=reader),
-            Jobs(kube),
-        )
+        self.configmaps = ConfigMaps(kube, reader=reader)
+        self.scaling = Scaling(kube, max_replicas=max_replicas, reader=reader)
+        self.kinds: tuple[TargetKind, ...] = (self.configmaps, self.scaling, Jobs(kube))
 
     def bind(self, target: Target) -> PolicyActuator:
         """The `executing.Actuator` of one policy."""
@@ -130,6 +128,21 @@ class Actuators:
                 return outcomes.target_gone(change)
             return outcomes.rollback_failed(change, status=error.status, problem=error.message)
 
+    def restart(self, target: Target, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
+        """One rollout restart; None when done, else the clause saying why not."""
+        try:
+            self.configmaps.restart(target.namespace, workload, now=now)
+        except KubeError as error:
+            return failure_text(error)
+        return None
+
+    def rollout_complete(self, target: Target, workload: WorkloadStatusRef) -> bool | None:
+        """Whether the workload's rollout is complete; None when it cannot be read."""
+        try:
+            return self.scaling.rollout_complete(target.namespace, workload)
+        except KubeError:
+            return None
+
 
 @dataclass(frozen=True)
 class PolicyActuator:
@@ -153,6 +166,12 @@ class PolicyActuator:
     def adopt(self, action: Action, *, now: datetime) -> Outcome | None:
         change = self.actuators.adopt(self.target, action, now=now)
         return outcomes.adopted(change) if change is not None else None
+
+    def restart(self, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
+        return self.actuators.restart(self.target, workload, now=now)
+
+    def rollout_complete(self, workload: WorkloadStatusRef) -> bool | None:
+        return self.actuators.rollout_complete(self.target, workload)
 
 
 __all__ = [

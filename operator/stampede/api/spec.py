@@ -263,6 +263,9 @@ class Action(Model):
     """Scale a Deployment or StatefulSet up."""
     job: JobAction | None = None
     """Create a Job from a CronJob."""
+    dry_run: bool = False
+    """Shadow this action only: it is planned (a `WouldApply` event, recorded in status.planned) but never
+    made, while the policy's other actions act; a new action can be tried during real incidents first."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Action:
@@ -348,6 +351,17 @@ class Rollback(Model):
 
     step_delay: Duration = timedelta(seconds=30)
     """Wait between undoing two actions (newest first), so caches refill gradually."""
+    wait_for_rollout: bool = True
+    """After an undo that restarted or scaled a workload, the next undo waits until that workload's rollout
+    is complete (observedGeneration ≥ generation, updatedReplicas = availableReplicas = replicas)."""
+    rollout_timeout: Duration = timedelta(minutes=10)
+    """Longest wait for one rollout; then a `RolloutTimedOut` warning event, and rollback goes on."""
+
+    @model_validator(mode="after")
+    def _positive_timeout(self) -> Rollback:
+        if self.rollout_timeout <= timedelta(0):
+            raise ValueError(f"rolloutTimeout must be positive, got {format_duration(self.rollout_timeout)!r}")
+        return self
 
 
 class WebhookFormat(StrEnum):

@@ -76,6 +76,24 @@ class Breach(Model):
     """First poll of the current unbroken run in which the condition held."""
 
 
+class WorkloadStatusRef(Model):
+    """A workload restarted with a ConfigMap change."""
+
+    kind: str
+    """Workload kind."""
+    name: str
+    """Workload name."""
+
+
+class RolloutWait(Model):
+    """Workloads whose rollout the next rollback step waits for."""
+
+    workloads: list[WorkloadStatusRef] = Field(default_factory=list)
+    """Workloads restarted or scaled by the latest undo."""
+    since: Timestamp
+    """When the undo ran; the wait ends at the latest rollback.rolloutTimeout after it."""
+
+
 class IncidentStatus(Model):
     """The incident in progress."""
 
@@ -107,15 +125,12 @@ class IncidentStatus(Model):
     """Furthest phase entered."""
     actions: list[str] = Field(default_factory=list)
     """Actions applied during this incident, in order (for the resolution summary)."""
-
-
-class WorkloadStatusRef(Model):
-    """A workload restarted with a ConfigMap change."""
-
-    kind: str
-    """Workload kind."""
-    name: str
-    """Workload name."""
+    rollout_wait: RolloutWait | None = None
+    """Rollback is waiting for these workloads' rollouts before its next undo (rollback.waitForRollout)."""
+    storm_held: bool = False
+    """The storm breaker holds this incident: it is open and reported, but applies nothing new."""
+    manual_rollback: bool = False
+    """Rollback was started by the stampede.aurum.io/rollback-now annotation, not by recovery."""
 
 
 class AppliedChange(Model):
@@ -180,6 +195,8 @@ class HistoryEntry(Model):
     """Whether it was escalated."""
     kpis: list[KPI] = Field(default_factory=list)
     """The incident's response-time KPIs against their targets (from its StampedeIncident record)."""
+    manual: bool = False
+    """Rolled back because of the stampede.aurum.io/rollback-now annotation, not because it recovered."""
 
 
 class ConditionStatus(StrEnum):
@@ -192,7 +209,7 @@ class StatusCondition(Model):
     """A standard Kubernetes condition."""
 
     type: str
-    """Ready, MetricsAvailable, IncidentActive, Escalated, Conflict or Suspended."""
+    """Ready, MetricsAvailable, IncidentActive, Escalated, Conflict, Suspended or Held."""
     status: ConditionStatus
     """True, False or Unknown."""
     reason: str = ""

@@ -43,11 +43,12 @@ NOTIFIED: dict[Reason, Compose] = {
     Reason.INCIDENT_OPENED: lambda ctx, event, _: messages.detected(ctx, trigger=event.message),
     Reason.PHASE_ENTERED: lambda ctx, event, _: messages.progress(ctx, detail=event.message),
     Reason.ESCALATED: lambda ctx, event, _: messages.escalated(ctx, reason=event.message),
+    Reason.SYSTEM_WIDE_STAMPEDE: lambda ctx, event, _: messages.system_wide(ctx, detail=event.message),
     Reason.INCIDENT_CLOSED: lambda ctx, event, closed: messages.resolved(
         ctx, summary=event.message, actions=closed.actions
     ),
 }
-"""The runbook's four messages, by the reason of the event that calls for them."""
+"""The runbook's four messages (and the storm breaker's P0), by the reason of the event that calls for them."""
 
 
 def _level(event: Event) -> str:

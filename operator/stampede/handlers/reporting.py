@@ -41,8 +41,8 @@ class TickReport:
 
 Listener = Callable[[TickReport], None]
 
-COUNTED = (Step.APPLY, Step.UNDO, Step.REAPPLY)
-"""Outcomes counted in `stampede_actions_total` (adoption, give-up and the guard are not actions)."""
+COUNTED = (Step.APPLY, Step.UNDO, Step.REAPPLY, Step.PLAN)
+"""Outcomes counted in `stampede_actions_total` (adoption, give-up, the guard and restarts are not actions)."""
 
 
 def count_outcomes(namespace: str, policy: str, done: Sequence[Done]) -> None:

@@ -35,8 +35,9 @@ from ..api.reasons import Reason
 from ..api.spec import PolicySpec
 from ..api.status import AppliedChange, PolicyStatus, State
 from ..engine import Decision, decide, drift, outcomes, set_condition
+from ..engine.decide import Controls, awaited_workloads
 from ..engine.outcomes import Outcome
-from ..executing import Execution, adopt, execute, roll_back_all
+from ..executing import Execution, adopt, execute, read_rollouts, roll_back_all
 from ..sources.allowlist import redact_url
 from ..sources.prometheus import Auth, Endpoint, PrometheusSource, Reading, ReadingKind
 from . import incidents, metrics
@@ -47,8 +48,11 @@ from .reporting import Listener, TickReport, count_outcomes, update_metrics
 from .scheduling import Schedule
 from .specs import InvalidSpec, resolve_spec, spec_error_text
 from .status_writes import StatusWrites
+from .storm import Incidents
 
 log = logging.getLogger("stampede")
+HOLD_ANNOTATION = "stampede.aurum.io/hold"
+ROLLBACK_NOW_ANNOTATION = "stampede.aurum.io/rollback-now"
 
 
 @dataclass
@@ -62,6 +66,8 @@ class Shared:
     emit: EventSink
     watches: TargetWatches | None = None
     """The watch cache of held targets: events on them wake `PolicyRunner.correct_drift` (None: no watches)."""
+    incidents: Incidents = field(default_factory=Incidents)
+    """Every served policy's incident state, for the storm breaker."""
 
 
 @dataclass
@@ -91,6 +97,8 @@ class PolicyRunner:
     drifted: asyncio.Event = field(default_factory=asyncio.Event)
     """Set (from a watch thread) when a watched target changed: the loop runs `correct_drift` at once."""
     loop: asyncio.AbstractEventLoop | None = None
+    rollback_now_consumed: bool = False
+    """The rollback-now annotation was acted on and its removal sent; kopf's live body may still show it."""
 
     def __post_init__(self) -> None:
         self.problems = Problems(self.namespace, self.name, self.shared.emit)
@@ -138,7 +146,23 @@ class PolicyRunner:
             self.adopted = True
 
         readings, errors = await self._read(spec, now=now)
-        decision = decide(spec=spec, status=status, readings=readings, now=now, errors=errors, generation=generation)
+        rollouts = await asyncio.to_thread(read_rollouts, status, self.actuator) if awaited_workloads(status) else {}
+        controls = self._controls(body)
+        # Nothing awaits between reading the storm count and recording this decision in it (see storm.py).
+        key = (self.namespace, self.name)
+        storm = self.shared.incidents.view(key, limit=self.shared.config.max_concurrent_incidents)
+        decision = decide(
+            spec=spec,
+            status=status,
+            readings=readings,
+            now=now,
+            errors=errors,
+            generation=generation,
+            rollouts=rollouts,
+            controls=controls,
+            storm=storm,
+        )
+        self.shared.incidents.note(key, decision.status)
         for event in decision.events:
             self.problems.event(body, event)
         execution: Execution = await asyncio.to_thread(
@@ -163,6 +187,9 @@ class PolicyRunner:
             )
         )
         await self._write(new, now=now, force=bool(decision.events))
+        if decision.rollback_now_done and controls.rollback_now:
+            await self._call(self.shared.policies.remove_annotation, self.namespace, self.name, ROLLBACK_NOW_ANNOTATION)
+            self.rollback_now_consumed = True
         if not new.applied and new.state == State.IDLE and FINALIZER in _finalizers(body):
             await asyncio.to_thread(self.shared.policies.set_finalizer, self.namespace, self.name, present=False)
         metrics.POLL_DURATION.labels(self.namespace, self.name).observe(time.monotonic() - started)
@@ -249,6 +276,17 @@ class PolicyRunner:
         """The one place a tick's results fan out (metrics, notifications, ...), before its status is written."""
         for listener in self.listeners:
             listener(report)
+
+    def _controls(self, body: Mapping[str, Any]) -> Controls:
+        """The manual-control annotations; a rollback-now already carried out is not carried out twice."""
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        rollback_now = str(annotations.get(ROLLBACK_NOW_ANNOTATION, "")).lower() == "true"
+        if not rollback_now:
+            self.rollback_now_consumed = False
+        return Controls(
+            hold=str(annotations.get(HOLD_ANNOTATION, "")).lower() == "true",
+            rollback_now=rollback_now and not self.rollback_now_consumed,
+        )
 
     def _status(self, body: Mapping[str, Any]) -> PolicyStatus:
         if self.current is None:
@@ -402,4 +440,4 @@ def _finalizers(body: Mapping[str, Any]) -> list[str]:
     return list((body.get("metadata") or {}).get("finalizers") or [])
 
 
-__all__ = ["InvalidSpec", "PolicyRunner", "Shared", "spec_error_text"]
+__all__ = ["HOLD_ANNOTATION", "ROLLBACK_NOW_ANNOTATION", "InvalidSpec", "PolicyRunner", "Shared", "spec_error_text"]
