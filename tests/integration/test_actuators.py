@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stampede.actuators.kube import JSON, Kube, path
+from stampede.actuators.kube import CONFLICT_ATTEMPTS, JSON, Kube, KubeError, path
 from stampede.actuators.memory import MemoryActuator, MemoryTargets
 from stampede.actuators.targets import (
     APPLIED_BY,
@@ -640,6 +640,8 @@ def test_job_is_created_from_the_cronjob_template_like_kubectl_create_job_from(
     refs = job["metadata"]["ownerReferences"]
     assert [(r["kind"], r["name"], r["uid"]) for r in refs] == [("CronJob", "warmer", cj["metadata"]["uid"])]
     assert refs[0]["apiVersion"] == "batch/v1"
+    assert refs[0]["controller"] is True
+    assert "blockOwnerDeletion" not in refs[0]  # as kubectl create job --from: no cronjobs/finalizers rights needed
     assert len(job["metadata"]["name"]) <= 63
 
 
@@ -803,6 +805,55 @@ def test_drift_scaled_down_workload_and_lowered_hpa_are_listed_and_reapplied(
     assert act.reverted(TARGET, fixed_hpa.change) == []
 
 
+def test_drift_reapply_of_an_hpa_minimum_is_capped_at_its_current_max_replicas(
+    h: HarnessThread, kube: Kube, act: Actuators
+) -> None:
+    h.apply([workload("Deployment", "web", replicas=1), hpa("web", min_replicas=1, max_replicas=9, name="web-hpa")])
+    change = ok(
+        act.apply(TARGET, scale_action(8, name="web", action="scale-web"), incident=INCIDENT, now=T0, dry_run=False)
+    )
+    # Someone lowers both the minimum and the maximum (a real server refuses minReplicas > maxReplicas).
+    other_writer(kube, "HorizontalPodAutoscaler", "web-hpa", {"spec": {"minReplicas": 1, "maxReplicas": 5}})
+
+    fixed = act.reapply(TARGET, change, now=T1)
+
+    assert fixed.reason == "DriftCorrected"
+    assert read(kube, "HorizontalPodAutoscaler", "web-hpa")["spec"]["minReplicas"] == 5
+
+
+def test_every_replica_write_is_capped_even_when_status_asks_for_more(
+    h: HarnessThread, kube: Kube, act: Actuators
+) -> None:
+    h.apply([workload("Deployment", "api", replicas=2)])
+    change = ok(act.apply(TARGET, scale_action(6), incident=INCIDENT, now=T0, dry_run=False))
+    forged = change.model_copy(update={"applied": {"replicas": "100000"}})
+    other_writer(kube, "Deployment", "api", {"spec": {"replicas": 1}}, "scale")
+
+    act.reapply(TARGET, forged, now=T1)
+
+    assert read(kube, "Deployment", "api")["spec"]["replicas"] == MAX_REPLICAS
+
+
+@pytest.mark.parametrize(
+    "name", ["../../kube-system/deployments/coredns", "a/b", "..", "", "API", "a..b", "-a", "a" * 254]
+)
+def test_paths_refuse_anything_that_is_not_a_dns_1123_name(name: str) -> None:
+    with pytest.raises(KubeError, match="refused"):
+        path("Deployment", NS, name)
+
+
+def test_paths_refuse_unknown_kinds_subresources_and_namespaces() -> None:
+    for call in (
+        lambda: path("Secretz", NS, "a"),
+        lambda: path("Deployment", "../kube-system", "a"),
+        lambda: path("Deployment", NS, "a", "../../x"),
+        lambda: path("Deployment", NS, "a", "finalizers"),
+    ):
+        with pytest.raises(KubeError, match="refused"):
+            call()
+    assert path("Deployment", NS, "api.v2", "scale") == f"/apis/apps/v1/namespaces/{NS}/deployments/api.v2/scale"
+
+
 def test_drift_reapply_never_scales_down_what_someone_scaled_up_meanwhile(
     h: HarnessThread, kube: Kube, act: Actuators
 ) -> None:
@@ -867,32 +918,38 @@ def test_fault_500_on_the_configmap_patch_fails_cleanly_and_a_later_apply_succee
 
 
 class ConcurrentKube(Kube):
-    """A client after whose next `method` request to `victim` someone else writes the object."""
+    """A client after whose next `times` `method` requests to `victim` someone else writes the object."""
 
     victim: tuple[str, str] = ("", "")
     interfere: Callable[[], None] | None = None
+    times: int = 1
 
     def request(self, method: str, path: str, **kwargs: Any) -> JSON:
         result = super().request(method, path, **kwargs)
         if (method, path) == self.victim and self.interfere is not None:
-            interfere, self.interfere = self.interfere, None
+            interfere = self.interfere
+            self.times -= 1
+            if self.times <= 0:
+                self.interfere = None
             interfere()
         return result
 
 
-def racing_actuators(h: HarnessThread, victim: tuple[str, str], interfere: Callable[[], None]) -> Actuators:
+def racing_actuators(
+    h: HarnessThread, victim: tuple[str, str], interfere: Callable[[], None], *, times: int = 1
+) -> Actuators:
     racing = make_kube(h, ConcurrentKube)
     assert isinstance(racing, ConcurrentKube)
-    racing.victim, racing.interfere = victim, interfere
+    racing.victim, racing.interfere, racing.times = victim, interfere, times
     return Actuators(racing, max_replicas=MAX_REPLICAS)
 
 
-def race(act: Actuators, victim: tuple[str, str], interfere: Callable[[], None]) -> None:
+def race(act: Actuators, victim: tuple[str, str], interfere: Callable[[], None], *, times: int = 1) -> None:
     assert isinstance(act.kube, ConcurrentKube)
-    act.kube.victim, act.kube.interfere = victim, interfere
+    act.kube.victim, act.kube.interfere, act.kube.times = victim, interfere, times
 
 
-def test_fault_409_from_a_concurrent_writer_between_get_and_patch_fails_and_a_retry_works(
+def test_fault_409_from_a_concurrent_writer_between_get_and_patch_is_retried_at_once_with_a_fresh_read(
     h: HarnessThread, kube: Kube
 ) -> None:
     h.apply([configmap(data={"ttl": "60", "size": "1Gi"})])
@@ -900,24 +957,37 @@ def test_fault_409_from_a_concurrent_writer_between_get_and_patch_fails_and_a_re
     act = racing_actuators(
         h, ("GET", cm_path), lambda: other_writer(kube, "ConfigMap", "cache-config", {"data": {"size": "2Gi"}})
     )
-    action = cm_action({"ttl": "600"})
 
-    failed = act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=False)
+    change = ok(act.apply(TARGET, cm_action({"ttl": "600"}), incident=INCIDENT, now=T0, dry_run=False))
 
-    assert (failed.ok, failed.reason) == (False, "ActionFailed")
-    assert "409" in failed.message
-    # The concurrent writer's PATCH (200), then ours with the resourceVersion it read (409).
-    assert [r.status for r in writes(h, resource="configmaps")] == [200, 409]
-    cm = read(kube, "ConfigMap", "cache-config")
-    assert cm["data"] == {"ttl": "60", "size": "2Gi"}, "the concurrent write wins; nothing of ours landed"
-    assert LEDGER not in annotations(cm)
-
-    change = ok(act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=False))
+    # The concurrent writer's PATCH (200), ours with the resourceVersion it read (409), ours again (200).
+    assert [r.status for r in writes(h, resource="configmaps")] == [200, 409, 200]
     assert change.original == {"ttl": "60"}
     assert read(kube, "ConfigMap", "cache-config")["data"] == {"ttl": "600", "size": "2Gi"}
 
 
-def test_fault_409_on_rollback_leaves_the_change_in_place_for_a_retry(h: HarnessThread, kube: Kube) -> None:
+def test_fault_a_conflict_that_persists_through_every_attempt_fails_and_nothing_lands(
+    h: HarnessThread, kube: Kube
+) -> None:
+    h.apply([configmap(data={"ttl": "60", "size": "1Gi"})])
+    sizes = iter(range(100))
+    act = racing_actuators(
+        h,
+        ("GET", path("ConfigMap", NS, "cache-config")),
+        lambda: other_writer(kube, "ConfigMap", "cache-config", {"data": {"size": f"{next(sizes)}Gi"}}),
+        times=CONFLICT_ATTEMPTS,
+    )
+
+    failed = act.apply(TARGET, cm_action({"ttl": "600"}), incident=INCIDENT, now=T0, dry_run=False)
+
+    assert (failed.ok, failed.reason) == (False, "ActionFailed")
+    assert "409" in failed.message
+    ours = [r.status for r in writes(h, resource="configmaps")][1::2]
+    assert ours == [409] * CONFLICT_ATTEMPTS
+    assert read(kube, "ConfigMap", "cache-config")["data"]["ttl"] == "60", "nothing of ours landed"
+
+
+def test_fault_409_on_rollback_is_retried_with_a_fresh_read(h: HarnessThread, kube: Kube) -> None:
     h.apply([configmap(data={"ttl": "60"})])
     act = racing_actuators(h, ("", ""), lambda: None)
     change = ok(act.apply(TARGET, cm_action({"ttl": "600"}), incident=INCIDENT, now=T0, dry_run=False))
@@ -927,12 +997,24 @@ def test_fault_409_on_rollback_leaves_the_change_in_place_for_a_retry(h: Harness
         lambda: other_writer(kube, "ConfigMap", "cache-config", {"data": {"unrelated": "1"}}),
     )
 
-    failed = act.undo(TARGET, change, now=T1, dry_run=False)
-
-    assert (failed.ok, failed.reason) == (False, "ActionFailed")
-    assert read(kube, "ConfigMap", "cache-config")["data"] == {"ttl": "600", "unrelated": "1"}
     assert act.undo(TARGET, change, now=T1, dry_run=False).reason == "ActionRolledBack"
     assert read(kube, "ConfigMap", "cache-config")["data"] == {"ttl": "60", "unrelated": "1"}
+
+
+def test_fault_a_controller_status_write_between_read_and_scale_write_is_no_failure(
+    h: HarnessThread, kube: Kube
+) -> None:
+    h.apply([workload("Deployment", "api", replicas=2)])
+    act = racing_actuators(
+        h,
+        ("GET", path("Deployment", NS, "api")),
+        lambda: other_writer(kube, "Deployment", "api", {"status": {"observedGeneration": 7}}, "status"),
+    )
+
+    change = ok(act.apply(TARGET, scale_action(6), incident=INCIDENT, now=T0, dry_run=False))
+
+    assert change.original == {"replicas": "2"}
+    assert read(kube, "Deployment", "api")["spec"]["replicas"] == 6
 
 
 def test_fault_a_concurrent_scale_up_before_the_ledger_write_is_never_scaled_down(h: HarnessThread, kube: Kube) -> None:
@@ -943,12 +1025,9 @@ def test_fault_a_concurrent_scale_up_before_the_ledger_write_is_never_scaled_dow
         lambda: other_writer(kube, "Deployment", "api", {"spec": {"replicas": 9}}, "scale"),
     )
 
-    first = act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False)
-
-    assert (first.ok, first.reason) == (False, "ActionFailed")
-    assert read(kube, "Deployment", "api")["spec"]["replicas"] == 9
     retried = ok(act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False))
-    assert retried.applied == {}
+
+    assert retried.applied == {}, "the retry's fresh read sees 9: nothing to raise"
     assert read(kube, "Deployment", "api")["spec"]["replicas"] == 9
 
 
@@ -962,11 +1041,9 @@ def test_fault_a_concurrent_scale_up_between_ledger_and_scale_write_is_never_sca
         lambda: other_writer(kube, "Deployment", "api", {"spec": {"replicas": 9}}, "scale"),
     )
 
-    first = act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False)
+    retried = ok(act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False))
 
     assert read(kube, "Deployment", "api")["spec"]["replicas"] == 9, "never scale down what someone scaled up"
-    assert (first.ok, first.reason) == (False, "ActionFailed")
-    retried = ok(act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False))
     assert retried.original == {"replicas": "2"}
     assert read(kube, "Deployment", "api")["spec"]["replicas"] == 9
     skipped = act.undo(TARGET, retried, now=T1, dry_run=False)

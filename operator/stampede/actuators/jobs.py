@@ -103,7 +103,8 @@ def _job(cronjob: JSON, *, name: str, namespace: str, policy: str, incident: str
                     "name": owner.get("name"),
                     "uid": owner.get("uid"),
                     "controller": True,
-                    "blockOwnerDeletion": True,
+                    # No blockOwnerDeletion, as `kubectl create job --from` leaves it out: setting it needs
+                    # `update` on cronjobs/finalizers where OwnerReferencesPermissionEnforcement is on.
                 }
             ],
         },

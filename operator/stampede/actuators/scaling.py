@@ -47,6 +47,14 @@ class Scaling:
     def handles(self, action: Action) -> bool:
         return action.scale is not None
 
+    def _capped(self, count: int, *, hpa: JSON | None) -> int:
+        """A count as it may be written: at most STAMPEDE_MAX_REPLICAS, and at most an HPA's maxReplicas."""
+        cap = self.max_replicas
+        if hpa is not None:
+            maximum = (hpa.get("spec") or {}).get("maxReplicas")
+            cap = min(cap, int(maximum)) if maximum is not None else cap
+        return min(count, cap)
+
     def _find_hpa(self, namespace: str, kind: str, name: str) -> JSON | None:
         hpas = self.kube.get(path(HPA, namespace)).get("items") or []
         for hpa in hpas:
@@ -169,14 +177,16 @@ class Scaling:
             metadata["annotations"] = ledger.patch(obj, change.action, entry)
         spec = obj.get("spec") or {}
         if change.kind == HPA:
-            wanted = int(change.applied["minReplicas"])
+            # Capped again at every write: a real server refuses minReplicas > maxReplicas, and status
+            # (where this count was read) is not trusted with more than the operator's own cap.
+            wanted = self._capped(int(change.applied["minReplicas"]), hpa=obj)
             body: JSON = {"metadata": metadata}
             if _replicas(spec, "minReplicas") < wanted:
                 body["spec"] = {"minReplicas": wanted}
             if "spec" in body or "annotations" in metadata:
                 self.kube.merge(obj_path, body)
             return None
-        wanted = int(change.applied["replicas"])
+        wanted = self._capped(int(change.applied["replicas"]), hpa=None)
         version = metadata["resourceVersion"]
         if "annotations" in metadata:
             version = meta(self.kube.merge(obj_path, {"metadata": metadata})).get("resourceVersion")
@@ -200,7 +210,8 @@ class Scaling:
             }
         }
         if change.kind == HPA and patch:
-            body["spec"] = patch
+            minimum = patch.get("minReplicas")
+            body["spec"] = {"minReplicas": self._capped(minimum, hpa=obj) if minimum is not None else None}
         # The ledger goes first: the scale write below changes the resourceVersion this patch checks.
         version = meta(obj).get("resourceVersion")
         if ledger.has(obj, change.action) or "spec" in body:
@@ -212,7 +223,7 @@ class Scaling:
                 path(change.kind, namespace, change.name, "scale"),
                 {
                     "metadata": {"resourceVersion": version},
-                    "spec": {"replicas": restored if restored is not None else 1},
+                    "spec": {"replicas": self._capped(restored if restored is not None else 1, hpa=None)},
                 },
             )
         return outcomes.undo_outcome(change, restored=list(patch), skipped=skipped)

@@ -20,7 +20,7 @@ from ..engine import drift, outcomes
 from ..engine.outcomes import Outcome
 from .configmaps import RESTARTED_AT, ConfigMaps, failure_text
 from .jobs import DEFAULT_JOB_TTL, INCIDENT_LABEL, POLICY_LABEL, Jobs, job_name
-from .kube import Kube, KubeError
+from .kube import Kube, KubeError, retry_conflicts
 from .ledger import APPLIED_BY, LEDGER, Ledger
 from .scaling import Scaling
 
@@ -78,8 +78,11 @@ class Actuators:
     def apply(self, target: Target, action: Action, *, incident: str, now: datetime, dry_run: bool) -> Outcome:
         """Make (or, in DryRun, compute) the change of one action."""
         try:
-            return self._for_action(action).apply(
-                target.namespace, Ledger(target.policy), action, incident=incident, now=now, dry_run=dry_run
+            kind = self._for_action(action)
+            return retry_conflicts(
+                lambda: kind.apply(
+                    target.namespace, Ledger(target.policy), action, incident=incident, now=now, dry_run=dry_run
+                )
             )
         except KubeError as error:
             where = f"{target.namespace}/{action.target}"
@@ -105,7 +108,8 @@ class Actuators:
     def reapply(self, target: Target, change: AppliedChange, *, now: datetime) -> Outcome:
         """Put a reverted change back, keeping its recorded originals; conditional, never scaling down."""
         try:
-            problem = self._for_change(change).reapply(target.namespace, Ledger(target.policy), change, now=now)
+            kind = self._for_change(change)
+            problem = retry_conflicts(lambda: kind.reapply(target.namespace, Ledger(target.policy), change, now=now))
         except KubeError as error:
             return outcomes.reapply_failed(change, problem=error.message)
         return problem or outcomes.reapplied(drift.reverted_once_more(change))
@@ -118,7 +122,7 @@ class Actuators:
         if dry_run:
             return outcomes.would_roll_back(change)
         try:
-            return kind.undo(target.namespace, Ledger(target.policy), change, now=now)
+            return retry_conflicts(lambda: kind.undo(target.namespace, Ledger(target.policy), change, now=now))
         except KubeError as error:
             if error.not_found:
                 return outcomes.target_gone(change)
