@@ -53,6 +53,10 @@ class Policies:
             return None
         return self.kube.merge(policy_path(namespace, name, "status"), {"status": patch})
 
+    def write_journal(self, namespace: str, name: str, journal: list[JSON]) -> None:
+        """Record the changes about to be written to targets, before they are (`status.journal`)."""
+        self.kube.merge(policy_path(namespace, name, "status"), {"status": {"journal": journal}})
+
     def set_finalizer(self, namespace: str, name: str, *, present: bool) -> None:
         """Add or remove the rollback finalizer, keeping everyone else's (again with a fresh read on a 409)."""
         retry_conflicts(lambda: self._set_finalizer(namespace, name, present=present))
