@@ -33,6 +33,7 @@ from stampede.actuators.targets import (
     Target,
     job_name,
 )
+from stampede.api.kinds import ChangeKind
 from stampede.api.spec import Action
 from stampede.api.status import AppliedChange, format_time
 from stampede.engine.changes import apply_merge_patch, configmap_apply_patch, configmap_rollback, plan_configmap
@@ -827,6 +828,33 @@ def test_every_replica_write_is_capped_even_when_status_asks_for_more(
 def test_paths_refuse_anything_that_is_not_a_dns_1123_name(name: str) -> None:
     with pytest.raises(KubeError, match="refused"):
         path("Deployment", NS, name)
+
+
+def test_a_record_naming_a_path_outside_the_namespace_is_refused_before_any_request(
+    h: HarnessThread, act: Actuators
+) -> None:
+    # Built without validation, as a status edited by hand would be if its schema were missing.
+    planted = AppliedChange.model_construct(
+        action="scale-api",
+        kind=ChangeKind.DEPLOYMENT,
+        name="../../kube-system/deployments/coredns",
+        incident=INCIDENT,
+        applied_at=T0,
+        original={"replicas": "0"},
+        applied={"replicas": "100000"},
+        restart=[],
+        reverts=0,
+    )
+    mark = h.log.last_id
+
+    undone = act.undo(TARGET, planted, now=T1, dry_run=False)
+    reapplied = act.reapply(TARGET, planted, now=T1)
+
+    assert (undone.ok, undone.reason) == (True, "RollbackSkipped")
+    assert "refused" in undone.message
+    assert not reapplied.ok
+    assert act.landed(TARGET, planted) is False
+    assert h.log.entries(since=mark) == [], "not one request"
 
 
 def test_paths_refuse_unknown_kinds_subresources_and_namespaces() -> None:
