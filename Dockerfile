@@ -9,11 +9,19 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 WORKDIR /src
+# Every dependency at the version of requirements.lock, checked against its hashes (`make lock`
+# regenerates it from pyproject.toml). Build dependencies (setuptools, wheel) come from it too.
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock
 # Only what the package build needs (.dockerignore keeps the rest out of the context).
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN /opt/venv/bin/pip install . \
+# The package itself: no index, no further dependency, built with the locked setuptools. Then pip,
+# setuptools and wheel leave the venv: the final image installs nothing, and carries no installer.
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation --no-index . \
+ && /opt/venv/bin/pip check \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
+ && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
  && /opt/venv/bin/stampede --version
 
 FROM python:3.11-slim

@@ -54,15 +54,20 @@ test: install prometheus lint
 unit: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
+# Plurals of the generated CRDs: `stampede crd PLURAL` prints crds/PLURAL.stampede.aurum.io.yaml.
+CRDS := stampedepolicies stampedepolicytemplates clusterstampedepolicytemplates
+
 crds: install
-	$(BIN)/stampede crd > crds/stampedepolicies.stampede.aurum.io.yaml
+	@for crd in $(CRDS); do $(BIN)/stampede crd $$crd > crds/$$crd.stampede.aurum.io.yaml || exit 1; done
 	./deploy/sync-crds.sh
 
 verify-crds: install
-	@$(BIN)/stampede crd | diff -u crds/stampedepolicies.stampede.aurum.io.yaml - \
-	  || { echo "crds/ is stale: run 'make crds' and commit the result"; exit 1; }
-	@cmp -s crds/stampedepolicies.stampede.aurum.io.yaml deploy/base/crds/stampedepolicies.stampede.aurum.io.yaml \
-	  || { echo "deploy/base/crds is stale: run 'make crds' and commit the result"; exit 1; }
+	@for crd in $(CRDS); do \
+	  $(BIN)/stampede crd $$crd | diff -u crds/$$crd.stampede.aurum.io.yaml - \
+	    || { echo "crds/ is stale: run 'make crds' and commit the result"; exit 1; }; \
+	  cmp -s crds/$$crd.stampede.aurum.io.yaml deploy/base/crds/$$crd.stampede.aurum.io.yaml \
+	    || { echo "deploy/base/crds is stale: run 'make crds' and commit the result"; exit 1; }; \
+	done
 
 demo: install prometheus
 	$(BIN)/python -m demo
@@ -72,6 +77,14 @@ run: install
 
 bench: install prometheus
 	$(BIN)/python bench/run.py
+
+# requirements.lock: the image's runtime dependencies (and setuptools/wheel to build it) pinned with
+# hashes; the Dockerfile installs it with --require-hashes. Run after changing [project] dependencies.
+.PHONY: lock
+lock: install
+	$(BIN)/python -m pip install --quiet 'pip-tools>=7.4,<8'
+	$(BIN)/pip-compile --generate-hashes --allow-unsafe --all-build-deps --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --quiet --output-file requirements.lock pyproject.toml
 
 deploy: install
 	$(BIN)/kubectl apply -k deploy/overlays/cluster

@@ -27,11 +27,20 @@ def main() -> None:
 
 
 @main.command()
-def crd() -> None:
-    """Print the StampedePolicy CustomResourceDefinition (generated from the models)."""
-    from .api.crd import render_crd_yaml
+@click.argument(
+    "plural",
+    default="stampedepolicies",
+    type=click.Choice(["stampedepolicies", "stampedepolicytemplates", "clusterstampedepolicytemplates"]),
+)
+def crd(plural: str) -> None:
+    """Print a CustomResourceDefinition generated from the models (default: StampedePolicy's)."""
+    from .api.crd import render_crd, render_crd_yaml
+    from .api.template_crds import render_template_crd
 
-    click.echo(render_crd_yaml(), nl=False)
+    if plural == "stampedepolicies":
+        click.echo(render_crd_yaml(render_crd()), nl=False)
+    else:
+        click.echo(render_crd_yaml(render_template_crd(cluster=plural.startswith("cluster"))), nl=False)
 
 
 @main.command()
@@ -105,7 +114,7 @@ def run(
 
     import kopf
 
-    from .handlers import metrics, peering
+    from .handlers import metrics, peering, templates
     from .handlers import operator as _handlers  # importing registers the handlers
 
     if bool(namespaces) == all_namespaces:
@@ -120,6 +129,8 @@ def run(
     )
     if not verbose:  # kopf reports every successful handler call at INFO; only problems matter here
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if all_namespaces:  # cluster-scoped templates need a cluster-wide watch, which -n NS does not grant
+        templates.serve_cluster_templates()
     if metrics_port:
         metrics.serve(metrics_port)
     if priority is None:

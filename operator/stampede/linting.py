@@ -37,7 +37,8 @@ from .api import API_VERSION, GROUP, KIND
 from .api.conditions import parse_condition
 from .api.crd import open_api_schema
 from .api.durations import format_duration, parse_duration
-from .api.spec import PolicySpec, StampedePolicyDocument
+from .api.spec import PolicySpec, StampedePolicyDocument, TemplateKind
+from .api.templates import TemplateDocument, TemplateProblem, render, rendered_context
 
 if TYPE_CHECKING:
     from .sources.prometheus import Reading
@@ -72,14 +73,15 @@ def lint_files(paths: list[str], *, prometheus_url: str | None = None) -> list[P
     """Every problem in every file, in file order; with `prometheus_url`, also every failing query."""
     problems: list[Problem] = []
     policies: list[_Policy] = []
+    templates = _templates_in(paths)  # a policy may name a template given in any of the files
     for path in paths:
-        problems += _lint_file(path, policies)
+        problems += _lint_file(path, policies, templates)
     if prometheus_url is not None:
         problems += _query_problems(policies, url=prometheus_url)
     return problems
 
 
-def _lint_file(path: str, policies: list[_Policy]) -> list[Problem]:
+def _lint_file(path: str, policies: list[_Policy], templates: _Templates) -> list[Problem]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -90,8 +92,8 @@ def _lint_file(path: str, policies: list[_Policy]) -> list[Problem]:
         # Iterating lazily keeps the documents before a syntax error, so they are still checked.
         for index, document in enumerate(yaml.load_all(text, Loader=_StrictLoader), start=1):
             for obj in _objects(document):
-                found += isinstance(obj, dict) and obj.get("kind") == KIND
-                problems += _lint_object(obj, file=path, index=index, policies=policies)
+                found += isinstance(obj, dict) and obj.get("kind") in (KIND, *TEMPLATE_KINDS)
+                problems += _lint_object(obj, file=path, index=index, policies=policies, templates=templates)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -136,7 +138,9 @@ def _objects(document: Any) -> Iterator[Any]:
     yield document
 
 
-def _lint_object(obj: Any, *, file: str, index: int, policies: list[_Policy]) -> list[Problem]:
+def _lint_object(
+    obj: Any, *, file: str, index: int, policies: list[_Policy], templates: _Templates | None = None
+) -> list[Problem]:
     if not isinstance(obj, dict):
         return [
             Problem(
@@ -148,6 +152,8 @@ def _lint_object(obj: Any, *, file: str, index: int, policies: list[_Policy]) ->
         ]
     kind, api_version = obj.get("kind"), obj.get("apiVersion")
     label = _label(obj, index=index)
+    if kind in TEMPLATE_KINDS:
+        return _template_problems(obj, file=file, index=index)
     if kind != KIND:
         if isinstance(api_version, str) and api_version.startswith(f"{GROUP}/"):
             return [
@@ -175,8 +181,13 @@ def _lint_object(obj: Any, *, file: str, index: int, policies: list[_Policy]) ->
             Problem(file=file, object=label, path=f"metadata.{key}", message=message)
             for key, message in _unknown_metadata(metadata)
         ]
+    obj, label, unrenderable = _rendered(obj, file=file, label=label, templates=templates or {})
+    if unrenderable:
+        return problems + unrenderable
     try:
-        document = StampedePolicyDocument.model_validate(obj)
+        spec_of = obj.get("spec")
+        context = rendered_context(spec_of) if isinstance(spec_of, dict) else None
+        document = StampedePolicyDocument.model_validate(obj, context=context)
     except ValidationError as exc:
         pairs = _schema_pairs(exc.errors(include_url=False))
         spec = obj.get("spec")
@@ -451,3 +462,88 @@ def _query_problems(policies: list[_Policy], *, url: str) -> list[Problem]:
                     )
                 )
     return problems
+
+
+# -- templates ------------------------------------------------------------------------------------
+# A templated policy is checked as the operator will run it: rendered from a template given in the same
+# files (a template only in the cluster cannot be seen offline, and is reported as not found).
+
+TEMPLATE_KINDS = {kind.value for kind in TemplateKind}
+_Templates = dict[tuple[str, str, str], TemplateDocument]
+"""(kind, namespace or "", name) → template; cluster templates have namespace ""."""
+
+
+def _templates_in(paths: list[str]) -> _Templates:
+    """The valid templates of all files (the invalid ones are reported where they are linted)."""
+    found: _Templates = {}
+    for path in paths:
+        try:
+            documents = list(yaml.load_all(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # reported by _lint_file
+        for document in documents:
+            for obj in _objects(document):
+                if isinstance(obj, dict) and obj.get("kind") in TEMPLATE_KINDS:
+                    try:
+                        template = TemplateDocument.model_validate(obj)
+                    except ValidationError:
+                        continue
+                    cluster = template.kind == TemplateKind.CLUSTER
+                    found[
+                        (
+                            template.kind.value,
+                            "" if cluster else template.metadata.namespace or "",
+                            template.metadata.name,
+                        )
+                    ] = template
+    return found
+
+
+def _template_problems(obj: dict[str, Any], *, file: str, index: int) -> list[Problem]:
+    kind = obj.get("kind")
+    name = (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), dict) else None
+    label = f"{kind} {name}" if name else f"{kind} (document {index})"
+    problems = []
+    if obj.get("apiVersion") != API_VERSION:
+        problems.append(
+            Problem(
+                file=file,
+                object=label,
+                path="apiVersion",
+                message=f"expected {API_VERSION!r} for kind {kind} (got {obj.get('apiVersion')!r})",
+            )
+        )
+    try:
+        TemplateDocument.model_validate(obj)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            problems += [Problem(file=file, object=label, path=path, message=text) for path, text in _lines(error)]
+    return problems
+
+
+def _rendered(
+    obj: dict[str, Any], *, file: str, label: str, templates: _Templates
+) -> tuple[dict[str, Any], str, list[Problem]]:
+    """The policy with its spec rendered from its template and a label naming the template, or the problems
+    that prevent rendering."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict) or (not isinstance(spec.get("templateRef"), dict) and not spec.get("arguments")):
+        return obj, label, []
+    ref = spec.get("templateRef") or {}
+    kind, name = str(ref.get("kind")), str(ref.get("name"))
+    metadata = obj.get("metadata")
+    given = metadata.get("namespace") if isinstance(metadata, dict) else None
+    namespace = "" if kind == TemplateKind.CLUSTER else str(given or "")
+    template = templates.get((kind, namespace, name))
+    try:
+        rendered = render(spec, template)
+    except TemplateProblem as problem:
+        text = str(problem)
+        if template is None and "not found" in text:
+            text += " in the files given (lint resolves templates given in the same files)"
+        problems = []
+        for part in text.split("; "):
+            path, _, message = part.partition(": ")
+            problems.append(Problem(file=file, object=label, path=path, message=message))
+        return obj, label, problems
+    return {**obj, "spec": rendered}, f"{label} (rendered from {kind} {name})", []

@@ -1,6 +1,7 @@
 """The Dockerfile, checked without a Docker engine: its instructions are parsed and the builder
-stage's recipe is replayed (same build context, same `pip install .`) into a throwaway venv whose
-console script must run `stampede run --help`."""
+stage's recipe is replayed (same build context, same package build) into a throwaway venv without
+pip or setuptools, whose console script must run `stampede run --help`. requirements.lock, which the
+builder installs with --require-hashes, must agree with pyproject.toml's runtime dependencies."""
 
 from __future__ import annotations
 
@@ -11,15 +12,20 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from tests.support.ci import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = "/opt/venv"
+LOCK = ROOT / "requirements.lock"
 
 
 @dataclass
@@ -106,10 +112,105 @@ def test_two_stages_on_python_311_slim(stages: list[Stage]) -> None:
     assert stages[0].name == "builder"
 
 
-def test_builder_installs_the_package_into_the_venv(stages: list[Stage]) -> None:
-    runs = " && ".join(i.args for i in stages[0].all("RUN"))
-    assert f"python -m venv {VENV}" in runs
-    assert f"{VENV}/bin/pip install ." in runs
+def _steps(stage: Stage) -> list[str]:
+    """The builder's shell commands in order, one per `&&`-joined step."""
+    return [step.strip() for run in stage.all("RUN") for step in run.args.split("&&")]
+
+
+def test_builder_installs_the_locked_dependencies_by_hash_then_the_package_alone(stages: list[Stage]) -> None:
+    steps = _steps(stages[0])
+    assert f"python -m venv {VENV}" in steps
+    locked = f"{VENV}/bin/pip install --require-hashes --no-deps -r {LOCK.name}"
+    package = f"{VENV}/bin/pip install --no-deps --no-build-isolation --no-index ."
+    assert locked in steps
+    assert package in steps
+    assert steps.index(locked) < steps.index(package)
+    installs = [s for s in steps if " install " in s]
+    assert installs == [locked, package], "every install is either hash-checked or of the package alone"
+    [copy_lock] = [c for c in stages[0].all("COPY") if LOCK.name in c.args.split()]
+    [install_lock] = [r for r in stages[0].all("RUN") if locked in r.args]
+    assert copy_lock.line < install_lock.line
+
+
+def test_builder_removes_pip_and_setuptools_from_the_venv_after_its_last_use(stages: list[Stage]) -> None:
+    steps = _steps(stages[0])
+    [uninstall] = [s for s in steps if " uninstall " in s]
+    assert uninstall.startswith(f"{VENV}/bin/pip uninstall --yes ")
+    assert {"pip", "setuptools", "wheel"} <= set(uninstall.split()[3:])
+    after = steps[steps.index(uninstall) + 1 :]
+    assert not [s for s in after if "pip" in s], "nothing may use pip after it is gone"
+    assert f"{VENV}/bin/stampede --version" in after, "the console script must still run without them"
+
+
+def _lock() -> dict[str, tuple[str, list[str]]]:
+    """requirements.lock as {normalized name: (version, hashes)}; every entry must be `name==version`."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    current = ""
+    for raw in LOCK.read_text().splitlines():
+        line = raw.strip().rstrip("\\").strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("--hash="):
+            algorithm, _, digest = line.removeprefix("--hash=").partition(":")
+            assert algorithm == "sha256" and len(digest) == 64, raw
+            entries[current][1].append(digest)
+            continue
+        assert not line.startswith("-"), f"{LOCK.name}: unexpected option {line!r} (index URLs stay out of it)"
+        name, _, version = line.partition("==")
+        assert version, f"{LOCK.name}: {line!r} is not pinned with =="
+        current = canonicalize_name(name)
+        entries[current] = (version, [])
+    return entries
+
+
+def _direct_in_lock() -> set[str]:
+    """Names pip-compile marks as coming from pyproject's [project] dependencies."""
+    direct, current = set(), ""
+    for line in LOCK.read_text().splitlines():
+        if line and not line[0].isspace() and "==" in line:
+            current = canonicalize_name(line.split("==")[0])
+        elif line.strip().lstrip("#").strip().removeprefix("via ").strip() == "stampede-operator (pyproject.toml)":
+            direct.add(current)
+    return direct
+
+
+def test_lock_pins_every_package_with_hashes() -> None:
+    lock = _lock()
+    assert lock
+    for name, (version, hashes) in lock.items():
+        assert hashes, f"{name}=={version} has no hash"
+    # pip-compile --all-build-deps: what --no-build-isolation builds the package with.
+    assert {"setuptools", "wheel"} <= set(lock)
+
+
+def test_lock_is_in_sync_with_pyprojects_runtime_dependencies() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {canonicalize_name(Requirement(d).name): Requirement(d) for d in project["dependencies"]}
+    lock = _lock()
+    missing = set(wanted) - set(lock)
+    assert not missing, f"run `make lock`: {sorted(missing)} are in pyproject.toml but not in {LOCK.name}"
+    stale = _direct_in_lock() - set(wanted)
+    assert not stale, f"run `make lock`: {sorted(stale)} are no longer dependencies in pyproject.toml"
+    assert _direct_in_lock() == set(wanted)
+    for name, requirement in wanted.items():
+        assert requirement.specifier.contains(lock[name][0], prereleases=True), (
+            f"run `make lock`: {LOCK.name} has {name}=={lock[name][0]}, pyproject.toml wants {requirement}"
+        )
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    for requirement in map(Requirement, build):
+        assert requirement.specifier.contains(lock[canonicalize_name(requirement.name)][0])
+
+
+def test_every_dependency_has_an_upper_bound_and_pre_1_0_ones_are_pinned() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for text in project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]:
+        requirement = Requirement(text)
+        operators = {spec.operator for spec in requirement.specifier}
+        assert operators & {"==", "<", "<=", "~="}, f"{text}: no upper bound"
+        if "==" not in operators:
+            lower = [Version(s.version) for s in requirement.specifier if s.operator in {">=", "~=", ">"}]
+            assert lower, f"{text}: a lower bound too"
+            assert all(v.major >= 1 for v in lower), f"{text}: pre-1.0, pin it with =="
 
 
 def test_final_stage_copies_only_the_venv(stages: list[Stage]) -> None:
@@ -162,7 +263,13 @@ def _dockerignore() -> list[str]:
 
 def test_dockerignore_keeps_the_context_to_the_sources() -> None:
     patterns = _dockerignore()
-    for kept in ("pyproject.toml", "README.md", "operator/stampede/cli.py", "operator/stampede/py.typed"):
+    for kept in (
+        "requirements.lock",
+        "pyproject.toml",
+        "README.md",
+        "operator/stampede/cli.py",
+        "operator/stampede/py.typed",
+    ):
         assert not _ignored(patterns, kept), kept
     for dropped in (
         ".venv/bin/python",
@@ -243,6 +350,23 @@ def test_builder_recipe_yields_a_working_console_script(stages: list[Stage], tmp
         timeout=60,
     )
     assert Path(where.stdout.strip()).is_relative_to(venv)
+    # The image's venv has no pip, setuptools or wheel: nothing of stampede may import them at run time
+    # (pkg_resources is the usual culprit). This venv's purelib has them, so look at what gets imported.
+    imported = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import pkgutil, sys, stampede\n"
+            "for m in pkgutil.walk_packages(stampede.__path__, 'stampede.'): __import__(m.name)\n"
+            "print(sorted({n.split('.')[0] for n in sys.modules} & {'pip', 'setuptools', 'pkg_resources', 'wheel'}))",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == "[]", f"removed from the image but imported: {imported.stdout}"
     out = subprocess.run([str(script), "run", "--help"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     for option in ("--namespace", "--all-namespaces", "--standalone", "--metrics-port", "--liveness", "--priority"):

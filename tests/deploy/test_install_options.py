@@ -53,7 +53,6 @@ def test_the_namespaced_overlay_moves_entirely_with_kustomizes_namespace_alone()
     for obj in namespaced:
         assert obj["metadata"]["namespace"] == "team-a", (obj["kind"], obj["metadata"])
     assert only(rendered, "RoleBinding")["subjects"][0]["namespace"] == "team-a"
-    assert only(rendered, "KopfPeering")["metadata"]["namespace"] == "team-a"
     assert _container(rendered)["args"][:2] == ["-n", "$(POD_NAMESPACE)"]
     assert "aurum-dev" not in yaml.safe_dump_all(rendered)
 
@@ -73,7 +72,15 @@ def test_kopfs_peering_crds_ship_in_their_own_base_and_can_be_left_out(overlay: 
     assert shipped >= PEERING_CRDS
     without = render_user_overlay(overlay, components=("without-kopf-peering-crds",))
     left = {crd["metadata"]["name"] for crd in of_kind(without, "CustomResourceDefinition")}
-    assert left == shipped - PEERING_CRDS == {"stampedepolicies.stampede.aurum.io"}
+    assert (
+        left
+        == shipped - PEERING_CRDS
+        == {
+            "stampedepolicies.stampede.aurum.io",
+            "stampedepolicytemplates.stampede.aurum.io",
+            "clusterstampedepolicytemplates.stampede.aurum.io",
+        }
+    )
     assert len(without) == len(render(overlay)) - 2
 
 

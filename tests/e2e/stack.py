@@ -25,6 +25,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from tests.harness.server import HarnessThread
+from tests.harness.store import Strictness
 from tests.support.prometheus import Exporter, PrometheusServer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -94,10 +95,13 @@ class Stack:
         operator_env: Mapping[str, str] | None = None,
         start_operator: bool = True,
         operator_args: Iterable[str] | None = None,
+        strictness: Strictness | None = None,
     ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="stampede-stack-")
         self.dir = pathlib.Path(self._tmp.name)
-        self.harness = HarnessThread(crds=[REPO / "crds"], kubeconfig=self.dir / "kubeconfig", seed=list(seed))
+        self.harness = HarnessThread(
+            crds=[REPO / "crds"], kubeconfig=self.dir / "kubeconfig", seed=list(seed), strictness=strictness
+        )
         self.exporter: Exporter | None = None
         self.prometheus: PrometheusServer | None = None
         self.operator: Operator | None = None

@@ -1,8 +1,9 @@
 """One Stack per module (emulated API server + real Prometheus + real `stampede run`), one namespace per test.
 
-A module may set `OPERATOR_ENV` (extra environment for the operator) and `ALLOW_OWN_PROMETHEUS = True`
+A module may set `OPERATOR_ENV` (extra environment for the operator), `ALLOW_OWN_PROMETHEUS = True`
 (start the operator with STAMPEDE_ALLOWED_PROMETHEUS_URLS set to the real Prometheus' URL, which is only
-known once Prometheus runs). A missing Prometheus raises PrometheusMissing from the fixture, so the
+known once Prometheus runs) and `HARNESS_STRICTNESS` (the emulated server's rules, if not the defaults).
+A missing Prometheus raises PrometheusMissing from the fixture, so the
 tests error: never a skip.
 """
 
@@ -21,7 +22,8 @@ STATUS_REFRESH_SECONDS = "2"
 @pytest.fixture(scope="module")
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     env = {"STAMPEDE_STATUS_REFRESH_SECONDS": STATUS_REFRESH_SECONDS, **getattr(request.module, "OPERATOR_ENV", {})}
-    with Stack(operator_env=env, start_operator=False) as running:
+    strictness = getattr(request.module, "HARNESS_STRICTNESS", None)
+    with Stack(operator_env=env, start_operator=False, strictness=strictness) as running:
         assert running.operator is not None and running.prometheus is not None
         if getattr(request.module, "ALLOW_OWN_PROMETHEUS", False):
             running.operator.env["STAMPEDE_ALLOWED_PROMETHEUS_URLS"] = running.prometheus.url

@@ -1,7 +1,8 @@
 """A corpus of hostile policies through the real API path, with an operator restricted to one Prometheus.
 
-The harness does not validate CRD schemas, so every policy reaches the operator as it would through an API
-server with validation disabled (or a CRD applied without its schema). Each must end with `Ready=False`,
+The harness's custom-resource schema validation is switched off here (HARNESS_STRICTNESS), so every policy
+reaches the operator as it would through a CRD applied without its schema; a real server with the CRD's
+schema refuses most of them before the operator sees them. Each must end with `Ready=False`,
 reason `InvalidSpec` and a message naming the field, or be run safely (extreme but valid values, replicas
 capped by STAMPEDE_MAX_REPLICAS); the operator process stays up, never queries a URL outside the allow-list,
 never touches another namespace, and a normal policy next to the corpus keeps opening and closing incidents.
@@ -21,9 +22,11 @@ import pytest
 from tests.e2e import policies
 from tests.e2e.stack import Stack
 from tests.faults.helpers import HEALTHY, UNHEALTHY, Case, assert_restored, condition
+from tests.harness.store import Strictness
 from tests.support.prometheus import free_port
 
 ALLOW_OWN_PROMETHEUS = True
+HARNESS_STRICTNESS = Strictness(custom_resource_schemas=False)
 OPERATOR_ENV = {"STAMPEDE_MAX_REPLICAS": "7"}
 CONDITION_MESSAGE_MAX = 32768  # metav1.Condition.message maxLength
 

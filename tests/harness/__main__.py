@@ -13,6 +13,7 @@ import signal
 import sys
 
 from .server import Harness
+from .store import Strictness
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -24,6 +25,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kubeconfig", help="write a kubeconfig pointing at the server here")
     parser.add_argument("--auto-namespaces", action="store_true", help="create missing namespaces on demand")
     parser.add_argument("--no-controllers", action="store_true", help="do not simulate workload status")
+    parser.add_argument("--lenient", action="store_true", help="accept what a real API server refuses")
+    parser.add_argument(
+        "--strict-everything",
+        action="store_true",
+        help="also the admission plugin and the asynchronous controllers that are off by default",
+    )
     parser.add_argument("--bookmark-interval", type=float, default=5.0)
     parser.add_argument("--history-size", type=int, default=10_000)
     return parser.parse_args(argv)
@@ -44,6 +51,12 @@ async def serve(args: argparse.Namespace) -> None:
         simulate_controllers=not args.no_controllers,
         bookmark_interval=args.bookmark_interval,
         history_size=args.history_size,
+        # Neither flag: the defaults plus whatever HARNESS_STRICT names (Strictness.from_env).
+        strictness=Strictness.lenient()
+        if args.lenient
+        else Strictness.everything()
+        if args.strict_everything
+        else None,
     )
     async with harness:
         print(json.dumps({"url": harness.url, "kubeconfig": str(harness.kubeconfig or "")}), flush=True)

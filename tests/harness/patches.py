@@ -52,6 +52,48 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def evanphx_merge_patch(target: Any, patch: Any) -> Any:
+    """JSON merge patch as the real API server applies it: evanphx/json-patch v4 `MergePatch`.
+
+    It differs from RFC 7386 in one way that matters: a value copied in from the patch (a new key,
+    or anything replacing a non-object) goes through `pruneNulls`, which drops `null` members of
+    objects at any depth, inside arrays too (`pruneAryNulls` recurses into their elements), so
+    `[{"a": null}]` is stored as `[{}]`. Null elements of an array themselves are kept.
+    """
+    if not isinstance(patch, dict):
+        return _prune_nulls(copy.deepcopy(patch))
+    if not isinstance(target, dict):
+        return _prune_nulls(copy.deepcopy(patch))
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif result.get(key) is None:
+            result[key] = _prune_nulls(copy.deepcopy(value))
+        else:
+            result[key] = _evanphx_merge(result[key], value)
+    return result
+
+
+def _evanphx_merge(current: Any, patch: Any) -> Any:
+    """evanphx `merge`: a non-object current value is replaced by the pruned patch; a non-object
+    patch over an object replaces it as is."""
+    if not isinstance(current, dict):
+        return _prune_nulls(copy.deepcopy(patch))
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    return evanphx_merge_patch(current, patch)
+
+
+def _prune_nulls(value: Any) -> Any:
+    """evanphx `pruneNulls` / `pruneDocNulls` / `pruneAryNulls`."""
+    if isinstance(value, dict):
+        return {k: _prune_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_prune_nulls(v) if v is not None else None for v in value]
+    return value
+
+
 def strategic_merge_patch(target: Any, patch: Any, *, key: str = "") -> Any:
     """A pragmatic subset of strategic merge: named lists merge by `name`, `$patch: delete` removes."""
     if isinstance(patch, dict):

@@ -140,6 +140,22 @@ BUILTINS: tuple[ResourceInfo, ...] = (
     _b("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
     _b("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", short=("pdb",), status=True),
     _b("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", short=("netpol",)),
+    # Stored only, not enforced: the admission policies of deploy/components/admission (1.30+ serves them).
+    _b(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicies",
+        "ValidatingAdmissionPolicy",
+        namespaced=False,
+        status=True,
+    ),
+    _b(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingadmissionpolicybindings",
+        "ValidatingAdmissionPolicyBinding",
+        namespaced=False,
+    ),
     _b(
         "apps",
         "v1",

@@ -30,8 +30,9 @@ import kmock
 import yaml
 
 from . import tables
+from .controllers import Controllers
 from .resources import Catalogue, ResourceInfo, load_yaml_documents
-from .store import APPLY, ApiError, Obj, Store
+from .store import APPLY, ApiError, Obj, Store, Strictness
 
 T = TypeVar("T")
 
@@ -119,6 +120,8 @@ class RequestRecord:
     status: int | None = None
     duration: float | None = None
     fault: int | None = None
+    #: "client" for HTTP requests; the controller's name for writes of the harness's own controllers.
+    actor: str = "client"
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -138,11 +141,17 @@ class RequestLog:
         self._next_id += 1
         return self._next_id - 1
 
-    def entries(self, *, since: int | None = None, **filters: Any) -> list[RequestRecord]:
-        """Records with id > since whose attributes equal the filters (e.g. verb='patch')."""
+    def entries(self, *, since: int | None = None, controllers: bool = False, **filters: Any) -> list[RequestRecord]:
+        """Records with id > since whose attributes equal the filters (e.g. verb='patch').
+
+        The harness's own controllers' writes are left out unless `controllers=True`, so a count of
+        entries is a count of what clients (the operator) did.
+        """
         result = []
         for record in list(self._records):
             if since is not None and record.id <= since:
+                continue
+            if record.actor != "client" and not controllers:
                 continue
             if all(getattr(record, k) == v for k, v in filters.items()):
                 result.append(record)
@@ -233,6 +242,13 @@ class Faults:
                             self.rules.remove(rule)
                     return rule
         return None
+
+
+def _manager_from_user_agent(user_agent: str | None) -> str | None:
+    """The default field manager: the User-Agent up to its first `/`, at most 128 characters."""
+    if not user_agent:
+        return None
+    return user_agent.split("/", 1)[0][:128] or None
 
 
 def _json(body: Any, *, status: int = 200) -> aiohttp.web.Response:
@@ -470,7 +486,10 @@ class HarnessHandler(kmock.RawHandler):
         query = record.query
         ns = route.namespace if info.namespaced else None
         dry_run = bool(query.get("dryRun"))
-        manager = query.get("fieldManager")
+        # Like the real server (fieldmanager's prefixFromUserAgent): without fieldManager, writes are
+        # recorded under the User-Agent's first segment; apply requests must name their manager.
+        manager = query.get("fieldManager") or _manager_from_user_agent(raw.headers.get("User-Agent"))
+        force = query.get("force") in ("true", "1")
         accept = raw.headers.get("Accept", "")
         verb = record.verb
 
@@ -522,6 +541,8 @@ class HarnessHandler(kmock.RawHandler):
             )
         if verb == "patch":
             content_type = raw.headers.get("Content-Type", "").split(";")[0].strip()
+            if content_type == APPLY and not query.get("fieldManager"):
+                raise ApiError(400, "BadRequest", "PATCH, application/apply-patch+yaml: fieldManager is required")
             return _json(
                 store.patch(
                     info,
@@ -532,6 +553,7 @@ class HarnessHandler(kmock.RawHandler):
                     subresource=route.subresource,
                     field_manager=manager,
                     dry_run=dry_run,
+                    force=force,
                 )
             )
         if verb == "delete":
@@ -684,10 +706,11 @@ class HarnessHandler(kmock.RawHandler):
             since = int(raw.query["since"]) if raw.query.get("since") else None
             filters = {
                 k: raw.query[k]
-                for k in ("verb", "resource", "method", "namespace", "name", "subresource")
+                for k in ("verb", "resource", "method", "namespace", "name", "subresource", "actor")
                 if k in raw.query
             }
-            records = [r.as_dict() for r in self.log.entries(since=since, **filters)]
+            controllers = raw.query.get("controllers") in ("true", "1") or "actor" in filters
+            records = [r.as_dict() for r in self.log.entries(since=since, controllers=controllers, **filters)]
             return _json({"last_id": self.log.last_id, "items": records})
         if path == "/_harness/requests" and method == "DELETE":
             self.log.clear()
@@ -753,6 +776,7 @@ class Harness:
         history_size: int = 10_000,
         bookmark_interval: float = 5.0,
         random_seed: int | None = None,
+        strictness: Strictness | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.store = Store(
@@ -761,10 +785,12 @@ class Harness:
             auto_namespaces=auto_namespaces,
             simulate_controllers=simulate_controllers,
             seed=random_seed,
+            strictness=strictness,
         )
         self.handler = HarnessHandler(
             store=self.store, faults=Faults(seed=random_seed), bookmark_interval=bookmark_interval
         )
+        self.controllers = Controllers(store=self.store, log=self.handler.log)
         self.kubeconfig = pathlib.Path(kubeconfig) if kubeconfig else None
         self._runner: aiohttp.web.ServerRunner | None = None
         self.load_crds(crds)
@@ -822,6 +848,7 @@ class Harness:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self.controllers.close()
         self.handler.close_watches()
         await asyncio.sleep(0)  # let the watch handlers see their close markers and finish
         if self._runner is not None:

@@ -348,7 +348,15 @@ async def test_crd_posted_at_runtime_becomes_discoverable(api: aiohttp.ClientSes
             "group": "kopf.dev",
             "scope": "Namespaced",
             "names": {"kind": "KopfPeering", "plural": "kopfpeerings", "singular": "kopfpeering"},
-            "versions": [{"name": "v1", "served": True, "storage": True}],
+            # A real server refuses a v1 CRD without a schema ("schemas are required").
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                }
+            ],
         },
     }
     status, _ = await call(api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)

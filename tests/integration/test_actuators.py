@@ -1122,7 +1122,9 @@ def shared_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[H
         yield harness, Actuators(make_kube(harness), max_replicas=MAX_REPLICAS)
 
 
-KEYS = st.text(alphabet="ab.-_" + string.digits, min_size=1, max_size=3)
+# Keys a real API server accepts in a ConfigMap (IsConfigMapKey: not `.`, `..`, or a leading `..`).
+KEYS = st.text(alphabet="ab.-_" + string.digits, min_size=1, max_size=3).filter(lambda key: not key.startswith(".."))
+KEYS = KEYS.filter(lambda key: key != ".")
 VALUES = st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)
 _counter = iter(range(10**6))
 

@@ -64,7 +64,21 @@ def seed_policy(h: HarnessThread, *, finalizers: list[str] | None = None) -> Non
                 "apiVersion": API_VERSION,
                 "kind": "StampedePolicy",
                 "metadata": meta,
-                "spec": {"mode": "Enforce", "signals": [{"name": "hitRate", "query": "vector(1)"}]},
+                # A spec the CRD accepts: the emulated API server validates custom resources as a real one does.
+                "spec": {
+                    "mode": "Enforce",
+                    "signals": [{"name": "hitRate", "query": "vector(1)"}],
+                    "severities": [{"level": "P1", "any": ["hitRate < 0.5"], "for": "1m"}],
+                    "recovery": {"all": ["hitRate > 0.9"], "for": "1m"},
+                    "phases": [
+                        {
+                            "name": "now",
+                            "actions": [
+                                {"name": "scale", "scale": {"kind": "Deployment", "name": "api", "replicas": 2}}
+                            ],
+                        }
+                    ],
+                },
             }
         ]
     )

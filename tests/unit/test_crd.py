@@ -154,7 +154,7 @@ def test_printer_columns_show_mode_state_severity_phase_incident_and_age() -> No
         column["name"]: (column["type"], column["jsonPath"]) for column in _version()["additionalPrinterColumns"]
     }
     assert list(columns) == ["Mode", "State", "Ready", "Reason", "Severity", "Phase", "Incident", "Age"]
-    assert columns["Mode"] == ("string", ".spec.mode")
+    assert columns["Mode"] == ("string", ".status.mode")  # the mode in force, after defaults and templates
     assert columns["Ready"] == ("string", '.status.conditions[?(@.type=="Ready")].status')
     assert columns["Reason"] == ("string", '.status.conditions[?(@.type=="Ready")].reason')
     assert columns["State"] == ("string", ".status.state")
@@ -203,8 +203,13 @@ def test_no_default_is_null_and_no_object_mixes_properties_with_additional_prope
         assert node.get("additionalProperties", {}) is not False, path
 
 
+def test_the_root_metadata_schema_is_exactly_an_object_as_the_api_server_demands() -> None:
+    # apiextensions' validateStructuralMetadataInvariants refuses anything else there, a description too.
+    assert _root()["properties"]["metadata"] == {"type": "object"}
+
+
 def test_every_property_has_a_description_for_kubectl_explain() -> None:
-    properties = list(_properties(_root()))
+    properties = [(path, prop) for path, prop in _properties(_root()) if path != ".metadata"]
     assert len(properties) > 80
     for path, prop in properties:
         assert prop.get("description", "").strip(), f"{path} has no description"
@@ -259,18 +264,24 @@ def test_numeric_and_size_limits_come_from_the_models() -> None:
 
 
 def test_scalar_defaults_are_written_in_wire_form() -> None:
-    assert _at("spec.mode")["default"] == "Enforce"
-    assert _at("spec.suspend")["default"] is False
-    assert _at("spec.pollInterval")["default"] == "15s"
-    assert _at("spec.onMetricsError")["default"] == "Hold"
     assert _at("spec.prometheus.timeout")["default"] == "10s"
     assert _at("spec.escalation.after")["default"] == "30m"
     assert _at("spec.rollback.stepDelay")["default"] == "30s"
     assert _at("spec.phases.[].actions.[].minSeverity")["default"] == "P2"
 
 
+def test_top_level_spec_fields_carry_no_default_so_a_templated_policy_keeps_its_templates_values() -> None:
+    # The policy's own top-level fields are laid over its template's: a `pollInterval: 15s` written by the
+    # API server's defaulting would silently replace the template's pollInterval.
+    for name, prop in _at("spec")["properties"].items():
+        assert "default" not in prop, name
+    assert _apply_defaults(_at("spec"), {"templateRef": {"kind": "StampedePolicyTemplate", "name": "t"}}) == {
+        "templateRef": {"kind": "StampedePolicyTemplate", "name": "t"}
+    }
+
+
 def test_the_api_servers_defaulting_yields_exactly_the_models_defaults() -> None:
-    spec = _minimal_spec()
+    spec = {**_minimal_spec(), "prometheus": {}}
     defaulted = _apply_defaults(_at("spec"), copy.deepcopy(spec))
     assert defaulted["prometheus"] == {"timeout": "10s", "insecureSkipVerify": False}
     assert PolicySpec.model_validate(defaulted) == PolicySpec.model_validate(spec)
@@ -285,7 +296,10 @@ def test_optional_fields_are_plain_types_left_out_of_required() -> None:
     assert _at("spec.notifications")["type"] == "object"
     assert "default" not in _at("spec.notifications"), "an optional section must stay absent, not become {}"
     assert _root()["required"] == ["spec"]
-    assert _at("spec")["required"] == ["signals", "severities", "recovery", "phases"]
+    # A templated policy takes the runbook fields from its template; a CEL rule asks for them otherwise.
+    assert "required" not in _at("spec")
+    rules = [rule["rule"] for rule in _at("spec")["x-kubernetes-validations"]]
+    assert any("has(self.templateRef) ||" in rule and "has(self.phases)" in rule for rule in rules)
 
 
 def test_maps_are_additional_properties_and_no_status_value_relies_on_a_null_inside_an_array() -> None:

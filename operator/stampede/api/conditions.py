@@ -17,9 +17,12 @@ from pydantic import AfterValidator, WithJsonSchema
 
 SIGNAL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 _NUMBER = r"[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?"
-CONDITION_PATTERN = rf"^\s*[A-Za-z_][A-Za-z0-9_]{{0,62}}\s*(<=|>=|==|!=|<|>)\s*{_NUMBER}\s*$"
+# Whitespace spelled out as RE2's `\s` means it: Python's `\s` also takes Unicode spaces and `\v`, which the
+# API server (matching the CRD pattern with RE2) refuses, and `stampede lint` must refuse what it refuses.
+_WS = r"[\t\n\f\r ]"
+CONDITION_PATTERN = rf"^{_WS}*[A-Za-z_][A-Za-z0-9_]{{0,62}}{_WS}*(<=|>=|==|!=|<|>){_WS}*{_NUMBER}{_WS}*$"
 _CONDITION = re.compile(
-    rf"^\s*(?P<signal>[A-Za-z_][A-Za-z0-9_]{{0,62}})\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<number>{_NUMBER})\s*$"
+    rf"{_WS}*(?P<signal>[A-Za-z_][A-Za-z0-9_]{{0,62}}){_WS}*(?P<op><=|>=|==|!=|<|>){_WS}*(?P<number>{_NUMBER}){_WS}*"
 )
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -50,7 +53,7 @@ class Condition:
 
 def parse_condition(text: Any) -> Condition:
     """Parse one condition; raise ValueError naming the text and the expected form."""
-    match = _CONDITION.match(text) if isinstance(text, str) else None
+    match = _CONDITION.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise ValueError(
             f"invalid condition {text!r}: expected '<signal> <op> <number>' with op one of "
@@ -59,12 +62,11 @@ def parse_condition(text: Any) -> Condition:
     threshold = float(match["number"])
     if math.isinf(threshold) or math.isnan(threshold):
         raise ValueError(f"invalid condition {text!r}: the threshold must be a finite number")
-    return Condition(signal=match["signal"], op=match["op"], threshold=threshold, text=text.strip())
+    return Condition(signal=match["signal"], op=match["op"], threshold=threshold, text=text.strip(" \t\n\f\r"))
 
 
 def _check(text: str) -> str:
-    parse_condition(text)
-    return text.strip()
+    return parse_condition(text).text
 
 
 ConditionText = Annotated[

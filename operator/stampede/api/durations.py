@@ -17,15 +17,16 @@ DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|h|m|s))+)$"
 
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-_FULL = re.compile(DURATION_PATTERN)
+# The text must match exactly as the API server's RE2 matches the CRD pattern: no stripping of (Unicode)
+# whitespace, and `fullmatch` because Python's `$` would also accept a trailing newline.
+_FULL = re.compile(DURATION_PATTERN, re.ASCII)
 MAX_DURATION = timedelta(days=365)
 
 
 def parse_duration(text: str) -> timedelta:
     """Parse a Go duration; raise ValueError naming the bad text."""
-    if not isinstance(text, str) or not _FULL.match(text.strip()):
+    if not isinstance(text, str) or not _FULL.fullmatch(text):
         raise ValueError(f"invalid duration {text!r}: use Go-style units such as 500ms, 15s, 5m or 1h30m")
-    text = text.strip()
     if text == "0":
         return timedelta(0)
     seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text))

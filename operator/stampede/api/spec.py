@@ -11,17 +11,40 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationInfo, model_validator
 from pydantic.alias_generators import to_camel
 
 from .conditions import SIGNAL_NAME_PATTERN, Condition, ConditionText, parse_condition
 from .durations import Duration, format_duration
 from .kinds import ChangeKind
 
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+# The API server's own grammars (k8s.io/apimachinery/pkg/util/validation): IsDNS1123Subdomain (dot-separated
+# labels, so no `..` or `.-`), IsDNS1123Label, and IsConfigMapKey (not `.`, `..` or a leading `..`). Lengths
+# are bounded with max_length where these are used; the patterns are RE2-compatible, as the CRD needs.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-CONFIGMAP_KEY = r"^[-._a-zA-Z0-9]{1,253}$"
+CONFIGMAP_KEY = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]{0,251}$"
 URL_PATTERN = r"^https?://[^\s/@]+(/[^\s]*)?$"
+
+#: Booleans and integers are strict: the API server refuses `"true"` or `"10"` where the CRD says boolean or
+#: integer, so the models must not coerce them either. The one exception is a policy rendered from a template:
+#: `$(param)` substitution only ever yields text, and that text never passed the CRD's type checks, so there
+#: (validation context `TEMPLATE_RENDERED`) a whole-number or true/false text takes its typed value.
+TEMPLATE_RENDERED = "templateRendered"
+
+
+def _typed_template_text(value: Any, info: ValidationInfo) -> Any:
+    if not isinstance(value, str) or not (info.context or {}).get(TEMPLATE_RENDERED):
+        return value
+    text = value.strip()
+    if text in ("true", "false"):
+        return text == "true"
+    if text.lstrip("-").isdigit() and text.isascii():
+        return int(text)
+    return value
+
+
+StrictBool = Annotated[bool, Field(strict=True), BeforeValidator(_typed_template_text)]
 
 Name = Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]
 LabelName = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
@@ -95,7 +118,7 @@ class PrometheusSpec(Model):
     """Secret with keys `username` and `password` for HTTP basic auth."""
     ca_secret_ref: SecretKeyRef | None = None
     """Secret key holding a PEM CA bundle used to verify the server's certificate."""
-    insecure_skip_verify: bool = False
+    insecure_skip_verify: StrictBool = False
     """Skip TLS certificate verification (not for production)."""
 
     @model_validator(mode="after")
@@ -181,7 +204,7 @@ class ScaleAction(Model):
     """Deployment or StatefulSet."""
     name: Name
     """Name of the workload."""
-    replicas: Annotated[int, Field(ge=1, le=100000)]
+    replicas: Annotated[int, Field(ge=1, le=100000, strict=True), BeforeValidator(_typed_template_text)]
     """Minimum replicas during the incident (capped by the operator's STAMPEDE_MAX_REPLICAS); an HPA's
     minReplicas is raised instead when one targets the workload."""
 
@@ -280,12 +303,30 @@ class Notifications(Model):
     """POST `{"text": ...}` on incident opened, phase entered, escalated and closed."""
 
 
+class TemplateKind(StrEnum):
+    NAMESPACED = "StampedePolicyTemplate"
+    CLUSTER = "ClusterStampedePolicyTemplate"
+
+
+PARAMETER_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$"
+ParameterName = Annotated[str, Field(pattern=PARAMETER_NAME, max_length=63)]
+
+
+class TemplateRef(Model):
+    """The template this policy is rendered from."""
+
+    kind: TemplateKind
+    """StampedePolicyTemplate (in the policy's namespace) or ClusterStampedePolicyTemplate."""
+    name: Name
+    """Name of the template."""
+
+
 class PolicySpec(Model):
     """Desired behaviour of a StampedePolicy: signals, severities, recovery and the phased runbook."""
 
     mode: Mode = Mode.ENFORCE
     """Enforce applies changes; DryRun only records in status.planned what it would change."""
-    suspend: bool = False
+    suspend: StrictBool = False
     """Keep polling and reporting, but take no action and no rollback."""
     poll_interval: Duration = timedelta(seconds=15)
     """How often Prometheus is queried (minimum 1s)."""
@@ -307,6 +348,21 @@ class PolicySpec(Model):
     """How changes are rolled back."""
     notifications: Notifications | None = None
     """Incident notifications."""
+    template_ref: TemplateRef | None = None
+    """Render this policy from a template: its `spec.policy` with `$(name)` replaced by `arguments`, then
+    this policy's own top-level spec fields laid over it. Signals, severities, recovery and phases may then
+    come from the template alone."""
+    arguments: dict[Annotated[str, Field(pattern=PARAMETER_NAME)], Annotated[str, Field(max_length=8192)]] = Field(
+        default_factory=dict
+    )
+    """Values of the template's parameters, by name (strings; `"8"` fills a number field)."""
+
+    _template_generation: int | None = PrivateAttr(default=None)
+
+    @property
+    def template_generation(self) -> int | None:
+        """metadata.generation of the template this spec was rendered from (None without a template)."""
+        return self._template_generation
 
     @model_validator(mode="after")
     def _cross_field(self) -> PolicySpec:

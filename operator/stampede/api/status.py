@@ -267,6 +267,11 @@ class PolicyStatus(Model):
     """The last 10 incidents."""
     conditions: list[StatusCondition] = Field(default_factory=list)
     """Standard conditions."""
+    template_generation: int | None = None
+    """metadata.generation of the template (spec.templateRef) in force; empty without a template."""
+    mode: str = ""
+    """The mode in force (Enforce or DryRun), after defaults and any template: the MODE column shows it,
+    since `spec.mode` is empty when the policy leaves it to its default or its template."""
 
     def wire(self) -> dict[str, Any]:
         """The status as it is written to the API server."""

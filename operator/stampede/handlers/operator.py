@@ -30,6 +30,7 @@ from ..api.reasons import Reason
 from ..settings import SettingsError, load_settings
 from ..sources.prometheus import PrometheusSource
 from . import metrics
+from . import templates as _templates  # importing registers the template indices
 from .config import OperatorConfig
 from .runner import PolicyRunner, Shared
 
@@ -38,12 +39,26 @@ ANNOTATION_PREFIX = "stampede.aurum.io"
 _deleted: set[str] = set()
 
 
+#: kopf sets `eventTime`, so the API server holds the message to 1024 *bytes* (legacyValidateEvent in
+#: kubernetes pkg/apis/core/validation/events.go); kopf's own cut counts characters, too many for UTF-8.
+EVENT_MESSAGE_BYTES = 1024
+
+
+def fit_event_message(message: str, limit: int = EVENT_MESSAGE_BYTES) -> str:
+    """The longest prefix of `message` whose UTF-8 encoding fits in `limit` bytes, cut between characters."""
+    encoded = message.encode("utf-8")
+    if len(encoded) <= limit:
+        return message
+    # Decoding with "ignore" drops the partial character a byte cut may leave at the end.
+    return encoded[:limit].decode("utf-8", errors="ignore")
+
+
 def _emit(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
     # kopf builds the event's object reference from these fields alone; the runner passes any mapping.
     reference = kopf.RawBody(apiVersion=body.get("apiVersion") or "", kind=body.get("kind") or "")
     if "metadata" in body:
         reference["metadata"] = body["metadata"]
-    kopf.event(kopf.Body(reference), type=type_, reason=reason, message=message[:1000])
+    kopf.event(kopf.Body(reference), type=type_, reason=reason, message=fit_event_message(message))
 
 
 def credentials_problem() -> str | None:
@@ -155,6 +170,7 @@ async def forget_deleted(*, type: str, uid: str, name: str, namespace: str | Non
     if type == "DELETED":
         _deleted.add(uid)
         metrics.forget(namespace or "", name)
+        _templates.STORE.forget(namespace or "", name)
 
 
 def _has_rollback_finalizer(body: kopf.Body, **_: Any) -> bool:

@@ -107,7 +107,13 @@ class Problems:
             generation=generation,
         )
         return status.model_copy(
-            update={"conditions": conditions, "observed_generation": generation, "last_poll_time": now}
+            update={
+                "conditions": conditions,
+                "observed_generation": generation,
+                "template_generation": spec.template_generation,
+                "mode": spec.mode.value,
+                "last_poll_time": now,
+            }
         )
 
 

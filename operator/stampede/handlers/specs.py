@@ -13,8 +13,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api.spec import PolicySpec
+from ..api.templates import TemplateProblem
 from ..linting import validation_lines
 from ..sources.prometheus import check_url_allowed
+from . import templates
 from .config import OperatorConfig
 
 
@@ -30,7 +32,9 @@ def spec_error_text(error: ValidationError) -> str:
 def resolve_spec(body: Mapping[str, Any], config: OperatorConfig) -> PolicySpec:
     """The spec of a policy body, or InvalidSpec saying why it cannot be acted on."""
     try:
-        spec = PolicySpec.model_validate(body.get("spec") or {})
+        spec = templates.policy_spec(body)  # rendered from spec.templateRef's template, when it names one
+    except TemplateProblem as unrenderable:
+        raise InvalidSpec(str(unrenderable)) from None
     except ValidationError as error:
         raise InvalidSpec(spec_error_text(error)) from None
     url = spec.prometheus.url or config.prometheus_url
