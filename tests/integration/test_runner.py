@@ -7,6 +7,7 @@ when the runner reads, writes and reports, not how a query is made (tests/integr
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from stampede.actuators.kube import JSON, Kube, path
+from stampede.actuators.kube import JSON, Kube, KubeError, path
 from stampede.actuators.policies import FINALIZER, Policies, policy_path
 from stampede.actuators.targets import APPLIED_BY, Actuators
 from stampede.handlers import metrics
@@ -306,11 +307,14 @@ async def test_a_status_entry_naming_another_namespace_never_reaches_it(h: Harne
         "original": {"replicas": "0"},
         "applied": {"replicas": "2"},
     }
-    # Planted while the operator is down, by someone who may write stampedepolicies/status.
-    kube.merge(
-        policy_path(NS, "hostile", "status"),
-        {"status": {"state": "RollingBack", "applied": [planted], "journal": [planted]}},
-    )
+    hostile = {"status": {"state": "RollingBack", "applied": [planted], "journal": [planted]}}
+    # The CRD's status schema refuses the name (the same pattern as the spec's) ...
+    with pytest.raises(KubeError, match="should match"):
+        kube.merge(policy_path(NS, "hostile", "status"), hostile)
+    # ... so it is planted as on a cluster whose CRD has no schema, while the operator is down, by
+    # someone who may write stampedepolicies/status: the operator itself must refuse it too.
+    h.store.strictness = dataclasses.replace(h.store.strictness, custom_resource_schemas=False)
+    kube.merge(policy_path(NS, "hostile", "status"), hostile)
     runner, policies = _restarted(h, "hostile", source)
     mark = h.log.last_id
 
