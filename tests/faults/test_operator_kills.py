@@ -146,29 +146,27 @@ def test_changes_applied_just_before_a_crash_are_rolled_back_even_if_the_signals
     assert stack.operator is not None
     before = case.snapshot()
     case.create_ready("orphan", phases=[policies.phase_one()])
-    # The status write of the opening tick never lands (the process dies with it in memory).
-    lost = stack.harness.faults.add(
-        resources=["stampedepolicies"],
-        subresources=["status"],
-        namespace=case.ns,
-        verbs=["patch", "update"],
-        status=500,
+    # The scale write is held back long enough to make the opening tick's status write fail after it:
+    # the journal (both changes, written before their targets) lands, the record of how they went never does.
+    stack.harness.faults.add(
+        methods=["PATCH"], resources=["deployments"], subresources=["scale"], namespace=case.ns, status=None, delay=2.0
     )
     mark = stack.harness.log.last_id
+    lost = None
     try:
         case.set(hit_rate=UNHEALTHY, wait=False)
-        stack.wait_for(
-            "both phase-one targets written",
-            lambda: (
-                {
-                    r.resource
-                    for r in stack.harness.log.entries(since=mark, namespace=case.ns, verb="patch")
-                    if r.status is not None and r.status < 300
-                }
-                >= {"configmaps", "deployments"}
-            ),
+        case.wait_status(
+            "orphan",
+            "both changes journalled",
+            lambda s: [e["action"] for e in s.get("journal") or []] == ["api-config", "scale-api"],
             timeout=60,
-            interval=0.01,
+        )
+        lost = stack.harness.faults.add(
+            resources=["stampedepolicies"],
+            subresources=["status"],
+            namespace=case.ns,
+            verbs=["patch", "update"],
+            status=500,
         )
         stack.wait_for(
             "scale written",
@@ -176,17 +174,31 @@ def test_changes_applied_just_before_a_crash_are_rolled_back_even_if_the_signals
             timeout=30,
             interval=0.01,
         )
+        assert {
+            r.resource
+            for r in stack.harness.log.entries(since=mark, namespace=case.ns, verb="patch")
+            if r.status is not None and r.status < 300
+        } >= {"configmaps", "deployments"}
         stack.operator.kill()
     finally:
-        stack.harness.faults.remove(lost.id)
+        stack.harness.faults.clear()
+    assert lost is not None
+    assert [e["action"] for e in case.status("orphan").get("journal") or []] == ["api-config", "scale-api"]
     assert case.status("orphan").get("state") == "Idle"  # what the restarted operator will read
     case.set(hit_rate=HEALTHY)
     stack.operator.start()
     restarted = time.time()
-    case.wait_status(
+    closed = case.wait_status(
         "orphan",
-        "polled again after the restart",
-        lambda s: s.get("lastPollTime") and parse_time(s["lastPollTime"]).timestamp() > restarted + 3,
+        "the journalled changes held, rolled back and the made-up incident closed",
+        lambda s: (
+            s.get("lastPollTime")
+            and parse_time(s["lastPollTime"]).timestamp() > restarted
+            and s.get("history")
+            and not s.get("applied")
+            and not s.get("journal")
+        ),
         timeout=60,
     )
+    assert closed["state"] == "Idle"
     assert_restored(before, case.snapshot())

@@ -230,6 +230,8 @@ class PolicyRunner:
         Returns why it could not be, and then the target is not written: a change whose originals are
         not recorded first could not be rolled back exactly after a crash.
         """
+        if change in self.intents:  # a retry (after a 409) of a write already journalled as it is
+            return None
         entries = [*(e for e in self.intents if e.action != change.action), change]
         problem = journal.too_large(self.current or PolicyStatus(), entries)
         if problem is not None:
