@@ -248,7 +248,9 @@ class Bench:
         )
         cpu = Sample.take(self.pids).minus(before)
         reads = Counter(
-            r.resource for r in self.stack.harness.log.entries(since=mark, verb="get") if r.resource in TARGET_RESOURCES
+            f"{r.verb} {r.resource}"
+            for r in self.stack.harness.log.entries(since=mark)
+            if r.verb in ("get", "list") and r.resource in TARGET_RESOURCES
         )
         return {
             "policies": size,
