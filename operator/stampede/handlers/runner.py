@@ -118,7 +118,7 @@ class PolicyRunner:
             execute, decision, self.actuator, spec=spec, now=now, hold=self._hold
         )
         self.problems.record(body, execution)
-        new = self.problems.conditions(spec, execution.status, generation=generation, now=now)
+        new = self.problems.conditions(spec, self._settled(execution.status), generation=generation, now=now)
         self.current = new
         self.after_tick(
             TickReport(
@@ -223,6 +223,15 @@ class PolicyRunner:
         self.problems.record(body, execution)
         self.current = execution.status
         return execution.status
+
+    def _settled(self, status: PolicyStatus) -> PolicyStatus:
+        """The journal as the tick leaves it: the entries of applies that did not end in `applied`.
+
+        A write reported failed may still have landed (a timeout after the server took it); its entry
+        stays, so the next tick finds out before anything is re-planned against the values it set.
+        """
+        held = {c.action for c in status.applied}
+        return status.model_copy(update={"journal": [e for e in self.intents if e.action not in held]})
 
     def _intend(self, change: AppliedChange) -> str | None:
         """Journal a change in status before its target is written (runs in execute's worker thread).
