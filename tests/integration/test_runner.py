@@ -326,3 +326,20 @@ async def test_a_status_entry_naming_another_namespace_never_reaches_it(h: Harne
 
     assert [r for r in h.log.entries(since=mark) if r.namespace == "kube-system"] == []
     assert kube.get(path("Deployment", "kube-system", "coredns"))["spec"]["replicas"] == 2
+
+
+async def test_the_entry_of_a_failed_apply_stays_journalled_until_the_next_tick_has_looked(h: HarnessThread) -> None:
+    source = Source()
+    runner, policies = runner_for(h, "flaky", source)
+    h.faults.add(methods=["PATCH"], resources=["configmaps"], namespace=NS, status=500, times=1)
+
+    t = await _open_incident(runner, policies, "flaky", source)
+
+    stored = policies.read(NS, "flaky")["status"]
+    assert [e["action"] for e in stored.get("journal") or []] == ["flag"], "kept: the write may have landed"
+    assert not stored.get("applied")
+    await runner.tick(policies.read(NS, "flaky"), now=t)
+    stored = policies.read(NS, "flaky")["status"]
+    assert stored.get("journal") in (None, [])
+    (change,) = stored["applied"]
+    assert (change["original"], change["absent"]) == ({}, ["F"]), "the true originals, not the values set"
