@@ -8,12 +8,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint unit crds verify-crds demo run bench deploy deploy-namespaced prometheus clean
+.PHONY: install test lint unit mutate crds verify-crds demo run bench deploy deploy-namespaced prometheus clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,report]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -55,7 +55,13 @@ unit: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 # Plurals of the generated CRDs: `stampede crd PLURAL` prints crds/PLURAL.stampede.aurum.io.yaml.
-CRDS := stampedepolicies stampedepolicytemplates clusterstampedepolicytemplates
+CRDS := stampedepolicies stampedeincidents stampedepolicytemplates clusterstampedepolicytemplates
+
+# Mutation testing (cosmic-ray, pinned in the `mutation` extra) of the engine against tests/unit, in a
+# copy under .mutate/; MUTATE=api or MUTATE=all widens it. Slow (one unit run per mutant), not in `make test`.
+mutate: install
+	$(BIN)/python -m pip install --quiet -e '.[test,mutation]'
+	MUTATE=$(or $(MUTATE),engine) tests/mutation/run.sh
 
 crds: install
 	@for crd in $(CRDS); do $(BIN)/stampede crd $$crd > crds/$$crd.stampede.aurum.io.yaml || exit 1; done
@@ -93,4 +99,4 @@ deploy-namespaced: install
 	$(BIN)/kubectl apply -k deploy/overlays/namespaced
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .mutate

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,6 +36,8 @@ STAMPEDE_LIMIT_SECONDS = 75.0
 """Recovery starts once the incident reached its last phase at P0, or after this long at the latest."""
 SETTLE_LIMIT_SECONDS = 75.0
 """Time allowed from recovery of the workload to the incident being closed."""
+REPORT_DIR = pathlib.Path(tempfile.gettempdir()) / "stampede-demo-report"
+"""Where the postmortem draft and plot go (outlives the demo; STAMPEDE_DEMO_REPORT_DIR overrides it)."""
 
 
 class DemoFailed(Exception):
@@ -258,11 +261,51 @@ def report(stack: Stack, watch: Watch, *, final: dict[str, Any], before: dict[st
         problems.append(f"changes still recorded as applied: {[c.get('action') for c in final['applied']]}")
     if problems:
         raise DemoFailed("; ".join(problems))
+    record_and_report(stack, final)
     phases = [p for _, _, _, p in watch.transitions if p != "-"]
     say(
         f"RESULT: incident opened, went through phases {', '.join(dict.fromkeys(phases))}, rolled back "
         f"{reasons.count('ActionRolledBack')} change(s) and closed; every target restored exactly."
     )
+
+
+def record_and_report(stack: Stack, final: dict[str, Any]) -> None:
+    """The incident's StampedeIncident record, and a postmortem draft with its plot written from it."""
+    assert stack.prometheus is not None
+    incident = (final.get("history") or [{}])[0].get("id")
+    name = f"{POLICY}-{incident}"
+    try:
+        stack.wait_for(
+            f"StampedeIncident {name} closed",
+            lambda: (
+                (
+                    stack.custom.get_namespaced_custom_object(
+                        "stampede.aurum.io", "v1alpha1", NAMESPACE, "stampedeincidents", name
+                    ).get("status")
+                    or {}
+                ).get("state")
+                == "Closed"
+            ),
+            timeout=15,
+        )
+    except AssertionError as problem:
+        raise DemoFailed(f"the incident record {name} was not closed: {str(problem).splitlines()[0]}") from None
+    say("=== kubectl get stpi -n aurum-demo (the incident log) " + "=" * 19)
+    say(kubectl(stack, "get", "stpi", "-n", NAMESPACE))
+    say()
+    directory = pathlib.Path(os.environ.get("STAMPEDE_DEMO_REPORT_DIR") or REPORT_DIR)
+    binary = pathlib.Path(sys.executable).with_name("stampede")
+    command = [str(binary) if binary.exists() else "stampede", "report", "-n", NAMESPACE, POLICY]
+    command += ["--incident", str(incident), "--prometheus", stack.prometheus.url, "--output-dir", str(directory)]
+    env = {**os.environ, "KUBECONFIG": str(stack.harness.kubeconfig)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    say(f"=== stampede report -n {NAMESPACE} {POLICY} --incident {incident} " + "=" * 12)
+    if done.returncode != 0:
+        say(f"(no report: {done.stderr.strip()})")
+    else:
+        for path in done.stdout.split():
+            say(f"report: {path}")
+    say()
 
 
 def _interrupt(signum: int, frame: object) -> None:

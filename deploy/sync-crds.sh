@@ -1,5 +1,5 @@
 #!/bin/sh
-# Copy the generated CRDs (StampedePolicy and the two template kinds) into the kustomize base.
+# Copy the generated CRDs (StampedePolicy, StampedeIncident and the two template kinds) into the kustomize base.
 #
 # kustomize (and so `kubectl apply -k` and Argo CD) refuses files outside the kustomization's
 # directory, so deploy/base cannot reference ../../crds/ directly. Run this after `make crds`;

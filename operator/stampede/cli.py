@@ -6,7 +6,7 @@ Each subcommand is a thin shell over a module that does the work, so tests call 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,15 +30,25 @@ def main() -> None:
 @click.argument(
     "plural",
     default="stampedepolicies",
-    type=click.Choice(["stampedepolicies", "stampedepolicytemplates", "clusterstampedepolicytemplates"]),
+    type=click.Choice(
+        [
+            "stampedepolicies",
+            "stampedeincidents",
+            "stampedepolicytemplates",
+            "clusterstampedepolicytemplates",
+        ]
+    ),
 )
 def crd(plural: str) -> None:
     """Print a CustomResourceDefinition generated from the models (default: StampedePolicy's)."""
     from .api.crd import render_crd, render_crd_yaml
+    from .api.incident import INCIDENT_KIND
     from .api.template_crds import render_template_crd
 
     if plural == "stampedepolicies":
         click.echo(render_crd_yaml(render_crd()), nl=False)
+    elif plural == "stampedeincidents":
+        click.echo(render_crd_yaml(render_crd(INCIDENT_KIND)), nl=False)
     else:
         click.echo(render_crd_yaml(render_template_crd(cluster=plural.startswith("cluster"))), nl=False)
 
@@ -49,12 +59,19 @@ def crd(plural: str) -> None:
     "--prometheus", "prometheus_url", metavar="URL", help="Also test-run every query against this Prometheus."
 )
 def lint(files: tuple[str, ...], prometheus_url: str | None) -> None:
-    """Validate StampedePolicy YAML files offline; one line per problem, exit 1 on any."""
-    from .linting import lint_files
+    """Validate StampedePolicy YAML files offline; one line per problem, exit 1 on any.
 
-    problems = lint_files(list(files), prometheus_url=prometheus_url)
+    Advice (`warning:` lines: restarts that may feed the stampede) never changes the exit code.
+    """
+    from .linting import lint_report
+    from .sources.readings import printable
+
+    problems, advice = lint_report(list(files), prometheus_url=prometheus_url)
     for problem in problems:
-        click.echo(str(problem), err=True)
+        # Server text (lint --prometheus) and file contents must not reach the terminal as escape sequences.
+        click.echo(printable(str(problem)), err=True)
+    for line in advice:
+        click.echo(f"warning: {printable(str(line))}", err=True)
     if problems:
         sys.exit(1)
     click.echo(f"{len(files)} file(s) OK")
@@ -207,6 +224,12 @@ def _settings_or_exit() -> Settings:
 )
 @click.option("--output", "-o", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option(
+    "--report-dir",
+    "report_dir",
+    type=click.Path(file_okay=False),
+    help="Also write a postmortem draft (<policy>-<id>.md) and a plot (.png) per incident into this directory.",
+)
+@click.option(
     "--false-opening-threshold",
     "false_text",
     default="5m",
@@ -222,6 +245,7 @@ def simulate(
     step_text: str | None,
     output: str,
     false_text: str,
+    report_dir: str | None,
 ) -> None:
     """Replay Prometheus history through the engine and print the incident timeline it would have produced.
 
@@ -242,6 +266,7 @@ def simulate(
         render_table,
         replay,
     )
+    from .sources.readings import printable
 
     try:
         name, spec = load_policy(policy_file)
@@ -269,14 +294,111 @@ def simulate(
     else:
         width = shutil.get_terminal_size((160, 24)).columns if sys.stdout.isatty() else 160
         click.echo(render_table(result, width=width), nl=False)
+    if report_dir:
+        _replay_reports(name, spec, result, history, report_dir)
     if result.unknown_steps:
         which = (
             "every step" if result.unknown_steps == result.steps else f"{result.unknown_steps} of {result.steps} steps"
         )
         click.echo(f"error: {which} had unknown signals, so the replay cannot be trusted:", err=True)
         for error in result.errors:
-            click.echo(f"  {error}", err=True)
+            click.echo(f"  {printable(error)}", err=True)
         sys.exit(EXIT_STEPS_UNKNOWN)
+
+
+def _replay_reports(name: str, spec: Any, result: Any, history: Any, directory: str) -> None:
+    """`simulate --report-dir`: one report per incident of the replay, from the replayed history."""
+    from pathlib import Path
+
+    from .reporting import Report, write_report
+    from .reporting.plot import PlotUnavailable
+
+    namespace, _, policy = name.rpartition("/")
+    series = {s.name: [(when, values.get(s.name)) for when, values, _ in history] for s in spec.signals}
+    for incident in result.incidents:
+        if incident.record is None:
+            continue
+        report = Report(
+            namespace=namespace,
+            policy=policy,
+            incident=incident.id,
+            spec=spec,
+            record=incident.record,
+            series=series,
+            source="replay",
+        )
+        try:
+            paths = write_report(report, Path(directory), now=result.end)
+        except PlotUnavailable as problem:
+            click.echo(f"report: {Path(directory) / report.basename}.md (no plot: {problem})", err=True)
+            sys.exit(1)
+        click.echo(f"report: {paths[0]} {paths[1]}", err=True)
+
+
+@main.command()
+@click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of the policy.")
+@click.argument("policy")
+@click.option("--incident", "incident", metavar="ID", help="Incident id (default: the latest record of the policy).")
+@click.option(
+    "--prometheus",
+    "prometheus_url",
+    metavar="URL",
+    help="Prometheus to read the signals' history from (default: the policy's spec.prometheus.url).",
+)
+@click.option(
+    "--output-dir",
+    "output_dir",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where <policy>-<id>.md and <policy>-<id>.png are written.",
+)
+@click.option("--context", default=None, help="The kubeconfig context to use (as kubectl's --context).")
+@click.option("--kubeconfig", default=None, type=click.Path(dir_okay=False), help="Path to the kubeconfig.")
+def report(
+    namespace: str,
+    policy: str,
+    incident: str | None,
+    prometheus_url: str | None,
+    output_dir: str,
+    context: str | None,
+    kubeconfig: str | None,
+) -> None:
+    """Write a postmortem draft and a plot of an incident from its StampedeIncident record and Prometheus.
+
+    `kubectl stampede report` runs this command.
+    """
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from .reporting import write_report
+    from .reporting.cluster import ReportError, fetch_report
+    from .reporting.plot import PlotUnavailable
+
+    now = datetime.now(UTC)
+    try:
+        found = fetch_report(
+            namespace=namespace,
+            policy=policy,
+            incident=incident,
+            prometheus_url=prometheus_url,
+            now=now,
+            kubeconfig=kubeconfig,
+            context=context,
+        )
+    except ReportError as problem:
+        click.echo(str(problem), err=True)
+        sys.exit(1)
+    try:
+        markdown, png = write_report(found, Path(output_dir), now=now)
+    except PlotUnavailable as problem:
+        click.echo(str(Path(output_dir) / f"{found.basename}.md"))  # the draft is written without the plot
+        click.echo(str(problem), err=True)
+        sys.exit(1)
+    if found.note:
+        click.echo(f"note: {found.note}", err=True)
+    click.echo(str(markdown))
+    click.echo(str(png))
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ from typing import Protocol
 
 from .api.kinds import ChangeKind
 from .api.spec import Action, Mode, PolicySpec
-from .api.status import AppliedChange, PolicyStatus, State
+from .api.status import AppliedChange, PolicyStatus, State, WorkloadStatusRef
 from .engine import adoption, drift, outcomes, trust
-from .engine.decide import Decision, record_applied, record_undone
+from .engine.decide import Decision, awaited_workloads, record_applied, record_undone
 from .engine.outcomes import Outcome, Step
 
 
@@ -45,6 +45,12 @@ class Actuator(Protocol):
 
     def landed(self, change: AppliedChange) -> bool | None:
         """Whether a journalled change reached its target; None when that cannot be told now."""
+
+    def restart(self, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
+        """One rollout restart of a workload; None when done, else a clause saying why not."""
+
+    def rollout_complete(self, workload: WorkloadStatusRef) -> bool | None:
+        """Whether the workload's rollout is complete; None when it cannot be read."""
 
 
 Hold = Callable[[], Outcome | None]
@@ -78,23 +84,31 @@ def execute(
     status = decision.status
     dry_run = spec.mode == Mode.DRY_RUN
     done: list[Done] = []
+    restarts = _Restarts()
     for change in decision.undo:
         outcome = _undo(change, status, actuator, spec=spec, now=now, dry_run=dry_run or change in status.planned)
         done.append(Done(Step.UNDO, change.action, change.kind, outcome))
         if outcome.ok:
             status = record_undone(status, change)
+            restarts.ask(outcome.restarts, undone=change.action)
     held = False
-    if decision.apply and not dry_run and hold is not None:
+    acting = [a for a in decision.apply if not a.dry_run]
+    if acting and not dry_run and hold is not None:
         problem = hold()
         if problem is not None:
             done.append(Done(Step.HOLD, "", None, problem))
         held = problem is None
-    if decision.apply and (dry_run or hold is None or held):
-        for action in decision.apply:
-            outcome = actuator.apply(action, incident=decision.incident_id or "", now=now, dry_run=dry_run)
-            done.append(Done(Step.APPLY, action.name, action.kind, outcome))
-            if outcome.ok and outcome.change is not None:
-                status = record_applied(status, outcome.change, dry_run=dry_run)
+    for action in decision.apply:
+        shadow = dry_run or action.dry_run
+        if not shadow and hold is not None and not held:
+            continue
+        outcome = actuator.apply(action, incident=decision.incident_id or "", now=now, dry_run=shadow)
+        step = Step.PLAN if action.dry_run and not dry_run else Step.APPLY
+        done.append(Done(step, action.name, action.kind, outcome))
+        if outcome.ok and outcome.change is not None:
+            status = record_applied(status, outcome.change, dry_run=shadow)
+            restarts.ask(outcome.restarts, applied=action.name)
+    status = restarts.perform(status, actuator, now=now, done=done)
     if drift.corrects_drift(spec, status):
         status = _correct_drift(status, actuator, spec=spec, now=now, done=done)
     if not dry_run and status.state == State.IDLE:
@@ -117,6 +131,50 @@ def _undo(
         return outcomes.not_rolled_back(change, why=trusted)
     others = [c for c in status.applied if c is not change and (c.kind, c.name) == (trusted.kind, trusted.name)]
     return actuator.undo(trusted, now=now, dry_run=dry_run, last=not others)
+
+
+class _Restarts:
+    """The rollout restarts a poll's changes ask for, gathered so each workload restarts once.
+
+    Every restarted pod comes back with a cold cache and opens new connections: restarting the same
+    workload for each of several actions would feed the very stampede the policy fights.
+    """
+
+    def __init__(self) -> None:
+        self.asked: dict[tuple[str, str], tuple[WorkloadStatusRef, list[str], list[str]]] = {}
+
+    def ask(self, workloads: tuple[WorkloadStatusRef, ...], *, applied: str = "", undone: str = "") -> None:
+        for workload in workloads:
+            _, apply_names, undo_names = self.asked.setdefault((workload.kind, workload.name), (workload, [], []))
+            if applied:
+                apply_names.append(applied)
+            if undone:
+                undo_names.append(undone)
+
+    def perform(
+        self, status: PolicyStatus, actuator: Actuator, *, now: datetime, done: list[Done], drop: bool = True
+    ) -> PolicyStatus:
+        """Restart each workload once; an apply whose restart failed is dropped, so the next poll retries it.
+
+        Dropped from `applied`, its journal entry stays (see `handlers/runner.py`), and the next tick's
+        `reconcile` holds it again with its true originals and restarts its workloads once more.
+        """
+        for workload, applied, undone in self.asked.values():
+            problem = actuator.restart(workload, now=now)
+            if problem is None:
+                outcome = outcomes.restarted(workload, applied=applied, undone=undone)
+            else:
+                outcome = outcomes.restart_failed_for(workload, applied=applied, undone=undone, what=problem)
+                if drop:
+                    kept = [c for c in status.applied if c.action not in applied]
+                    status = status.model_copy(update={"applied": kept})
+            done.append(Done(Step.RESTART, ", ".join(applied + undone), None, outcome))
+        return status
+
+
+def read_rollouts(status: PolicyStatus, actuator: Actuator) -> dict[str, bool | None]:
+    """The rollout state of the workloads rollback waits for, keyed `Kind/name` (the engine's input)."""
+    return {f"{w.kind}/{w.name}": actuator.rollout_complete(w) for w in awaited_workloads(status)}
 
 
 def _correct_drift(
@@ -148,10 +206,15 @@ def reconcile(spec: PolicySpec, status: PolicyStatus, actuator: Actuator, *, now
 
     Only the targets named in the journal are read, so a restart costs nothing for policies that were
     not in the middle of a write. A target that cannot be read now keeps its entry for the next tick.
+    During an incident, the workloads of a change held this way are restarted (coalesced): whether they
+    were before the operator stopped, or the restart failed, cannot be told, and a ConfigMap value the
+    workloads never read mitigates nothing. A restart failing again is reported; the change stays held,
+    since dropping it would have it re-planned against the values it set.
     """
     found: list[AppliedChange] = []
     kept: list[AppliedChange] = []
     done: list[Done] = []
+    restarts = _Restarts()
     known = {c.action for c in status.applied}
     for entry in status.journal:
         trusted = trust.from_spec(spec, entry)
@@ -163,8 +226,11 @@ def reconcile(spec: PolicySpec, status: PolicyStatus, actuator: Actuator, *, now
         elif landed:
             found.append(trusted)
             done.append(Done(Step.ADOPT, entry.action, entry.kind, outcomes.adopted(trusted)))
-    status = status.model_copy(update={"journal": kept})
-    return Execution(adoption.adopt(status, found, now=now), tuple(done))
+            if status.state == State.INCIDENT:
+                restarts.ask(tuple(trusted.restart), applied=entry.action)
+    status = adoption.adopt(status.model_copy(update={"journal": kept}), found, now=now)
+    status = restarts.perform(status, actuator, now=now, done=done, drop=False)
+    return Execution(status, tuple(done))
 
 
 def roll_back_all(
@@ -177,13 +243,16 @@ def roll_back_all(
     targets must still carry the policy's mark.
     """
     done: list[Done] = []
+    restarts = _Restarts()
     for change in sorted(status.applied, key=lambda c: c.applied_at, reverse=True):
         outcome = _undo(change, status, actuator, spec=spec, now=now, dry_run=False)
         done.append(Done(Step.UNDO, change.action, change.kind, outcome))
         if outcome.ok:
             status = record_undone(status, change)
+            restarts.ask(outcome.restarts, undone=change.action)
+    status = restarts.perform(status, actuator, now=now, done=done)
     remaining = sorted(status.applied, key=lambda c: c.applied_at)
     return Execution(status.model_copy(update={"applied": remaining}), tuple(done))
 
 
-__all__ = ["Actuator", "Done", "Execution", "Hold", "execute", "reconcile", "roll_back_all"]
+__all__ = ["Actuator", "Done", "Execution", "Hold", "execute", "read_rollouts", "reconcile", "roll_back_all"]

@@ -71,6 +71,11 @@ class _Policy:
 
 def lint_files(paths: list[str], *, prometheus_url: str | None = None) -> list[Problem]:
     """Every problem in every file, in file order; with `prometheus_url`, also every failing query."""
+    return lint_report(paths, prometheus_url=prometheus_url)[0]
+
+
+def lint_report(paths: list[str], *, prometheus_url: str | None = None) -> tuple[list[Problem], list[Problem]]:
+    """The problems (`lint_files`) and the advice: valid policies whose remedies may feed the stampede."""
     problems: list[Problem] = []
     policies: list[_Policy] = []
     templates = _templates_in(paths)  # a policy may name a template given in any of the files
@@ -78,7 +83,52 @@ def lint_files(paths: list[str], *, prometheus_url: str | None = None) -> list[P
         problems += _lint_file(path, policies, templates)
     if prometheus_url is not None:
         problems += _query_problems(policies, url=prometheus_url)
-    return problems
+    advice = [
+        Problem(file=p.file, object=p.object, path=where, message=message)
+        for p in policies
+        for where, message in restart_advice(p.spec)
+    ]
+    return problems, advice
+
+
+def restart_advice(spec: PolicySpec) -> list[tuple[str, str]]:
+    """(path, advice) for restarts that may feed the stampede: a restarted pod starts with a cold cache.
+
+    A workload restarted by several actions restarts once per poll that applies or undoes one of them
+    (the operator coalesces only within a poll); one restarted in the first phase restarts at the
+    stampede's worst moment, when every cold cache adds misses.
+    """
+    advice: list[tuple[str, str]] = []
+    restarted_by: dict[tuple[str, str], list[str]] = {}
+    for i, phase in enumerate(spec.phases):
+        for j, action in enumerate(phase.actions):
+            if action.config_map is None:
+                continue
+            for k, workload in enumerate(action.config_map.restart):
+                where = f"spec.phases[{i}].actions[{j}].configMap.restart[{k}]"
+                earlier = restarted_by.setdefault((workload.kind.value, workload.name), [])
+                if earlier:
+                    advice.append(
+                        (
+                            where,
+                            f"{workload.kind.value} {workload.name} is also restarted by action(s) "
+                            f"{', '.join(earlier)}: each phase and each rollback step that reaches one of them "
+                            "restarts it again (restarts are coalesced only within one poll), and every restart "
+                            "brings its pods back with cold caches; consider one ConfigMap action for it",
+                        )
+                    )
+                earlier.append(action.name)
+                if i == 0:
+                    advice.append(
+                        (
+                            where,
+                            f"{workload.kind.value} {workload.name} is restarted in the first phase "
+                            f"({phase.name}), while the stampede is at its worst: its pods come back with cold "
+                            "caches and new connections; consider a later phase, or settings it reads without "
+                            "a restart",
+                        )
+                    )
+    return advice
 
 
 def _lint_file(path: str, policies: list[_Policy], templates: _Templates) -> list[Problem]:
@@ -439,7 +489,7 @@ def _query_problems(policies: list[_Policy], *, url: str) -> list[Problem]:
                     source.read(
                         Endpoint(url=url),
                         {signal.name: signal.query for signal in policy.spec.signals},
-                        timeout=policy.spec.prometheus.timeout.total_seconds(),
+                        timeout=policy.spec.query_timeout.total_seconds(),
                         round_key=round_key,
                     )
                     for policy in policies

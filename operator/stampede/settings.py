@@ -17,6 +17,7 @@ from pydantic_core import ErrorDetails, InitErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .linting import validation_lines
+from .notifiers.formats import PAGERDUTY_DEFAULT_URL
 from .sources import url_problem
 from .sources.allowlist import redact_url
 
@@ -49,6 +50,11 @@ class Settings(BaseSettings):
     """kopf peering priority of this instance; `--priority` overrides it, and unset means a random draw."""
     peering_lifetime: int = Field(default=20, ge=5, le=3600)
     """Seconds a silent peer counts as alive (the bound on a failover); `--peering-lifetime` overrides it."""
+    pagerduty_url: str = Field(default=PAGERDUTY_DEFAULT_URL, max_length=2048)
+    """Where PagerDuty notification targets send Events API v2 events (a proxy, or PagerDuty's EU endpoint)."""
+    max_concurrent_incidents: int = Field(default=0, ge=0, le=10_000)
+    """Storm breaker: with this many policies already acting on an incident, a further policy that fires opens
+    its incident but applies nothing until fewer are open (0: off)."""
 
     deletion_attempts: ClassVar[int] = 10
     """Rollback attempts on deletion before the finalizer is released with the changes left in place."""
@@ -59,7 +65,12 @@ class Settings(BaseSettings):
         # A ConfigMap entry `STAMPEDE_PROMETHEUS_URL=` means "no default Prometheus", not an invalid URL.
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("prometheus_url")
+    @field_validator("pagerduty_url", mode="before")
+    @classmethod
+    def _empty_pagerduty_url_is_default(cls, value: object) -> object:
+        return PAGERDUTY_DEFAULT_URL if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("prometheus_url", "pagerduty_url")
     @classmethod
     def _plain_url(cls, value: str | None) -> str | None:
         if value is not None:
@@ -129,7 +140,7 @@ def _renamed(detail: ErrorDetails) -> InitErrorDetails:
     return renamed
 
 
-_URL_FIELDS: Final = {"prometheus_url", "allowed_prometheus_urls"}
+_URL_FIELDS: Final = {"prometheus_url", "allowed_prometheus_urls", "pagerduty_url"}
 
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "settings_lines"]

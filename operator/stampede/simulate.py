@@ -30,11 +30,13 @@ import yaml
 from .actuators.memory import MemoryActuator
 from .api import KIND
 from .api.durations import format_duration
+from .api.incident import IncidentRecordStatus
 from .api.spec import Mode, PolicySpec, StampedePolicyDocument
 from .api.status import AppliedChange, PolicyStatus, State, format_time
-from .engine import decide
+from .engine import Decision, Event, decide
 from .engine.outcomes import Step
-from .executing import execute
+from .engine.records import RecordBook, kpi_summary
+from .executing import execute, read_rollouts
 from .sources.prometheus import Endpoint, PrometheusSource, Reading
 
 __all__ = [
@@ -147,7 +149,7 @@ History = list[tuple[datetime, dict[str, float | None], dict[str, str]]]
 
 def read_history(spec: PolicySpec, *, url: str, start: datetime, end: datetime, step: float) -> History:
     """Every signal's value at every step from start to end, as the operator would have read them."""
-    timeout = max(spec.prometheus.timeout.total_seconds(), RANGE_TIMEOUT_FLOOR)
+    timeout = max(spec.query_timeout.total_seconds(), RANGE_TIMEOUT_FLOOR)
     endpoint = Endpoint(url=url)
     chunks: list[tuple[datetime, datetime]] = []
     chunk = timedelta(seconds=step * (MAX_POINTS_PER_QUERY - 1))
@@ -219,6 +221,8 @@ class IncidentRecord:
     max_phase: str = ""
     escalated: bool = False
     first_change_at: datetime | None = None
+    record: IncidentRecordStatus | None = None
+    """The StampedeIncident status the operator would have written (timeline, changes, KPIs)."""
 
     def wire(self) -> dict[str, Any]:
         return {
@@ -228,6 +232,7 @@ class IncidentRecord:
             "closedAt": rfc3339(self.closed_at) if self.closed_at else None,
             "maxPhase": self.max_phase,
             "escalated": self.escalated,
+            "kpis": [k.model_dump(mode="json", exclude_none=True) for k in self.record.kpis] if self.record else [],
         }
 
 
@@ -250,6 +255,8 @@ class Replay:
     """Every distinct reason a signal was unknown, in the order first seen (each once)."""
     final_state: State = State.IDLE
     held_at_end: list[AppliedChange] = field(default_factory=list)
+    records: RecordBook = field(default_factory=RecordBook)
+    """The StampedeIncident records the operator would have written, by incident id."""
 
     def summary(self) -> dict[str, Any]:
         """Counts and durations a person tuning the policy looks at first."""
@@ -317,12 +324,15 @@ def replay(
     by_id: dict[str, IncidentRecord] = {}
     wake: list[datetime | None] = [None]
     for now, readings, errors, sampled in _evaluations(history, wake=wake, end=last):
+        mark = len(out.events)
         if sampled:
             out.steps += 1
             if any(readings.get(s.name) is None for s in spec.signals):
                 out.unknown_steps += 1
             out.errors += [error for error in dict.fromkeys(errors.values()) if error not in out.errors]
-        decision = decide(spec=spec, status=status, readings=readings, now=now, errors=errors)
+        # A replay's memory actuator reports every rollout complete: no cluster is there to wait for.
+        rollouts = read_rollouts(status, actuator)
+        decision = decide(spec=spec, status=status, readings=readings, now=now, errors=errors, rollouts=rollouts)
         wake[0] = decision.wake_at
         _track_incidents(decision.status, out, by_id)
         out.events += [SimulatedEvent(now, e.reason, e.message, e.warning) for e in decision.events]
@@ -334,10 +344,33 @@ def replay(
             record = by_id.get(decision.incident_id or "")
             if done.step == Step.APPLY and outcome.ok and record is not None and record.first_change_at is None:
                 record.first_change_at = now
-        status = execution.status
+        status = _follow_records(
+            out, spec=spec, decision=decision, after=execution.status, mark=mark, values=readings, now=now
+        )
     out.final_state = status.state
     out.held_at_end = list(status.planned if spec.mode == Mode.DRY_RUN else status.applied)
     return out
+
+
+def _follow_records(
+    out: Replay,
+    *,
+    spec: PolicySpec,
+    decision: Decision,
+    after: PolicyStatus,
+    mark: int,
+    values: Mapping[str, float | None],
+    now: datetime,
+) -> PolicyStatus:
+    """Keep the incident records as the operator would (events from `mark` on are this step's)."""
+    events = [Event(e.reason, e.message, e.warning) for e in out.events[mark:]]
+    name = out.policy.rpartition("/")[2]
+    status = out.records.step(
+        spec=spec, policy=name, decision=decision, after=after, events=events, values=values, now=now
+    )
+    for incident in out.incidents:
+        incident.record = out.records.all.get(incident.id, incident.record)
+    return status
 
 
 MAX_WAKES_PER_STEP = 1000
@@ -427,6 +460,13 @@ def render_table(result: Replay, *, width: int | None = None) -> str:
     """The timeline as a rich table plus the summary, as text (so the CLI and tests print the same)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from .sources.readings import printable
+
+    def cell(value: str) -> Text:
+        # Plain Text, never markup: a "[/oops]" from Prometheus is shown as written, not parsed.
+        return Text(printable(value))
 
     buffer = io.StringIO()
     console = Console(file=buffer, width=width or 160, force_terminal=False, color_system=None)
@@ -434,31 +474,39 @@ def render_table(result: Replay, *, width: int | None = None) -> str:
         f"stampede simulate {result.policy}: {rfc3339(result.start)} → {rfc3339(result.end)}, "
         f"step {_seconds(result.step)}"
     )
-    table = Table(title=title, show_lines=False, expand=False)
+    table = Table(title=cell(title), show_lines=False, expand=False)
     table.add_column("Time (UTC)", no_wrap=True)
     table.add_column("Reason", no_wrap=True)
     table.add_column("Message", overflow="fold")
     for event in result.events:
-        table.add_row(rfc3339(event.time), event.reason, event.message, style="yellow" if event.warning else None)
+        table.add_row(
+            rfc3339(event.time), cell(event.reason), cell(event.message), style="yellow" if event.warning else None
+        )
     if not result.events:
         table.add_row("-", "-", "No incident: the policy would have done nothing in this window.")
     console.print(table)
     if result.incidents:
         incidents = Table(title="Incidents")
-        for column in ("ID", "Severity", "Opened", "Closed", "Duration", "Max phase", "Escalated"):
+        for column in ("ID", "Severity", "Opened", "Closed", "Duration", "Max phase", "Escalated", "KPIs met"):
             incidents.add_column(column, no_wrap=True)
         for i in result.incidents:
             duration = ((i.closed_at or result.end) - i.opened_at).total_seconds()
             incidents.add_row(
-                i.id,
-                i.severity,
-                rfc3339(i.opened_at),
-                rfc3339(i.closed_at) if i.closed_at else "(open)",
-                _seconds(duration),
-                i.max_phase or "-",
-                "yes" if i.escalated else "no",
+                *map(
+                    cell,
+                    (
+                        i.id,
+                        i.severity,
+                        rfc3339(i.opened_at),
+                        rfc3339(i.closed_at) if i.closed_at else "(open)",
+                        _seconds(duration),
+                        i.max_phase or "-",
+                        "yes" if i.escalated else "no",
+                        kpi_summary(i.record.kpis) if i.record else "-",
+                    ),
+                )
             )
         console.print(incidents)
     for line in summary_lines(result):
-        console.print(line, highlight=False, markup=False)
+        console.print(printable(line), highlight=False, markup=False)
     return buffer.getvalue()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -301,21 +302,51 @@ def _build_context(stage: Stage, dest: Path) -> None:
                 shutil.copy2(file, target)
 
 
+_BUILD_DEPENDENCIES_FAILED = re.compile(r"install(ing)? build dependencies", re.IGNORECASE)
+"""pip's words (pip 23: "pip subprocess to install build dependencies did not run successfully", pip 26:
+"installing build dependencies did not run successfully") when the isolated build environment cannot be made."""
+
+
+def _build_wheel(context: Path, wheels: Path) -> subprocess.CompletedProcess[str]:
+    # `pip install .` builds a wheel in an isolated environment (setuptools from the configured index).
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(context)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _report_build_failure(stderr: str) -> None:
+    """No index to fetch setuptools from is an unavailable environment; anything later is the project's fault."""
+    if _BUILD_DEPENDENCIES_FAILED.search(stderr):
+        unavailable(f"cannot install the build dependencies (no package index?): {stderr[-300:]}")
+    pytest.fail(f"the wheel does not build from the Docker build context: {stderr[-1500:]}")
+
+
+def test_a_broken_pyproject_fails_the_build_instead_of_passing_for_an_unavailable_environment(
+    stages: list[Stage], tmp_path: Path
+) -> None:
+    context = tmp_path / "context"
+    _build_context(stages[0], context)
+    pyproject = context / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('license = "Apache-2.0"', "license = 5"))
+    build = _build_wheel(context, tmp_path / "wheels")
+    assert build.returncode != 0
+    if _BUILD_DEPENDENCIES_FAILED.search(build.stderr):
+        unavailable(f"cannot install the build dependencies (no package index?): {build.stderr[-300:]}")
+    with pytest.raises(pytest.fail.Exception, match="does not build"):
+        _report_build_failure(build.stderr)
+
+
 def test_builder_recipe_yields_a_working_console_script(stages: list[Stage], tmp_path: Path) -> None:
     context = tmp_path / "context"
     _build_context(stages[0], context)
     assert not list(context.rglob("*.egg-info")), ".dockerignore lets a stale egg-info into the build"
     wheels = tmp_path / "wheels"
-    # `pip install .` builds a wheel in an isolated environment (setuptools from the configured
-    # index); without one reachable, the recipe cannot be replayed here.
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(context)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    build = _build_wheel(context, wheels)
     if build.returncode != 0:
-        unavailable(f"cannot build the wheel (no package index with setuptools?): {build.stderr[-300:]}")
+        _report_build_failure(build.stderr)
     venv = tmp_path / "venv"
     base_python = Path(sys._base_executable)  # type: ignore[attr-defined]
     subprocess.run([str(base_python), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)

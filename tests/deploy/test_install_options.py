@@ -77,6 +77,7 @@ def test_kopfs_peering_crds_ship_in_their_own_base_and_can_be_left_out(overlay: 
         == shipped - PEERING_CRDS
         == {
             "stampedepolicies.stampede.aurum.io",
+            "stampedeincidents.stampede.aurum.io",
             "stampedepolicytemplates.stampede.aurum.io",
             "clusterstampedepolicytemplates.stampede.aurum.io",
         }

@@ -103,6 +103,7 @@ def test_overlay_builds_with_the_expected_objects(overlay: str) -> None:
     crds = {crd["metadata"]["name"] for crd in objects(overlay, "CustomResourceDefinition")}
     assert crds == {
         "stampedepolicies.stampede.aurum.io",
+        "stampedeincidents.stampede.aurum.io",
         "stampedepolicytemplates.stampede.aurum.io",
         "clusterstampedepolicytemplates.stampede.aurum.io",
         "kopfpeerings.kopf.dev",
@@ -277,7 +278,8 @@ class RecordingKube:
         if plural == "cronjobs":
             return {"metadata": meta, "spec": {"jobTemplate": {"spec": {"template": {"spec": {}}}}}}
         if plural == "secrets":
-            return {"metadata": meta, "data": {"url": base64.b64encode(b"https://hooks.example/x").decode()}}
+            labelled = {**meta, "labels": {"stampede.aurum.io/credentials": "true"}}
+            return {"metadata": labelled, "data": {"url": base64.b64encode(b"https://hooks.example/x").decode()}}
         return {"metadata": {**meta, "generation": 1}, "spec": {}}
 
     def get(self, path: str, *, query: Any = None) -> dict[str, Any]:
@@ -311,6 +313,11 @@ class RecordingKube:
         self.calls.append(("POST", path))
         return body
 
+    def request(self, method: str, path: str, **_: Any) -> dict[str, Any]:
+        self.calls.append((method, path))
+        self.objects.pop(path, None)
+        return {}
+
 
 def _requests(calls: list[tuple[str, str]]) -> set[tuple[str, str, str]]:
     """(apiGroup, resource[/subresource], verb) of each recorded request."""
@@ -320,7 +327,9 @@ def _requests(calls: list[tuple[str, str]]) -> set[tuple[str, str, str]]:
         group = "" if parts[0] == "api" else parts[1]
         rest = parts[parts.index("namespaces") + 2 :]
         resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
-        verb = {"GET": "get" if len(rest) > 1 else "list", "PATCH": "patch", "POST": "create"}[method]
+        verb = {"GET": "get" if len(rest) > 1 else "list", "PATCH": "patch", "POST": "create", "DELETE": "delete"}[
+            method
+        ]
         out.add((group, resource, verb))
     return out
 
@@ -380,10 +389,40 @@ def operator_requests(namespace: str) -> set[tuple[str, str, str]]:
     policies.set_finalizer(namespace, "aurum-cache", present=False)
     policies.read_secret(namespace, "platform-team-webhook", "url")
     calls += kube.calls
+    calls += _record_calls(namespace, now)
     requests = _requests(calls)
     touched = {resource.split("/")[0] for _, resource, _ in requests}
     assert {plural for _, plural in _GROUPS.values()} <= touched, "a kind in kube._GROUPS is not exercised here"
     return requests
+
+
+def _record_calls(namespace: str, now: datetime) -> list[tuple[str, str]]:
+    """The StampedeIncident writes: read after a restart, create, status patches, pruning beyond historyLimit."""
+    from stampede.actuators.kube import path
+    from stampede.actuators.records import Records
+    from stampede.api.incident import IncidentRecordStatus, RecordState
+    from stampede.api.spec import Severity
+
+    kube = RecordingKube(namespace)
+    kube.objects[path("StampedeIncident", namespace)] = {
+        "items": [
+            {
+                "metadata": {"name": f"aurum-cache-{i}"},
+                "spec": {"policy": "aurum-cache", "incident": str(i)},
+                "status": {"state": "Closed", "closedAt": f"2025-01-0{i}T00:00:00Z"},
+            }
+            for i in (1, 2)
+        ]
+    }
+    records = Records(kube)  # type: ignore[arg-type]
+    status = IncidentRecordStatus(policy="aurum-cache", severity=Severity.P1, started_at=now, first_breach_at=now)
+    records.read(namespace, "aurum-cache", "3")
+    records.create(namespace, policy="aurum-cache", policy_uid="uid", incident="3", status=status)
+    records.write_status(
+        namespace, "aurum-cache-3", old=status.wire(), new={**status.wire(), "state": RecordState.CLOSED.value}
+    )
+    assert records.prune(namespace, "aurum-cache", keep=1) == ["aurum-cache-1"]
+    return kube.calls
 
 
 # What kopf itself does (kopf 1.45 source: reactor/observation.py, engines/peering.py, clients/events.py).
@@ -535,4 +574,8 @@ def test_action_failure_alert_matches_the_result_labels_the_runner_emits() -> No
     assert results == {"actionfailed", "conflict"}
     rule = only(monitoring(), "PrometheusRule")
     expr = next(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "StampedeActionFailures")
-    assert 'result=~"actionfailed|conflict"' in expr
+    matcher = re.search(r'result=~"([^"]+)"', expr)
+    assert matcher, expr
+    # Every failure label the runner emits alerts, and nothing else does.
+    assert all(re.fullmatch(matcher[1], label) for label in results), (matcher[1], results)
+    assert not re.fullmatch(matcher[1], "applied"), matcher[1]

@@ -37,12 +37,19 @@ def metrics_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def stack(metrics_port: int) -> Iterator[Stack]:
+def pagerduty_port() -> int:
+    """Where the operator sends PagerDuty events (STAMPEDE_PAGERDUTY_URL); a test's receiver listens there."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def stack(metrics_port: int, pagerduty_port: int) -> Iterator[Stack]:
     with Stack(
         # Policies of these tests point at stand-in servers on random ports, so the allow-list is opened.
         operator_env={
             "STAMPEDE_STATUS_REFRESH_SECONDS": str(STATUS_REFRESH_SECONDS),
             "STAMPEDE_ALLOWED_PROMETHEUS_URLS": "*",
+            "STAMPEDE_PAGERDUTY_URL": f"http://127.0.0.1:{pagerduty_port}/v2/enqueue",
         },
         operator_args=["--standalone", "-A", "--metrics-port", str(metrics_port)],
     ) as running:

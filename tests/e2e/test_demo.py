@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,9 +46,16 @@ def test_make_demo_runs_a_whole_incident_and_restores_every_target() -> None:
         "Deployment aurum-api replicas: before 3, after 3 (equal)",
         "Deployment postgres replicas: before 1, after 1 (equal)",
         "every target restored exactly",
+        "=== kubectl get stpi -n aurum-demo (the incident log)",
+        "report: ",
     ):
         assert expected in output, f"{expected!r} missing from the demo output:\n{output[-6000:]}"
     assert any(line.split()[1:4] == ["Incident", "P0", "load-distribution"] for line in lines if len(line.split()) >= 4)
     assert any(line.split()[1:2] == ["RollingBack"] for line in lines if len(line.split()) >= 2)
     assert "aurum-cache-demo   Enforce   Idle" in output
     assert "DEMO FAILED" not in output
+    record_row = next(line for line in lines if line.startswith("aurum-cache-demo-"))
+    assert record_row.split()[1:4] == ["aurum-cache-demo", "Closed", "P0"]
+    reports = [line.split()[1] for line in lines if line.startswith("report: ")]
+    assert [Path(p).suffix for p in reports] == [".md", ".png"]
+    assert all(Path(p).stat().st_size > 0 for p in reports)

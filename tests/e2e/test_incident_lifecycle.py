@@ -22,9 +22,7 @@ from tests.e2e.stack import Stack
 POLICY = "runbook"
 FOR_SECONDS = 2.0
 POLL_SECONDS = 1.0
-SCRAPE_LAG_TOLERANCE = 2.0
 STEP_DELAY = 1.0
-STEP_TOLERANCE = 0.25
 TARGET_RESOURCES = {"configmaps", "deployments", "jobs", "horizontalpodautoscalers"}
 
 
@@ -45,6 +43,12 @@ class Observed:
     after: dict[str, Any] = field(default_factory=dict)
     final_status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    before_breach: dict[str, Any] = field(default_factory=dict)
+    breach_mark: int = 0
+    """The harness log id when the breach was set, and when recovery began."""
+    recovery_mark: int = 0
+    rollback_statuses: list[dict[str, Any]] = field(default_factory=list)
+    """Every status read while waiting for the incident to close (a read may miss a write, never invent one)."""
     requests_per_poll: float = 0.0
     writes_per_poll: float = 0.0
 
@@ -57,6 +61,8 @@ def incident(stack: Stack) -> Iterator[Observed]:
         case.create_ready(POLICY)
         assert case.status(POLICY).get("state") == "Idle"
 
+        seen.before_breach = case.status(POLICY)
+        seen.breach_mark = stack.harness.log.last_id
         seen.breach_set_at = time.time()
         seen.breach_visible_at = case.set(hit_rate=0.2)  # Prometheus now shows the breach
         seen.opened = case.wait_status(POLICY, "incident opened", lambda s: s.get("incident"), timeout=30)
@@ -88,10 +94,14 @@ def incident(stack: Stack) -> Iterator[Observed]:
             f"({seen.writes_per_poll:.1f} writes): {sorted({(r.verb, r.resource) for r in window})}"
         )
 
+        seen.recovery_mark = stack.harness.log.last_id
         case.set(hit_rate=0.95)
-        seen.final_status = case.wait_status(
-            POLICY, "incident closed", lambda s: s.get("state") == "Idle" and s.get("history"), timeout=40
-        )
+
+        def closed(status: dict[str, Any]) -> bool:
+            seen.rollback_statuses.append(status)
+            return status.get("state") == "Idle" and bool(status.get("history"))
+
+        seen.final_status = case.wait_status(POLICY, "incident closed", closed, timeout=40, interval=0.02)
         seen.after = case.snapshot()
         stack.wait_for("rollback finalizer released", lambda: not case.policy(POLICY)["metadata"].get("finalizers"))
         seen.events = case.events(POLICY)
@@ -109,18 +119,19 @@ def reasons(events: list[Event], reason: str) -> list[Event]:
     return [e for e in events if e.reason == reason]
 
 
-def test_a_p1_incident_opens_within_for_plus_poll_interval_of_the_breach(incident: Observed) -> None:
+def test_a_p1_incident_opens_once_the_breach_held_for_its_for_window(incident: Observed) -> None:
+    # Times compared here are the engine's own (each tick's scheduled time); how soon after the breach
+    # the incident opens in wall-clock time is measured by `make bench` (bench/latency.py).
+    assert not incident.before_breach.get("breaching"), "a breach was recorded before the gauge was set"
     opened = incident.opened["incident"]
-    started = parse_time(opened["startedAt"]).timestamp()
     assert opened["severity"] == "P1"
     assert incident.opened["state"] == "Incident"
-    latest = incident.breach_visible_at + FOR_SECONDS + POLL_SECONDS + SCRAPE_LAG_TOLERANCE
-    assert started <= latest, f"opened {started - incident.breach_visible_at:.2f}s after Prometheus showed the breach"
-    # `for` is honoured: the breach cannot have held for 2 s before the gauge was even set.
-    assert started >= incident.breach_set_at + FOR_SECONDS - 0.05
+    (breach,) = [b for b in incident.opened.get("breaching") or [] if b["level"] == "P1"]
+    assert breach["condition"] == "hitRate < 0.5"
+    held = (parse_time(opened["startedAt"]) - parse_time(breach["since"])).total_seconds()
+    assert held >= FOR_SECONDS, f"opened after the breach held {held}s of its {FOR_SECONDS}s window"
     (event,) = reasons(incident.events, "IncidentOpened")
     assert opened["id"] in event.message and "P1" in event.message and "hitRate < 0.5" in event.message
-    assert event.time.timestamp() <= latest + 1.0
 
 
 def test_phases_advance_by_time_and_apply_their_changes(incident: Observed) -> None:
@@ -159,20 +170,30 @@ def test_phases_advance_by_time_and_apply_their_changes(incident: Observed) -> N
     assert len(entered) == 2 and "immediate" in entered[0] and "stabilization" in entered[1]
 
 
-def test_replicas_are_raised_through_the_scale_subresource(incident: Observed, stack: Stack) -> None:
+def test_replicas_are_raised_and_restored_through_the_scale_subresource(incident: Observed, stack: Stack) -> None:
     ns = incident.case.ns
-    scale_writes = [
+
+    def scale_writes(since: int, until: int | None = None) -> list[Any]:
+        return [
+            r
+            for r in stack.harness.log.entries(
+                since=since, namespace=ns, resource="deployments", name=policies.API, subresource="scale"
+            )
+            if r.verb in ("patch", "update")
+            and r.status is not None
+            and r.status < 300
+            and (until is None or r.id <= until)
+        ]
+
+    # One write raises the replicas during the incident, one restores them during the rollback.
+    assert len(scale_writes(incident.breach_mark, incident.recovery_mark)) == 1
+    assert len(scale_writes(incident.recovery_mark)) == 1
+    replaced = [
         r
-        for r in stack.harness.log.entries(namespace=ns, resource="deployments", name=policies.API)
-        if r.verb in ("patch", "update") and r.subresource == "scale"
-    ]
-    assert scale_writes, "no write to deployments/aurum-api/scale"
-    spec_writes = [
-        r
-        for r in stack.harness.log.entries(namespace=ns, resource="deployments", subresource=None)
+        for r in stack.harness.log.entries(since=incident.breach_mark, namespace=ns, resource="deployments")
         if r.verb == "update"
     ]
-    assert not spec_writes, "replicas must not be set by replacing the Deployment"
+    assert not replaced, "a Deployment must never be replaced (PUT), neither to scale it nor to restore it"
 
 
 def test_the_warming_job_is_created_from_the_cronjob_once_with_labels_and_ttl(incident: Observed) -> None:
@@ -190,6 +211,9 @@ def test_the_warming_job_is_created_from_the_cronjob_once_with_labels_and_ttl(in
 
 def test_recovery_rolls_every_change_back_exactly(incident: Observed) -> None:
     before, after = incident.before, incident.after
+    # Nothing created and left behind, nothing deleted: the same objects, the warming Job aside.
+    assert after.keys() == before.keys(), sorted(set(after) ^ set(before))
+    assert [job for job in after["Jobs"] if job not in before["Jobs"]] == [j["metadata"]["name"] for j in incident.jobs]
     for key, value in before.items():
         if key.startswith("ConfigMap/"):
             assert after[key] == value, f"{key} not restored byte for byte"
@@ -220,13 +244,26 @@ def test_rollback_goes_newest_first_with_the_step_delay_between_steps(incident: 
         order.append(action)
     # Phase two before phase one; inside a phase, the reverse of the runbook order.
     assert order == ["cache-lazy", "scale-api", "api-config"]
-    # The Job costs no step (engine rule): it goes with the first real undo.
-    gaps = [(b.time - a.time).total_seconds() for a, b in itertools.pairwise(rolled)]
-    assert len(gaps) == 2
-    assert all(gap >= STEP_DELAY - STEP_TOLERANCE for gap in gaps), timeline(incident.events, gaps)
-    assert (rolled[0].time - job.time).total_seconds() < STEP_DELAY - STEP_TOLERANCE
     (recovery,) = reasons(incident.events, "RecoveryStarted")
     assert job.time >= recovery.time
+
+    # The steps, from the statuses read during the rollback, in the engine's own times: a missed read
+    # can only hide a step, never make one look too early or two look like one.
+    newest_first = ["warm-cache", "cache-lazy", "scale-api", "api-config"]
+    steps: list[str] = []
+    for status in incident.rollback_statuses:
+        held = [c["action"] for c in status.get("applied") or []]
+        gone = [a for a in newest_first if a not in held]
+        assert gone == newest_first[: len(gone)], f"undone out of order: {held}"
+        # The Job is left to finish, so it costs no step (engine rule): it goes with the first real undo.
+        assert not ("warm-cache" in gone and "cache-lazy" not in gone), held
+        last = (status.get("incident") or {}).get("lastRollbackAt")
+        if last and (not steps or steps[-1] != last):
+            steps.append(last)
+    assert steps, "no rollback step was seen"
+    times = [parse_time(step) for step in steps]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert all(gap >= STEP_DELAY for gap in gaps), (steps, gaps)
 
 
 def table_rows(text: str) -> list[dict[str, str]]:

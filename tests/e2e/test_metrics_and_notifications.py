@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import select
+import socket
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -70,13 +72,81 @@ def receiver() -> Iterator[Receiver]:
     running.close()
 
 
+class HangingReceiver:
+    """A webhook that reads each message and never answers while its sender still waits.
+
+    It counts how many senders were waiting at once: a runner that awaited each post before going on
+    could never have two waiting (its sender gives up, closing the connection, before the next post).
+    A sender's closed connection is seen by peeking at its socket when the next message arrives, so the
+    count depends on the order of events, not on how fast anything is.
+    """
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.most_waiting = 0
+        self.release = threading.Event()
+        lock = threading.Lock()
+        waiting: list[socket.socket] = []
+        outer = self
+
+        def still_waiting(sock: socket.socket) -> bool:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return not readable or sock.recv(1, socket.MSG_PEEK) != b""
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                text = json.loads(self.rfile.read(length))["text"]
+                with lock:
+                    waiting[:] = [sock for sock in waiting if still_waiting(sock)]
+                    waiting.append(self.connection)
+                    outer.texts.append(text)
+                    outer.most_waiting = max(outer.most_waiting, len(waiting))
+                while not self.release.wait(0.05) and still_waiting(self.connection):
+                    pass
+                with lock:
+                    if self.connection in waiting:
+                        waiting.remove(self.connection)
+                if outer.release.is_set():
+                    self.send_response(200)
+                    self.end_headers()
+
+            @property
+            def release(self) -> threading.Event:
+                return outer.release
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T000/B000/slow-secret-path"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hanging_receiver() -> Iterator[HangingReceiver]:
+    running = HangingReceiver()
+    yield running
+    running.close()
+
+
 def webhook_secret(case: Case, name: str, url: str) -> None:
     case.stack.harness.apply(
         [
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": {"name": name, "namespace": case.ns},
+                "metadata": {
+                    "name": name,
+                    "namespace": case.ns,
+                    "labels": {"stampede.aurum.io/credentials": "true"},
+                },
                 "data": {"url": base64.b64encode(url.encode()).decode()},
             }
         ]
@@ -152,14 +222,29 @@ def test_the_runbook_messages_reach_the_webhook_from_open_to_resolved(case: Case
     assert not case.events("notify", "NotificationFailed")
 
 
-def test_a_failing_webhook_becomes_an_event_and_never_blocks_remediation(case: Case) -> None:
-    webhook_secret(case, "broken-webhook", "http://127.0.0.1:9/nothing-listens-here")
-    case.create_ready("unheard", notifications={"webhook": {"secretRef": {"name": "broken-webhook", "key": "url"}}})
+def test_a_failing_webhook_becomes_an_event_and_never_blocks_remediation(
+    case: Case, hanging_receiver: HangingReceiver
+) -> None:
+    webhook_secret(case, "slow-webhook", hanging_receiver.url)
+    case.create_ready(
+        "unheard",
+        notifications={"webhook": {"secretRef": {"name": "slow-webhook", "key": "url"}}},
+        phases=[policies.phase_one(), policies.phase_two(after="1s")],
+    )
     before = case.configmap("aurum-api-config")["data"]
     case.set(hit_rate=0.2)
-    case.wait_status("unheard", "changes applied", lambda s: len(s.get("applied") or []) >= 2)
+    case.wait_status(
+        "unheard",
+        "both phases applied",
+        lambda s: {"api-config", "cache-lazy"} <= {c["action"] for c in s.get("applied") or []},
+    )
     assert case.configmap("aurum-api-config")["data"] != before
-    case.stack.wait_for("NotificationFailed", lambda: case.events("unheard", "NotificationFailed"), timeout=20)
+    assert case.configmap(policies.CACHE_CONFIG)["data"]["CACHE_REFRESH_STRATEGY"] == "lazy"
+    case.stack.wait_for("two messages", lambda: len(hanging_receiver.texts) >= 2, timeout=30)
+    assert "Cache stampede detected" in hanging_receiver.texts[0]
+    # Phase 2's message was posted while the sender of the first one still waited for an answer.
+    assert hanging_receiver.most_waiting >= 2
+    case.stack.wait_for("NotificationFailed", lambda: case.events("unheard", "NotificationFailed"), timeout=30)
     failed = case.events("unheard", "NotificationFailed")[0]
-    assert "could not be reached" in failed.message
-    assert "nothing-listens-here" not in failed.message
+    assert "did not answer" in failed.message
+    assert "slow-secret-path" not in failed.message

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.e2e import policies
 from tests.e2e.conftest import Case
 from tests.e2e.stack import Stack
@@ -22,15 +24,29 @@ def test_sigkill_mid_incident_continues_the_same_incident_without_a_duplicate_jo
     opened = case.wait_status("survivor", "incident opened", lambda s: s.get("incident"))
     incident_id = opened["incident"]["id"]
 
-    # Crash at the worst moment: right after the Job was created, before the status records it.
-    stack.wait_for(
-        "Job created",
-        lambda: stack.harness.log.entries(since=mark, namespace=case.ns, verb="create", resource="jobs"),
-        timeout=30,
-        interval=0.01,
+    # Crash at the worst moment: right after the Job was created, before the status records it. Status
+    # writes fail from now until the kill, so the Job can't be recorded first however the threads race.
+    lost = stack.harness.faults.add(
+        resources=["stampedepolicies"],
+        subresources=["status"],
+        namespace=case.ns,
+        verbs=["patch", "update"],
+        status=500,
     )
-    stack.operator.kill()
+    try:
+        stack.wait_for(
+            "Job created",
+            lambda: stack.harness.log.entries(since=mark, namespace=case.ns, verb="create", resource="jobs"),
+            timeout=30,
+            interval=0.01,
+        )
+        stack.operator.kill()
+    finally:
+        stack.harness.faults.remove(lost.id)
     (job,) = case.jobs("survivor")
+    recorded = {c["action"] for c in case.status("survivor").get("applied") or []}
+    assert "warm-cache" not in recorded, "the kill landed after the status recorded the Job: the crash tested nothing"
+    assert case.status("survivor")["incident"]["id"] == incident_id
     stack.operator.start()
 
     status = case.wait_status(
@@ -63,3 +79,24 @@ def test_sigkill_mid_incident_continues_the_same_incident_without_a_duplicate_jo
         else:
             assert after[key]["replicas"] == value["replicas"], key
             assert after[key]["annotations"] == value["annotations"], key
+
+    # The incident's record was continued after the restart, not started afresh: one record, whose timeline
+    # begins with the opening seen by the operator that was killed.
+    stack.wait_for(
+        "the record closed",
+        lambda: (record(case, f"survivor-{incident_id}").get("status") or {}).get("state") == "Closed",
+        timeout=20,
+    )
+    records = stack.custom.list_namespaced_custom_object("stampede.aurum.io", "v1alpha1", case.ns, "stampedeincidents")
+    assert [r["metadata"]["name"] for r in records["items"]] == [f"survivor-{incident_id}"]
+    timeline = [e["reason"] for e in records["items"][0]["status"]["timeline"]]
+    assert timeline[0] == "IncidentOpened"
+    assert timeline.count("IncidentOpened") == 1
+    assert timeline[-1] == "IncidentClosed"
+
+
+def record(case: Case, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = case.stack.custom.get_namespaced_custom_object(
+        "stampede.aurum.io", "v1alpha1", case.ns, "stampedeincidents", name
+    )
+    return found

@@ -18,7 +18,17 @@ from tests.e2e.conftest import HEALTHY_HIT_RATE, condition, parse_time
 from tests.e2e.conftest import Case as E2ECase
 from tests.e2e.stack import Stack
 
-__all__ = ["HEALTHY", "UNHEALTHY", "Case", "assert_restored", "condition", "parse_time", "phases", "utc"]
+__all__ = [
+    "HEALTHY",
+    "UNHEALTHY",
+    "Case",
+    "assert_phase_one_applied",
+    "assert_restored",
+    "condition",
+    "parse_time",
+    "phases",
+    "utc",
+]
 
 HEALTHY = HEALTHY_HIT_RATE
 UNHEALTHY = 0.2
@@ -45,6 +55,22 @@ def assert_restored(before: dict[str, Any], after: dict[str, Any]) -> None:
     assert after.keys() == before.keys()
     for key, value in before.items():
         assert after[key] == value, f"{key} not restored exactly: before {value}, after {after[key]}"
+
+
+def assert_phase_one_applied(before: dict[str, Any], during: dict[str, Any]) -> None:
+    """The targets of phase one (tests/e2e/policies.phase_one) carry its changes in the middle of an incident.
+
+    A restore check alone passes for an operator that never changed anything; this checks the change in
+    between on the targets themselves, not through status. Objects it created count too: whatever the
+    snapshot holds beyond the changed ones must be as before, and nothing may be missing.
+    """
+    api_config = f"ConfigMap/{policies.API_CONFIG}"
+    api = f"Deployment/{policies.API}"
+    assert during[api_config]["data"]["AURUM_API_CIRCUIT_BREAKER_ENABLED"] == "true", during[api_config]
+    assert during[api_config]["data"][policies.NEW_KEY] == "added", during[api_config]
+    assert policies.NEW_KEY not in (before[api_config]["data"] or {})
+    assert during[api]["replicas"] == 6, during[api]
+    assert during.keys() == before.keys(), sorted(set(during) ^ set(before))
 
 
 def phases(*, two_after: str = "3s", worker: bool = False) -> list[dict[str, Any]]:

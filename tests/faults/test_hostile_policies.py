@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e import policies
 from tests.e2e.stack import Stack
-from tests.faults.helpers import HEALTHY, UNHEALTHY, Case, assert_restored, condition
+from tests.faults.helpers import HEALTHY, UNHEALTHY, Case, assert_phase_one_applied, assert_restored, condition
 from tests.harness.store import Strictness
 from tests.support.prometheus import free_port
 
@@ -209,6 +209,7 @@ def test_hostile_policies_are_rejected_naming_the_field_while_a_normal_policy_ke
     # The normal policy next to the corpus still runs whole incidents.
     case.set(hit_rate=UNHEALTHY)
     case.wait_status("normal", "incident with phase one applied", lambda s: len(s.get("applied") or []) == 2)
+    assert_phase_one_applied(before, case.snapshot())
     case.set(hit_rate=HEALTHY)
     case.wait_status("normal", "incident closed", lambda s: s.get("state") == "Idle" and s.get("history"), timeout=60)
     after = case.snapshot()
@@ -279,9 +280,18 @@ def test_a_duration_too_large_to_represent_is_reported_as_invalid_spec(case: Cas
 
 def test_a_huge_escalation_delay_does_not_stop_the_runbook(case: Case, stack: Stack) -> None:
     # The longest duration allowed (8760h) is still added to timestamps at every poll of an incident.
+    before = case.snapshot()
     _create(stack, case, "far-escalation", _with(case, lambda s: s.update(escalation={"after": "8760h"})))
     case.wait_status("far-escalation", "Ready", lambda s: condition(s, "Ready").get("status") == "True")
     case.set(hit_rate=UNHEALTHY)
-    case.wait_status(
-        "far-escalation", "incident with phase one applied", lambda s: len(s.get("applied") or []) == 2, timeout=12
+    status = case.wait_status(
+        "far-escalation", "incident with phase one applied", lambda s: len(s.get("applied") or []) == 2, timeout=30
     )
+    assert status["incident"].get("escalated", False) is False
+    assert condition(status, "Escalated").get("status") == "False"
+    assert_phase_one_applied(before, case.snapshot())
+    case.set(hit_rate=HEALTHY)
+    case.wait_status(
+        "far-escalation", "incident closed", lambda s: s.get("state") == "Idle" and s.get("history"), timeout=60
+    )
+    assert_restored(before, case.snapshot())

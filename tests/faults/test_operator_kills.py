@@ -20,6 +20,7 @@ from tests.faults.helpers import (
     UNHEALTHY,
     WORKER_HPA,
     Case,
+    assert_phase_one_applied,
     assert_restored,
     condition,
     parse_time,
@@ -111,6 +112,9 @@ def test_twenty_sigkills_across_incidents_leave_every_target_exactly_as_before(s
             timeout=90,
         )
         incident_id = case.status("victim")["incident"]["id"]
+        during = case.snapshot()
+        assert_phase_one_applied(before, during)
+        assert during[f"ConfigMap/{policies.CACHE_CONFIG}"]["data"]["CACHE_REFRESH_STRATEGY"] == "lazy"
 
         case.set(hit_rate=HEALTHY, wait=False)
         case.wait_status("victim", "recovery started", lambda s: s.get("state") in ("RollingBack", "Idle"), timeout=90)
@@ -185,9 +189,18 @@ def test_changes_applied_just_before_a_crash_are_rolled_back_even_if_the_signals
     assert lost is not None
     assert [e["action"] for e in case.status("orphan").get("journal") or []] == ["api-config", "scale-api"]
     assert case.status("orphan").get("state") == "Idle"  # what the restarted operator will read
+    assert_phase_one_applied(before, case.snapshot())  # the changes did land before the kill
     case.set(hit_rate=HEALTHY)
-    stack.operator.start()
     restarted = time.time()
+    stack.operator.start()
+
+    def restored() -> bool:
+        snapshot = case.snapshot()
+        return all(snapshot[key] == value for key, value in before.items() if key != "Jobs")
+
+    # Wait on the outcome, not on a clock: the restarted operator must find the orphaned changes on
+    # the targets and undo them, ending Idle with nothing held.
+    stack.wait_for("the orphaned changes rolled back", restored, timeout=60, interval=0.2)
     closed = case.wait_status(
         "orphan",
         "the journalled changes held, rolled back and the made-up incident closed",

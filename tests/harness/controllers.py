@@ -43,6 +43,9 @@ HPA_CONTROLLER = "horizontal-pod-autoscaler"
 JOB_CONTROLLER = "job-controller"
 #: On an HPA: the replicas its metrics would recommend (the harness has no metrics pipeline).
 METRIC_REPLICAS = "harness.k8s.io/metric-replicas"
+#: On a Deployment or StatefulSet: its rollouts never complete (pods that never become available), as
+#: a crash-looping image does; the controller reports progress but stops short of the last step.
+ROLLOUT_STALLS = "harness.k8s.io/rollout-stalls"
 
 
 class Controllers:
@@ -178,6 +181,8 @@ class Controllers:
         def edit(obj: Obj) -> None:
             if obj["metadata"].get("generation", 1) != generation:
                 return  # a newer change started its own rollout
+            if share >= 1.0 and ROLLOUT_STALLS in (obj["metadata"].get("annotations") or {}):
+                return
             wanted = (obj.get("spec") or {}).get("replicas", 1)
             status = obj.setdefault("status", {})
             updated = math.ceil(wanted * share)

@@ -53,10 +53,11 @@ async def test_discovery_reports_group_versions_verbs_and_subresources(api: aioh
     assert policy["stampedepolicies"]["categories"] == ["stampede"]
     assert "stampedepolicies/status" in policy
     _, groups = await call(api, "GET", "/apis")
-    assert {
-        "name": "stampede.aurum.io",
-        "versions": [{"groupVersion": "stampede.aurum.io/v1alpha1", "version": "v1alpha1"}],
-    }.items() <= {**groups["groups"][-1]}.items() or any(g["name"] == "stampede.aurum.io" for g in groups["groups"])
+    (stampede,) = [g for g in groups["groups"] if g["name"] == "stampede.aurum.io"]
+    assert stampede["versions"] == [{"groupVersion": "stampede.aurum.io/v1alpha1", "version": "v1alpha1"}]
+    assert stampede["preferredVersion"] == {"groupVersion": "stampede.aurum.io/v1alpha1", "version": "v1alpha1"}
+    (apps_group,) = [g for g in groups["groups"] if g["name"] == "apps"]
+    assert {"groupVersion": "apps/v1", "version": "v1"} in apps_group["versions"]
     _, version = await call(api, "GET", "/version")
     assert version["major"] == "1"
 

@@ -142,13 +142,13 @@ def test_a_crd_must_be_named_plural_dot_group() -> None:
 
 def test_unknown_fields_of_a_policy_are_pruned_and_defaults_are_filled_in() -> None:
     stored = create(
-        store(), policy(bogus="x", recovery={"all": ["hitRate > 0.9"], "for": "5m", "extra": 1}, prometheus={})
+        store(), policy(bogus="x", recovery={"all": ["hitRate > 0.9"], "for": "5m", "extra": 1}, rollback={})
     )
     assert "bogus" not in stored["spec"]
     assert "extra" not in stored["spec"]["recovery"]
     # Nested defaults are filled in; top-level spec fields have none in the CRD, so that a template's value
     # is not overridden by a server default the policy's author never wrote (api/templates.py).
-    assert stored["spec"]["prometheus"]["timeout"] == "10s"
+    assert stored["spec"]["rollback"]["stepDelay"] == "30s"
     assert "mode" not in stored["spec"]
 
 

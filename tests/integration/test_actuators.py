@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pathlib
 import string
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,7 +36,7 @@ from stampede.actuators.targets import (
 )
 from stampede.api.kinds import ChangeKind
 from stampede.api.spec import Action
-from stampede.api.status import AppliedChange, format_time
+from stampede.api.status import AppliedChange, WorkloadStatusRef, format_time
 from stampede.engine.changes import apply_merge_patch, configmap_apply_patch, configmap_rollback, plan_configmap
 from tests.harness.server import HarnessThread
 from tests.support.kube import harness_with_namespace, make_kube
@@ -308,7 +309,7 @@ def test_configmap_key_changed_by_someone_else_is_skipped_while_the_others_are_r
     assert APPLIED_BY not in annotations(after)
 
 
-def test_configmap_restart_stamps_the_pod_template_at_apply_and_again_at_rollback(
+def test_configmap_apply_and_rollback_name_the_workloads_to_restart_and_restart_stamps_the_pod_template(
     h: HarnessThread, kube: Kube, act: Actuators
 ) -> None:
     h.apply([configmap(data={"ttl": "60"}), workload("Deployment", "api")])
@@ -317,16 +318,38 @@ def test_configmap_restart_stamps_the_pod_template_at_apply_and_again_at_rollbac
     outcome = act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=False)
     change = ok(outcome)
 
-    assert "restarted Deployment api" in outcome.message
+    # The caller restarts, once per poll for every action that asks (restart coalescing).
+    assert [w.name for w in outcome.restarts] == ["api"]
+    assert writes(h, resource="deployments") == []
+    assert act.restart(TARGET, outcome.restarts[0], now=T0) is None
     template = read(kube, "Deployment", "api")["spec"]["template"]
     assert template["metadata"]["annotations"][RESTARTED_AT] == format_time(T0)
     assert template["metadata"]["labels"] == {"app": "api"}
     assert [w.name for w in change.restart] == ["api"]
 
-    assert act.undo(TARGET, change, now=T1, dry_run=False).reason == "ActionRolledBack"
+    undone = act.undo(TARGET, change, now=T1, dry_run=False)
+    assert undone.reason == "ActionRolledBack"
+    assert [w.name for w in undone.restarts] == ["api"]
+    assert act.restart(TARGET, undone.restarts[0], now=T1) is None
     template = read(kube, "Deployment", "api")["spec"]["template"]
     assert template["metadata"]["annotations"][RESTARTED_AT] == format_time(T1)
     assert len(writes(h, resource="deployments")) == 2
+
+
+def test_a_restart_of_a_missing_workload_says_so(h: HarnessThread, act: Actuators) -> None:
+    problem = act.restart(TARGET, WorkloadStatusRef(kind="Deployment", name="nowhere"), now=T0)
+    assert problem == "not found"
+
+
+def test_rollout_complete_reads_the_workload_and_none_when_it_cannot(h: HarnessThread, act: Actuators) -> None:
+    h.apply([workload("Deployment", "api")])
+    api = WorkloadStatusRef(kind="Deployment", name="api")
+    assert act.rollout_complete(TARGET, api) is False  # the harness's controller reports progress over time
+    deadline = time.monotonic() + 10
+    while not act.rollout_complete(TARGET, api):
+        assert time.monotonic() < deadline, "the rollout never completed"
+        time.sleep(0.05)
+    assert act.rollout_complete(TARGET, WorkloadStatusRef(kind="Deployment", name="nowhere")) is None
 
 
 def test_configmap_missing_is_an_action_failed_outcome_naming_it(h: HarnessThread, act: Actuators) -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,9 +22,22 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
+from PIL import Image
 
+from stampede.actuators.records import Records
+from stampede.api.incident import (
+    ChangeOutcome,
+    ChangeRecord,
+    IncidentRecordStatus,
+    PhaseRecord,
+    RecordState,
+    TimelineEntry,
+)
+from stampede.api.spec import Severity
+from stampede.api.status import KPI, AppliedChange
+from stampede.engine.records import describe_change
 from tests.harness.server import HarnessThread
-from tests.support.kube import REPO
+from tests.support.kube import REPO, make_kube
 
 GROUP, VERSION, PLURAL = "stampede.aurum.io", "v1alpha1", "stampedepolicies"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -118,43 +132,119 @@ EVENTS = [
 ]
 
 
+def _records() -> list[tuple[str, IncidentRecordStatus]]:
+    """The records the operator keeps for `checkout`: its open incident and the one closed yesterday."""
+    applied = [AppliedChange.model_validate(change) for change in IN_INCIDENT["applied"]]
+    opened = IncidentRecordStatus(
+        policy="checkout",
+        severity=Severity.P1,
+        phase="immediate-mitigation",
+        started_at=STARTED,
+        first_breach_at=STARTED - timedelta(minutes=1),
+        phases=[PhaseRecord(name="immediate-mitigation", entered_at=STARTED)],
+        changes=[
+            ChangeRecord(
+                action=c.action,
+                kind=c.kind,
+                name=c.name,
+                applied_at=c.applied_at,
+                outcome=ChangeOutcome.APPLIED,
+                message=describe_change(c),
+            )
+            for c in applied
+        ],
+        timeline=[
+            TimelineEntry(time=STARTED + timedelta(seconds=offset), reason=reason, message=message)
+            for offset, reason, message in EVENTS
+            if offset >= 0
+        ],
+        kpis=[
+            KPI(name="detection", seconds=60, target="2m", met=True),
+            KPI(name="mitigation", seconds=62, target="5m", met=True),
+            KPI(name="stabilization", target="15m"),
+            KPI(name="mttr", target="15m"),
+            KPI(name="fullRecovery", target="30m"),
+        ],
+    )
+    yesterday = NOW - timedelta(days=1)
+    closed = IncidentRecordStatus(
+        policy="checkout",
+        state=RecordState.CLOSED,
+        severity=Severity.P2,
+        phase="cache-stabilization",
+        started_at=yesterday,
+        first_breach_at=yesterday - timedelta(minutes=1),
+        recovered_at=yesterday + timedelta(minutes=15),
+        closed_at=yesterday + timedelta(minutes=20),
+        kpis=[KPI(name="detection", seconds=60, target="2m", met=True)],
+    )
+    return [("20261203-081203", opened), ("20261202-101500", closed)]
+
+
+def _seed(harness: HarnessThread, *, records: bool) -> None:
+    """Policies with the status, events and (with `records`) StampedeIncident records the operator writes."""
+    harness.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in ("shop", "pricing")])
+    harness.apply(
+        [
+            d
+            for d in yaml.safe_load_all((REPO / "examples" / "many-services.yaml").read_text())
+            if "Template" in d["kind"]
+        ]
+    )
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(harness.kubeconfig), client_configuration=config)
+    api = kubernetes.client.ApiClient(config)
+    custom = kubernetes.client.CustomObjectsApi(api)
+    for namespace, name, status in (
+        ("shop", "checkout", IN_INCIDENT),
+        ("shop", "search", IDLE),
+        ("pricing", "pricing-recommendations-api", IDLE),
+    ):
+        created = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _policy(namespace, name))
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+        if records and name == "checkout":
+            # Written by the operator's own record writer, as the operator writes them.
+            writer, uid = Records(make_kube(harness)), created["metadata"]["uid"]
+            for incident, record in _records():
+                writer.create(namespace, policy=name, policy_uid=uid, incident=incident, status=record)
+    core = kubernetes.client.CoreV1Api(api)
+    for i, (offset, reason, message) in enumerate(EVENTS):
+        when = _t(STARTED + timedelta(seconds=offset))
+        core.create_namespaced_event(
+            "shop",
+            {
+                "metadata": {"name": f"checkout.{i}", "namespace": "shop"},
+                "involvedObject": {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "StampedePolicy",
+                    "name": "checkout",
+                    "namespace": "shop",
+                },
+                "reason": reason,
+                "message": message,
+                "type": "Normal",
+                "firstTimestamp": when,
+                "lastTimestamp": when,
+                "source": {"component": "stampede-operator"},
+            },
+        )
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HarnessThread]:
     tmp = tmp_path_factory.mktemp("plugin")
     with HarnessThread(crds=[REPO / "crds"], kubeconfig=tmp / "kubeconfig") as harness:
-        harness.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in ("shop", "pricing")])
-        config = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config(config_file=str(harness.kubeconfig), client_configuration=config)
-        api = kubernetes.client.ApiClient(config)
-        custom = kubernetes.client.CustomObjectsApi(api)
-        for namespace, name, status in (
-            ("shop", "checkout", IN_INCIDENT),
-            ("shop", "search", IDLE),
-            ("pricing", "pricing-recommendations-api", IDLE),
-        ):
-            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _policy(namespace, name))
-            custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status})
-        core = kubernetes.client.CoreV1Api(api)
-        for i, (offset, reason, message) in enumerate(EVENTS):
-            when = _t(STARTED + timedelta(seconds=offset))
-            core.create_namespaced_event(
-                "shop",
-                {
-                    "metadata": {"name": f"checkout.{i}", "namespace": "shop"},
-                    "involvedObject": {
-                        "apiVersion": f"{GROUP}/{VERSION}",
-                        "kind": "StampedePolicy",
-                        "name": "checkout",
-                        "namespace": "shop",
-                    },
-                    "reason": reason,
-                    "message": message,
-                    "type": "Normal",
-                    "firstTimestamp": when,
-                    "lastTimestamp": when,
-                    "source": {"component": "stampede-operator"},
-                },
-            )
+        _seed(harness, records=True)
+        yield harness
+
+
+@pytest.fixture(scope="module")
+def cluster_without_records(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HarnessThread]:
+    """A cluster whose operator predates StampedeIncident: the kind is not served (404)."""
+    tmp = tmp_path_factory.mktemp("plugin-old")
+    crds = [p for p in (REPO / "crds").glob("*.yaml") if not p.name.startswith("stampedeincidents.")]
+    with HarnessThread(crds=crds, kubeconfig=tmp / "kubeconfig") as harness:
+        _seed(harness, records=False)
         yield harness
 
 
@@ -248,10 +338,25 @@ def test_describe_tells_the_open_incident_as_a_timeline_with_its_changes(cluster
     assert timeline.index("IncidentOpened") < timeline.index("scale-service")
     assert "+0s" in timeline and "+2s" in timeline
     assert "older incident" not in timeline, "events outside the incident are left out"
-    changes = text[text.index("Changes:") :]
+    changes = text[text.index("Changes:") : text.index("KPIs:")]
     assert "ConfigMap/checkout-config" in changes and "CIRCUIT_BREAKER_ENABLED: false → true" in changes
-    assert "REQUEST_COALESCING_ENABLED: ∅ → true" in changes, "a key that did not exist shows as ∅"
+    assert "REQUEST_COALESCING_ENABLED: (absent) → true" in changes, "the record's words for a key that did not exist"
     assert "Deployment/checkout" in changes and "replicas: 3 → 12" in changes
+    kpis = {line.split()[0]: line.split()[1:] for line in text[text.index("KPIs:") :].splitlines()[2:] if line.strip()}
+    assert kpis["detection"] == ["1m0s", "2m", "yes"]
+    assert kpis["stabilization"] == ["<none>", "15m", "-"], "a KPI still open is neither met nor missed"
+
+
+def test_without_the_records_kind_describe_tells_the_incident_from_status_and_events(
+    cluster_without_records: HarnessThread,
+) -> None:
+    text = ok(cluster_without_records, "describe", "checkout", "-n", "shop")
+    assert text.splitlines()[0].startswith("Incident 20261203-081203: P1, open")
+    timeline = text[text.index("Timeline:") : text.index("Changes:")]
+    assert "IncidentOpened" in timeline and "older incident" not in timeline
+    changes = text[text.index("Changes:") :]
+    assert "REQUEST_COALESCING_ENABLED: ∅ → true" in changes, "a key that did not exist shows as ∅"
+    assert "KPIs:" not in text
 
 
 def test_describe_on_a_narrow_terminal_stays_within_its_width(cluster: HarnessThread) -> None:
@@ -271,6 +376,26 @@ def test_incidents_lists_the_open_and_past_incidents_newest_first(cluster: Harne
     assert lines[1].split()[:4] == ["checkout", "20261203-081203", "Open", "P1"]
     assert lines[2].split()[:4] == ["checkout", "20261202-101500", "Closed", "P2"]
     assert "20m0s" in lines[2]
+    assert lines[0].split()[-2:] == ["KPIS", "MET"]
+    assert lines[1].split()[-1] == "2/5" and lines[2].split()[-1] == "1/1"
+
+
+def test_incidents_lists_the_records_across_namespaces_as_json(cluster: HarnessThread) -> None:
+    document = json.loads(ok(cluster, "incidents", "-A", "-o", "json"))
+    assert sorted(item["metadata"]["name"] for item in document["items"]) == [
+        "checkout-20261202-101500",
+        "checkout-20261203-081203",
+    ]
+    assert {item["kind"] for item in document["items"]} == {"StampedeIncident"}
+
+
+def test_without_the_records_kind_incidents_come_from_the_policys_status(
+    cluster_without_records: HarnessThread,
+) -> None:
+    lines = ok(cluster_without_records, "incidents", "checkout", "-n", "shop").splitlines()
+    assert lines[0].split()[:3] == ["POLICY", "INCIDENT", "STATE"]
+    assert lines[1].split()[:4] == ["checkout", "20261203-081203", "Open", "P1"]
+    assert lines[2].split()[:4] == ["checkout", "20261202-101500", "Closed", "P2"]
 
 
 def test_a_missing_policy_is_an_error_from_the_server_with_exit_code_1(cluster: HarnessThread) -> None:
@@ -317,3 +442,43 @@ def test_suspend_hold_and_rollback_now_patch_the_policy_and_resume_and_release_u
     ok(cluster, "resume", name, "-n", "pricing")
     assert read()["spec"]["suspend"] is False
     assert read()["spec"]["templateRef"]["name"] == "cache-stampede-runbook", "the rest of the spec is untouched"
+
+
+def test_report_writes_the_same_postmortem_draft_and_plot_as_stampede_report(
+    cluster: HarnessThread, tmp_path: pathlib.Path
+) -> None:
+    nowhere = f"http://127.0.0.1:{_closed_port()}"  # no history: the draft says so, and is written all the same
+    plugin_dir, cli_dir = tmp_path / "plugin", tmp_path / "cli"
+    done = plugin(cluster, "report", "checkout", "-n", "shop", "--prometheus", nowhere, "--output-dir", str(plugin_dir))
+    assert done.returncode == 0, done.stderr
+    name = "checkout-20261203-081203"
+    assert done.stdout.splitlines() == [str(plugin_dir / f"{name}.md"), str(plugin_dir / f"{name}.png")]
+    markdown = (plugin_dir / f"{name}.md").read_text()
+    assert markdown.startswith("# Postmortem draft: cache stampede in shop/checkout, incident 20261203-081203")
+    assert "| detection | 1m | 2m | yes |" in markdown
+    assert "CIRCUIT_BREAKER_ENABLED: false → true" in markdown
+    with Image.open(plugin_dir / f"{name}.png") as image:
+        assert image.format == "PNG" and image.size[0] > 0
+    # The same command as `stampede report`: the same files from the same record.
+    stampede = pathlib.Path(sys.executable).with_name("stampede")
+    argv = [str(stampede), "report", "checkout", "-n", "shop", "--prometheus", nowhere, "--output-dir", str(cli_dir)]
+    argv += ["--kubeconfig", str(cluster.kubeconfig)]
+    direct = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert direct.returncode == 0, direct.stderr
+    assert (cli_dir / f"{name}.md").read_text() == markdown
+
+
+def test_report_uses_the_contexts_namespace_and_fails_like_kubectl_for_a_missing_policy(
+    cluster: HarnessThread, tmp_path: pathlib.Path
+) -> None:
+    done = plugin(cluster, "report", "checkout", "--output-dir", str(tmp_path))  # context namespace: default
+    assert done.returncode == 1
+    assert "default/checkout" in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port

@@ -1,4 +1,4 @@
-"""Notifications reach a Slack-compatible receiver, and failures come back as one sentence, never raise."""
+"""Notifications reach a webhook receiver, and failures come back as one sentence, never raise."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from stampede.notifiers import messages
-from stampede.notifiers.webhook import post
+from stampede.notifiers.formats import post_json
 
 CTX = messages.Context(
     namespace="aurum-dev",
@@ -50,16 +50,16 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     await runner.cleanup()
 
 
-async def test_a_message_is_posted_as_slack_json_text(receiver: tuple[Receiver, str]) -> None:
+async def test_a_payload_is_posted_as_json(receiver: tuple[Receiver, str]) -> None:
     state, url = receiver
-    assert await post(url, "hello") is None
+    assert await post_json(url, {"text": "hello"}) is None
     assert state.received == [{"text": "hello"}]
 
 
 async def test_a_rejected_message_is_reported_with_the_http_status(receiver: tuple[Receiver, str]) -> None:
     state, url = receiver
     state.status = 403
-    problem = await post(url, "hello")
+    problem = await post_json(url, {"text": "hello"})
     assert problem is not None
     assert "403" in problem
     assert "invalid_token" in problem
@@ -68,7 +68,7 @@ async def test_a_rejected_message_is_reported_with_the_http_status(receiver: tup
 async def test_a_slow_webhook_is_given_up_after_the_timeout(receiver: tuple[Receiver, str]) -> None:
     state, url = receiver
     state.delay = 2.0
-    problem = await post(url, "hello", seconds=0.3)
+    problem = await post_json(url, {"text": "hello"}, seconds=0.3)
     assert problem is not None
     assert "did not answer" in problem
 
@@ -78,15 +78,18 @@ async def test_an_unreachable_webhook_is_reported_without_its_url() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/secret-token-path"
-    problem = await post(url, "hello")
+    problem = await post_json(url, {"text": "hello"})
     assert problem is not None
     assert "could not be reached" in problem
     assert "secret-token-path" not in problem
 
 
-async def test_a_malformed_url_is_reported_not_raised() -> None:
-    problem = await post("not a url", "hello")
+@pytest.mark.parametrize("url", ["not a url", "ftp://127.0.0.1/hook", "http://[::1/hook"])
+async def test_a_malformed_url_is_reported_not_raised(url: str) -> None:
+    problem = await post_json(url, {"text": "hello"})
     assert problem is not None
+    assert problem.startswith("the target ")
+    assert url not in problem
 
 
 def test_the_detected_message_names_incident_severity_and_how_to_follow() -> None:
@@ -105,6 +108,18 @@ def test_the_resolved_message_lists_the_actions_taken() -> None:
     assert "27m" in text
 
 
+def _all_four(ctx: messages.Context) -> list[str]:
+    return [
+        messages.detected(ctx, trigger="missRate > 0.8 held for 1m"),
+        messages.progress(ctx, detail="phase 2"),
+        messages.escalated(ctx, reason="open for more than 30m"),
+        messages.resolved(ctx, summary="closed after 27m", actions=["scale-api"]),
+    ]
+
+
 def test_dry_run_messages_say_nothing_is_changed() -> None:
     ctx = messages.Context(**{**CTX.__dict__, "mode": "DryRun"})
-    assert "DryRun" in messages.progress(ctx, detail="phase 2")
+    for text in _all_four(ctx):
+        assert "(DryRun: nothing is changed)" in text.splitlines()[0], text
+    for text in _all_four(CTX):
+        assert "DryRun" not in text, text

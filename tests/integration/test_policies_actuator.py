@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from stampede.actuators.kube import JSON, Kube, KubeError
-from stampede.actuators.policies import FINALIZER, Policies, merge_diff, policy_path
+from stampede.actuators.policies import CREDENTIALS_LABEL, FINALIZER, Policies, merge_diff, policy_path
 from stampede.api import API_VERSION
 from tests.harness.server import HarnessThread
 from tests.support.kube import harness_with_namespace, make_kube
@@ -242,44 +242,45 @@ def test_set_finalizer_on_a_deleting_policy_removes_it_and_the_policy_goes_away(
     assert error.value.not_found
 
 
-def test_read_secret_decodes_base64(h: HarnessThread, policies: Policies) -> None:
+def _secret(name: str, data: dict[str, str], *, labels: dict[str, str] | None = None) -> dict[str, object]:
+    meta: dict[str, object] = {"name": name, "namespace": NS}
+    if labels is not None:
+        meta["labels"] = labels
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "data": encoded}
+
+
+LABELLED = {CREDENTIALS_LABEL: "true"}
+
+
+def test_read_secret_decodes_base64_from_a_secret_labelled_for_the_operator(
+    h: HarnessThread, policies: Policies
+) -> None:
     token = "s3cr3t-töken\n"
-    h.apply(
-        [
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "prom", "namespace": NS},
-                "data": {"token": base64.b64encode(token.encode()).decode()},
-            }
-        ]
-    )
+    h.apply([_secret("prom", {"token": token}, labels=LABELLED)])
 
     assert policies.read_secret(NS, "prom", "token") == token
 
 
-def test_read_secret_names_the_missing_key(h: HarnessThread, policies: Policies) -> None:
-    h.apply(
-        [
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "prom", "namespace": NS},
-                "data": {"token": base64.b64encode(b"x").decode()},
-            }
-        ]
-    )
+def test_a_secret_without_the_credentials_label_is_not_read(h: HarnessThread, policies: Policies) -> None:
+    h.apply([_secret("other", {"token": "x"}), _secret("wrong", {"token": "x"}, labels={CREDENTIALS_LABEL: "yes"})])
 
-    with pytest.raises(KubeError) as error:
-        policies.read_secret(NS, "prom", "password")
-
-    assert error.value.not_found
-    assert "password" in error.value.message
-    assert f"{NS}/prom" in error.value.message
+    for name in ("other", "wrong"):
+        with pytest.raises(KubeError) as error:
+            policies.read_secret(NS, name, "token")
+        assert error.value.not_found
 
 
-def test_read_secret_that_does_not_exist_is_not_found(h: HarnessThread, policies: Policies) -> None:
-    with pytest.raises(KubeError) as error:
-        policies.read_secret(NS, "nowhere", "token")
-    assert error.value.not_found
-    assert "nowhere" in error.value.message
+def test_missing_unlabelled_and_keyless_secrets_read_alike_so_a_policy_cannot_probe(
+    h: HarnessThread, policies: Policies
+) -> None:
+    h.apply([_secret("plain", {"token": "x"}), _secret("marked", {"token": "x"}, labels=LABELLED)])
+
+    messages = []
+    for name, key in [("absent", "token"), ("plain", "token"), ("marked", "password")]:
+        with pytest.raises(KubeError) as error:
+            policies.read_secret(NS, name, key)
+        assert error.value.not_found
+        messages.append(error.value.message.replace(name, "NAME").replace(repr(key), "KEY"))
+    assert len(set(messages)) == 1, messages
+    assert CREDENTIALS_LABEL in messages[0]

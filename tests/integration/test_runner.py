@@ -343,3 +343,21 @@ async def test_the_entry_of_a_failed_apply_stays_journalled_until_the_next_tick_
     assert stored.get("journal") in (None, [])
     (change,) = stored["applied"]
     assert (change["original"], change["absent"]) == ({}, ["F"]), "the true originals, not the values set"
+
+
+async def test_credentials_for_the_operators_default_http_prometheus_make_the_spec_invalid_and_nothing_is_read(
+    h: HarnessThread,
+) -> None:
+    source = Source()
+    runner, policies = runner_for(h, "cleartext", source)
+    runner.shared.config = OperatorConfig(prometheus_url="http://prometheus.default:9090")
+    body = policies.read(NS, "cleartext")
+    body["spec"] = {**SPEC, "prometheus": {"bearerTokenSecretRef": {"name": "token", "key": "token"}}}
+
+    await runner.tick(body, now=T0)
+
+    ready = next(c for c in policies.read(NS, "cleartext")["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "spec.prometheus.bearerTokenSecretRef: credentials are sent over https only" in ready["message"]
+    assert "http://prometheus.default:9090" in ready["message"]
+    assert source.reads == 0

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from PIL import Image
 
 from stampede.cli import main
 from tests.support.prometheus import PrometheusMissing, PrometheusServer, openmetrics_gauge
@@ -138,6 +139,7 @@ def test_a_breach_that_recovers_reproduces_the_known_timeline_exactly(
     prometheus: PrometheusServer, tmp_path: Path
 ) -> None:
     out = simulate_json(prometheus, tmp_path, policy("breach"))
+    kpis = {k["name"]: k for k in out["incidents"][0].pop("kpis")}
 
     # P1 (db >= 150) breaches from 10m and has held 1m at 11m; P0 from 14m fires at 15m and escalates by
     # severity; phase capacity at open + 5m; calm from 20m holds 2m at 22m; undos newest first, 30 s apart,
@@ -176,6 +178,10 @@ def test_a_breach_that_recovers_reproduces_the_known_timeline_exactly(
     assert "warm-cache" in messages[9]
     assert "scale-api" in messages[10]
     assert "api-breaker" in messages[11]
+    # KPIs from the start of the P1 breach window (10m): opened after 1m, recovery confirmed 11m later.
+    assert kpis["detection"] == {"name": "detection", "seconds": 60.0, "target": "2m", "met": True}
+    assert kpis["mttr"]["seconds"] == 1320 - 600
+    assert kpis["fullRecovery"]["seconds"] == 1350 - 600  # closed with the last undo (main timeline)
     summary = out["summary"]
     assert summary["incidents"] == 1
     assert summary["timeToMitigateSeconds"] == [0]
@@ -293,6 +299,34 @@ def test_relative_times_are_accepted_and_a_window_without_data_is_reported(
     assert result.exit_code == 3, result.output
     assert json.loads(result.stdout)["summary"]["steps"] == 41
     assert "every step had unknown signals" in result.stderr
+
+
+def test_the_table_shows_how_many_kpis_each_incident_met(prometheus: PrometheusServer, tmp_path: Path) -> None:
+    code, output = simulate(prometheus, tmp_path, policy("breach"))
+    assert code == 0, output
+    assert "KPIs met" in output
+    row = next(line for line in output.splitlines() if line.startswith(f"│ {incident_id(660)}"))
+    assert row.rstrip(" │").endswith("5/5")
+
+
+def test_report_dir_writes_a_postmortem_draft_and_plot_per_incident(
+    prometheus: PrometheusServer, tmp_path: Path
+) -> None:
+    reports = tmp_path / "reports"
+    code, output = simulate(prometheus, tmp_path, policy("breach"), "--report-dir", str(reports))
+    assert code == 0, output
+    name = f"replay-breach-{incident_id(660)}"
+    assert sorted(p.name for p in reports.iterdir()) == [f"{name}.md", f"{name}.png"]
+    markdown = (reports / f"{name}.md").read_text()
+    assert markdown.startswith(
+        f"# Postmortem draft: cache stampede in aurum/replay-breach, incident {incident_id(660)}"
+    )
+    assert "| Severity | P0 (highest reached) |" in markdown
+    assert "| detection | 1m | 2m | yes |" in markdown
+    assert "| api-breaker | ConfigMap" in markdown
+    with Image.open(reports / f"{name}.png") as image:
+        assert image.format == "PNG"
+        assert image.size == (1200, 260 + 140)  # one signal
 
 
 def test_a_step_longer_than_the_step_delay_keeps_the_policys_own_durations(

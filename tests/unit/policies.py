@@ -17,11 +17,11 @@ from typing import Any
 
 from stampede.actuators.memory import MemoryActuator, MemoryTargets
 from stampede.api.spec import Action, Mode, PolicySpec
-from stampede.api.status import AppliedChange, PolicyStatus, State
+from stampede.api.status import AppliedChange, PolicyStatus, State, WorkloadStatusRef
 from stampede.engine import outcomes
-from stampede.engine.decide import Decision, Event, decide
+from stampede.engine.decide import Controls, Decision, Event, Storm, decide
 from stampede.engine.outcomes import Outcome, Step
-from stampede.executing import Done, execute
+from stampede.executing import Done, execute, read_rollouts
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 MAX_REPLICAS = 50
@@ -241,6 +241,8 @@ class FailingActuator:
     """Actions whose apply fails (not recorded in status)."""
     fail_undo: set[str] = field(default_factory=set)
     """Actions whose undo fails (left in status)."""
+    fail_restart: set[str] = field(default_factory=set)
+    """Workloads whose rollout restart fails."""
 
     def apply(self, action: Action, *, incident: str, now: datetime, dry_run: bool) -> Outcome:
         if action.name in self.fail_apply:
@@ -261,6 +263,14 @@ class FailingActuator:
     def landed(self, change: AppliedChange) -> bool | None:
         return self.inner.landed(change)
 
+    def restart(self, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
+        if workload.name in self.fail_restart:
+            return "failed (500): test"
+        return self.inner.restart(workload, now=now)
+
+    def rollout_complete(self, workload: WorkloadStatusRef) -> bool | None:
+        return self.inner.rollout_complete(workload)
+
 
 @dataclass
 class Simulation:
@@ -275,6 +285,12 @@ class Simulation:
     """Actions whose apply fails (not recorded in status)."""
     fail_undo: set[str] = field(default_factory=set)
     """Actions whose undo fails (left in status)."""
+    fail_restart: set[str] = field(default_factory=set)
+    """Workloads whose rollout restart fails."""
+    controls: Controls | None = None
+    """The manual-control annotations, at every poll."""
+    storm: Storm | None = None
+    """The storm breaker's counts, at every poll."""
     now: datetime = T0
     decisions: list[tuple[datetime, Decision]] = field(default_factory=list)
     events: list[tuple[datetime, Event]] = field(default_factory=list)
@@ -288,12 +304,32 @@ class Simulation:
     @property
     def actuator(self) -> FailingActuator:
         inner = MemoryActuator(policy="policy", max_replicas=MAX_REPLICAS, targets=self.cluster)
-        return FailingActuator(inner, fail_apply=self.fail_apply, fail_undo=self.fail_undo)
+        return FailingActuator(
+            inner, fail_apply=self.fail_apply, fail_undo=self.fail_undo, fail_restart=self.fail_restart
+        )
 
-    def poll(self, when: datetime, values: Readings, errors: Mapping[str, str] | None = None) -> Decision:
+    def poll(
+        self,
+        when: datetime,
+        values: Readings,
+        errors: Mapping[str, str] | None = None,
+        *,
+        controls: Controls | None = None,
+        storm: Storm | None = None,
+    ) -> Decision:
         self.now = when
-        d = decide(spec=self.spec, status=self.status, readings=values, now=when, errors=errors)
-        execution = execute(d, self.actuator, spec=self.spec, now=when)
+        actuator = self.actuator
+        d = decide(
+            spec=self.spec,
+            status=self.status,
+            readings=values,
+            now=when,
+            errors=errors,
+            rollouts=read_rollouts(self.status, actuator),
+            controls=controls or self.controls,
+            storm=storm or self.storm,
+        )
+        execution = execute(d, actuator, spec=self.spec, now=when)
         status = execution.status
         for done in execution.done:
             self.outcomes.append((when, done))

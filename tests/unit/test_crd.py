@@ -261,10 +261,13 @@ def test_numeric_and_size_limits_come_from_the_models() -> None:
     assert _at("spec.phases")["maxItems"] == 20
     assert _at("spec.severities")["maxItems"] == 3
     assert _at("spec.signals.[].query")["maxLength"] == 8192
+    assert _at("spec.phases.[].actions")["maxItems"] == 50
+    assert _at("spec.phases.[].actions.[].configMap.restart")["maxItems"] == 10
+    assert _at("spec.phases.[].actions.[].configMap.data")["maxProperties"] == 64
 
 
 def test_scalar_defaults_are_written_in_wire_form() -> None:
-    assert _at("spec.prometheus.timeout")["default"] == "10s"
+    assert "default" not in _at("spec.prometheus.timeout")
     assert _at("spec.escalation.after")["default"] == "30m"
     assert _at("spec.rollback.stepDelay")["default"] == "30s"
     assert _at("spec.phases.[].actions.[].minSeverity")["default"] == "P2"
@@ -283,7 +286,7 @@ def test_top_level_spec_fields_carry_no_default_so_a_templated_policy_keeps_its_
 def test_the_api_servers_defaulting_yields_exactly_the_models_defaults() -> None:
     spec = {**_minimal_spec(), "prometheus": {}}
     defaulted = _apply_defaults(_at("spec"), copy.deepcopy(spec))
-    assert defaulted["prometheus"] == {"timeout": "10s", "insecureSkipVerify": False}
+    assert defaulted["prometheus"] == {"insecureSkipVerify": False}
     assert PolicySpec.model_validate(defaulted) == PolicySpec.model_validate(spec)
 
 
@@ -303,7 +306,8 @@ def test_optional_fields_are_plain_types_left_out_of_required() -> None:
 
 
 def test_maps_are_additional_properties_and_no_status_value_relies_on_a_null_inside_an_array() -> None:
-    assert _at("spec.phases.[].actions.[].configMap.data")["additionalProperties"] == {"type": "string"}
+    values = _at("spec.phases.[].actions.[].configMap.data")["additionalProperties"]
+    assert values == {"type": "string", "maxLength": 1048576}
     for listed in ("applied", "planned", "journal"):
         assert _at(f"status.{listed}.[].applied")["additionalProperties"] == {"type": "string"}
         # A real merge patch drops null members of objects inside arrays: absent keys are named instead.
@@ -324,7 +328,9 @@ def test_status_names_of_targets_carry_the_specs_patterns_and_enums() -> None:
             "HorizontalPodAutoscaler",
             "Job",
         }
-        assert _at(f"{entry}.restart.[].kind")["enum"] == ["Deployment", "StatefulSet", "DaemonSet"]
+        # An HPA too: a rollout wait names the HPA a scale change was recorded on (restart lists come from the spec).
+        restartable = ["Deployment", "StatefulSet", "DaemonSet", "HorizontalPodAutoscaler"]
+        assert _at(f"{entry}.restart.[].kind")["enum"] == restartable
         assert "pattern" in _at(f"{entry}.restart.[].name")
 
 

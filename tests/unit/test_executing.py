@@ -14,7 +14,7 @@ from stampede.actuators.scaling import Scaling
 from stampede.api.kinds import ChangeKind
 from stampede.api.reasons import Reason
 from stampede.api.spec import Action, PolicySpec
-from stampede.api.status import AppliedChange, IncidentStatus, PolicyStatus, State
+from stampede.api.status import AppliedChange, IncidentStatus, PolicyStatus, State, WorkloadStatusRef
 from stampede.engine import drift, outcomes
 from stampede.engine.decide import Decision, decide
 from stampede.engine.outcomes import Outcome, Step
@@ -79,6 +79,13 @@ class Recording:
     def landed(self, change: AppliedChange) -> bool | None:
         self.calls.append(f"landed {change.action} on {change.kind} {change.name}")
         return self.landed_.get(change.action, False)
+
+    def restart(self, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
+        self.calls.append(f"restart {workload.kind} {workload.name}")
+        return None
+
+    def rollout_complete(self, workload: WorkloadStatusRef) -> bool | None:
+        return True
 
 
 def test_a_guard_that_cannot_be_taken_postpones_every_apply_and_says_why() -> None:

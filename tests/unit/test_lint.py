@@ -245,7 +245,7 @@ def test_the_cli_exits_1_with_one_line_per_problem() -> None:
     broken = [str(path) for path in CORPUS]
     result = CliRunner().invoke(main, ["lint", *broken, str(EXAMPLES[0])])
     assert result.exit_code == 1
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("warning: ")]
     assert len(lines) == len(broken)
     for path, line in zip(broken, lines, strict=True):
         assert line.startswith(f"{path}: ")
@@ -292,8 +292,14 @@ def test_with_prometheus_an_unreachable_server_is_reported_per_signal(tmp_path: 
 
 
 def test_without_prometheus_no_query_is_sent(tmp_path: Path, prometheus: FakeHTTPServer) -> None:
-    assert lint_files([_write(tmp_path, _policy())]) == []
+    # The policy itself names the fake server, so a lint that queried on its own would reach it.
+    text = _policy().replace("spec:\n", f"spec:\n  prometheus: {{url: '{prometheus.url}'}}\n", 1)
+    assert prometheus.url in text
+    policy = _write(tmp_path, text)
+    assert lint_files([policy]) == []
     assert prometheus.requests == []
+    assert lint_files([policy], prometheus_url=prometheus.url) == []
+    assert prometheus.requests, "the fake server counts the queries it is sent"
 
 
 def test_schema_and_cross_field_problems_are_all_reported_in_one_run(tmp_path: Path) -> None:

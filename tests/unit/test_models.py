@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -124,8 +124,9 @@ def test_a_bad_duration_in_a_policy_names_the_field_and_the_text() -> None:
 def test_durations_serialize_back_to_go_form_on_the_wire() -> None:
     wire = PolicySpec.model_validate(_spec(pollInterval="90s")).model_dump(mode="json", by_alias=True)
     assert wire["pollInterval"] == "1m30s"
-    assert wire["escalation"] == {"after": "30m", "atSeverity": "P0"}
-    assert wire["rollback"] == {"stepDelay": "30s"}
+    assert wire["escalation"] == {"after": "30m", "atSeverity": "P0", "levels": []}
+    assert wire["targets"]["fullRecovery"] == "30m"
+    assert wire["rollback"] == {"stepDelay": "30s", "waitForRollout": True, "rolloutTimeout": "10m"}
 
 
 # Conditions -----------------------------------------------------------------------------------------
@@ -393,7 +394,8 @@ def test_the_defaults_are_the_documented_ones() -> None:
     assert spec.poll_interval == timedelta(seconds=15)
     assert spec.on_metrics_error is OnMetricsError.HOLD
     assert spec.prometheus.url is None
-    assert spec.prometheus.timeout == timedelta(seconds=10)
+    assert spec.prometheus.timeout is None
+    assert spec.query_timeout == timedelta(seconds=10)
     assert spec.escalation.after == timedelta(minutes=30)
     assert spec.escalation.at_severity is Severity.P0
     assert spec.rollback.step_delay == timedelta(seconds=30)
@@ -411,6 +413,75 @@ def test_a_zero_prometheus_timeout_is_refused() -> None:
     loc, message, _ = _only_error(_spec(prometheus={"timeout": "0s"}))
     assert loc == ("prometheus",)
     assert "timeout must be positive, got '0s'" in message
+
+
+@pytest.mark.parametrize(
+    ("credentials", "which"),
+    [
+        ({"bearerTokenSecretRef": {"name": "t", "key": "token"}}, "bearerTokenSecretRef"),
+        ({"basicAuthSecretRef": {"name": "b"}}, "basicAuthSecretRef"),
+    ],
+)
+def test_credentials_are_refused_for_an_http_url_or_with_insecure_skip_verify(
+    credentials: dict[str, Any], which: str
+) -> None:
+    loc, message, _ = _only_error(_spec(prometheus={"url": "http://prom.example:9090", **credentials}))
+    assert loc == ("prometheus",)
+    assert f"{which}: credentials are sent over https only" in message
+    assert "http://prom.example:9090" in message
+    https = {"url": "https://prom.example", "insecureSkipVerify": True, **credentials}
+    loc, message, _ = _only_error(_spec(prometheus=https))
+    assert f"{which}: credentials are never sent with insecureSkipVerify: true" in message
+    assert PolicySpec.model_validate(_spec(prometheus={"url": "https://prom.example", **credentials}))
+
+
+def test_an_unset_prometheus_timeout_is_ten_seconds_or_the_poll_interval_when_shorter() -> None:
+    assert PolicySpec.model_validate(_spec(pollInterval="3s")).query_timeout == timedelta(seconds=3)
+    assert PolicySpec.model_validate(_spec(pollInterval="1m")).query_timeout == timedelta(seconds=10)
+
+
+def test_a_prometheus_timeout_longer_than_a_minute_is_refused_naming_field_and_value() -> None:
+    loc, message, _ = _only_error(_spec(pollInterval="2h", prometheus={"timeout": "1h"}))
+    assert loc == ("prometheus",)
+    assert "timeout: '1h' is longer than the maximum 1m" in message
+
+
+def test_a_prometheus_timeout_longer_than_the_poll_interval_is_refused_naming_both() -> None:
+    loc, message, _ = _only_error(_spec(pollInterval="5s", prometheus={"timeout": "30s"}))
+    assert loc == ()
+    assert "prometheus.timeout: '30s' is longer than pollInterval '5s'" in message
+
+
+def test_a_prometheus_timeout_equal_to_the_poll_interval_is_accepted() -> None:
+    spec = PolicySpec.model_validate(_spec(pollInterval="30s", prometheus={"timeout": "30s"}))
+    assert spec.query_timeout == timedelta(seconds=30)
+
+
+def _action(name: str, **extra: object) -> dict[str, object]:
+    return {"name": name, "configMap": {"name": "cfg", "data": {"k": "v"}, **extra}}
+
+
+def test_more_than_a_hundred_actions_in_all_phases_are_refused() -> None:
+    phases = [{"name": f"p{i}", "actions": [_action(f"a{i}-{j}") for j in range(30)]} for i in range(4)]
+    loc, message, _ = _only_error(_spec(phases=phases))
+    assert loc == ()
+    assert "phases: 120 actions in all phases, more than the maximum 100" in message
+
+
+def test_a_restart_list_is_bounded() -> None:
+    restart = [{"kind": "Deployment", "name": f"w{i}"} for i in range(11)]
+    loc, _, _ = _only_error(_spec(phases=[{"name": "p", "actions": [_action("a", restart=restart)]}]))
+    assert loc[-1] == "restart"
+
+
+def test_configmap_data_is_bounded_in_keys_and_in_value_size() -> None:
+    many = {f"k{i}": "v" for i in range(65)}
+    action = {"name": "a", "configMap": {"name": "cfg", "data": many}}
+    loc, _, _ = _only_error(_spec(phases=[{"name": "p", "actions": [action]}]))
+    assert loc[-1] == "data"
+    huge = {"name": "a", "configMap": {"name": "cfg", "data": {"k": "x" * (1024 * 1024 + 1)}}}
+    loc, _, _ = _only_error(_spec(phases=[{"name": "p", "actions": [huge]}]))
+    assert loc[-2:] == ("data", "k")
 
 
 @pytest.mark.parametrize("url", ["ftp://prom:9090", "http://user:pw@prom:9090", "prom:9090", "http:// x"])
@@ -469,9 +540,27 @@ def test_the_status_round_trips_through_its_wire_form() -> None:
     assert PolicyStatus.model_validate(older) == status, "a status written with nulls still reads"
 
 
-def test_a_naive_or_offset_timestamp_is_read_as_utc() -> None:
-    incident = IncidentStatus.model_validate({"id": "1", "startedAt": "2024-05-01T14:00:00+02:00", "severity": "P0"})
+@pytest.mark.parametrize(
+    "started",
+    [
+        "2024-05-01T14:00:00+02:00",  # an offset
+        "2024-05-01T12:00:00",  # naive text
+        "2024-05-01T12:00:00Z",
+        datetime(2024, 5, 1, 12, 0),  # a naive datetime, as Python code might pass one
+        datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))),
+    ],
+)
+def test_a_naive_or_offset_timestamp_is_read_as_utc(started: str | datetime) -> None:
+    incident = IncidentStatus.model_validate({"id": "1", "startedAt": started, "severity": "P0"})
     assert incident.started_at == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    assert incident.started_at.utcoffset() == timedelta(0)
+    assert incident.model_dump(mode="json", by_alias=True)["startedAt"] == "2024-05-01T12:00:00Z"
+
+
+@pytest.mark.parametrize("started", [1714564800, "yesterday", None])
+def test_a_timestamp_that_is_not_rfc_3339_is_refused(started: object) -> None:
+    with pytest.raises(ValidationError):
+        IncidentStatus.model_validate({"id": "1", "startedAt": started, "severity": "P0"})
 
 
 def test_a_duration_longer_than_a_year_is_rejected_naming_the_value() -> None:

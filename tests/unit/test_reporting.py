@@ -7,7 +7,8 @@ import pytest
 from stampede.api.reasons import Reason
 from stampede.api.status import IncidentStatus, PolicyStatus, State
 from stampede.engine.decide import Event
-from stampede.handlers.reporting import NOTIFIED, TickReport, notification_texts
+from stampede.handlers.notifying import NOTIFIED, notices
+from stampede.handlers.reporting import TickReport
 
 from .policies import at, tiny_spec
 
@@ -24,12 +25,19 @@ def report(*events: Event, old: PolicyStatus | None = None, new: PolicyStatus | 
         events=events,
         done=(),
         readings={},
+        now=at(60),
     )
 
 
-def test_the_runbook_sends_four_messages_and_only_for_their_four_reasons() -> None:
-    assert set(NOTIFIED) == {Reason.INCIDENT_OPENED, Reason.PHASE_ENTERED, Reason.ESCALATED, Reason.INCIDENT_CLOSED}
-    texts = notification_texts(
+def test_the_runbook_sends_its_four_messages_and_the_storm_breakers_p0_and_only_for_those_reasons() -> None:
+    assert set(NOTIFIED) == {
+        Reason.INCIDENT_OPENED,
+        Reason.PHASE_ENTERED,
+        Reason.ESCALATED,
+        Reason.INCIDENT_CLOSED,
+        Reason.SYSTEM_WIDE_STAMPEDE,
+    }
+    sent = notices(
         report(
             Event(Reason.INCIDENT_OPENED, "opened because"),
             Event(Reason.SEVERITY_RAISED, "raised"),
@@ -38,6 +46,8 @@ def test_the_runbook_sends_four_messages_and_only_for_their_four_reasons() -> No
             Event(Reason.METRICS_UNAVAILABLE, "no data", warning=True),
         )
     )
+    texts = [notice.text for notice in sent]
+    assert [notice.event for notice in sent] == [Reason.INCIDENT_OPENED, Reason.PHASE_ENTERED, Reason.ESCALATED]
     assert [t.splitlines()[0].split("*")[1] for t in texts] == [
         "Cache stampede detected",
         "Mitigation progress",
@@ -47,9 +57,9 @@ def test_the_runbook_sends_four_messages_and_only_for_their_four_reasons() -> No
 
 
 def test_the_resolved_message_names_the_closed_incident_and_its_actions() -> None:
-    (text,) = notification_texts(
-        report(Event(Reason.INCIDENT_CLOSED, "closed after 5m"), new=PolicyStatus(state=State.IDLE))
-    )
+    (notice,) = notices(report(Event(Reason.INCIDENT_CLOSED, "closed after 5m"), new=PolicyStatus(state=State.IDLE)))
+    text = notice.text
+    assert notice.incident == "i-1"
     assert "Cache stampede resolved" in text
     assert "i-1" in text and "closed after 5m" in text
     assert "Actions taken (all rolled back):* flag" in text

@@ -140,3 +140,25 @@ def test_simulate_without_a_prometheus_reports_a_bad_default_url_setting_and_exi
     )
     assert result.exit_code == 2
     assert result.stderr.startswith("STAMPEDE_PROMETHEUS_URL: the URL 'file:///etc/passwd' must use http or https")
+
+
+def test_pagerduty_events_go_to_pagerduty_unless_a_url_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().pagerduty_url == "https://events.pagerduty.com/v2/enqueue"
+    monkeypatch.setenv("STAMPEDE_PAGERDUTY_URL", "https://events.eu.pagerduty.com/v2/enqueue")
+    assert load_settings().pagerduty_url == "https://events.eu.pagerduty.com/v2/enqueue"
+    monkeypatch.setenv("STAMPEDE_PAGERDUTY_URL", "")
+    assert load_settings().pagerduty_url == "https://events.pagerduty.com/v2/enqueue"
+
+
+def test_a_pagerduty_url_with_credentials_is_refused_without_showing_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    (line,) = problems(monkeypatch, STAMPEDE_PAGERDUTY_URL="https://user:hunter2@proxy.example/v2/enqueue")
+    assert line.startswith("STAMPEDE_PAGERDUTY_URL: ")
+    assert "hunter2" not in line
+
+
+def test_the_storm_breaker_is_off_by_default_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().max_concurrent_incidents == 0
+    monkeypatch.setenv("STAMPEDE_MAX_CONCURRENT_INCIDENTS", "2")
+    assert load_settings().max_concurrent_incidents == 2
+    lines = problems(monkeypatch, STAMPEDE_MAX_CONCURRENT_INCIDENTS="-1")
+    assert lines == ["STAMPEDE_MAX_CONCURRENT_INCIDENTS: Input should be greater than or equal to 0 (got '-1')"]

@@ -7,6 +7,7 @@ at a port nothing listens on.
 
 from __future__ import annotations
 
+import json
 import socket
 import textwrap
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 from stampede.api.spec import PolicySpec
 from stampede.cli import EXIT_STEPS_UNKNOWN, main
 from stampede.simulate import SimulateError, parse_cli_duration, parse_time, replay
+from tests.support.fake_http import FakeHTTPServer, Response
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -109,3 +111,43 @@ def test_an_invalid_policy_exits_1_not_the_unknown_steps_code(tmp_path: Path) ->
     path.write_text(POLICY.replace("pollInterval: 15s", "pollInterval: 10ms"))
     result = CliRunner().invoke(main, ["simulate", "-f", str(path), "--prometheus", "http://x", "--from", "-1h"])
     assert result.exit_code == 1
+
+
+HOSTILE_ERROR = "bad [/oops] [bold red]x[/] \x1b[31mred\x1b[0m \x1b]0;owned\x07 \x1b]8;;http://evil/\x07link\x9b2J end"
+
+
+def _hostile_prometheus() -> FakeHTTPServer:
+    """A Prometheus whose error text is rich markup and terminal control sequences."""
+    body = json.dumps({"status": "error", "errorType": "bad_data", "error": HOSTILE_ERROR}).encode()
+    return FakeHTTPServer(Response(status=400, body=body))
+
+
+def _assert_inert(text: str) -> None:
+    assert "\x1b" not in text
+    assert "\x07" not in text
+    assert "\x9b" not in text
+    assert "[/oops]" in text, text  # shown as written, not parsed as markup
+
+
+def test_markup_and_escape_sequences_in_a_prometheus_error_neither_crash_simulate_nor_reach_the_terminal(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    with _hostile_prometheus() as server:
+        args = ["simulate", "-f", str(path), "--prometheus", server.url, "--from", "-5m", "--step", "1m"]
+        result = CliRunner().invoke(main, args)
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == EXIT_STEPS_UNKNOWN, result.output
+    _assert_inert(result.stdout)
+    _assert_inert(result.stderr)
+
+
+def test_lint_with_prometheus_prints_server_text_without_escape_sequences(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    with _hostile_prometheus() as server:
+        result = CliRunner().invoke(main, ["lint", "--prometheus", server.url, str(path)])
+    assert result.exit_code == 1, result.output
+    _assert_inert(result.stderr)
+    assert "would be unknown" in result.stderr

@@ -15,8 +15,8 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 
 from stampede.sources import Reading, ReadingKind
 from stampede.sources.client import range_steps, reading_from_exception
-from stampede.sources.pooling import DeadlineExceeded, DeadlinePool
-from stampede.sources.readings import readings_at_steps
+from stampede.sources.pooling import DeadlineExceeded, DeadlinePool, Gate
+from stampede.sources.readings import MESSAGE_LIMIT, TEXT_LIMIT, inert, printable, readings_at_steps
 
 URL = "http://prometheus:9090"
 
@@ -155,3 +155,65 @@ async def test_a_call_that_started_but_did_not_return_in_time_is_reported_as_sta
     finally:
         release.set()
         pool.shutdown()
+
+
+# Text from outside, and the per-endpoint gate ---------------------------------------------------------
+
+
+def test_inert_text_loses_escape_sequences_and_control_characters_and_is_cut() -> None:
+    text = "a\x1b[31mred\x1b[0m \x1b]0;title\x07b\u202eevil\r\nnext\x00" + "x" * 500
+    cleaned = inert(text)
+    assert cleaned.startswith("ared bevil next ")
+    assert len(cleaned) == TEXT_LIMIT
+    assert cleaned.endswith("…")
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in cleaned)
+
+
+def test_printable_text_keeps_lines_and_markup_but_no_escape_sequences() -> None:
+    assert printable("[/oops]\n\x1b[2Jline\t\x1b]8;;http://x\x1b\\two\x9b1m") == "[/oops]\nline\ttwo"
+
+
+def test_every_reading_error_is_inert_whoever_wrote_it() -> None:
+    reading = Reading.unknown(ReadingKind.HTTP_4XX, "\x1b[31m" + "y" * 5000)
+    assert reading.error is not None
+    assert "\x1b" not in reading.error
+    assert len(reading.error) <= MESSAGE_LIMIT
+
+
+def test_a_secret_is_scrubbed_before_the_text_is_cut_so_no_half_of_it_survives() -> None:
+    secret = "s3cr3t-" + "z" * 40
+    padding = "p" * (TEXT_LIMIT - 20)
+    reading = reading_from_exception(requests.RequestException(padding + secret), url=URL, timeout=5, secrets=[secret])
+    assert "s3cr3t" not in (reading.error or "")
+
+
+async def test_a_gate_slot_is_held_until_the_worker_thread_ends_not_until_the_caller_gives_up() -> None:
+    pool = DeadlinePool(max_workers=4, thread_name_prefix="test-gate")
+    gate = Gate(1)
+    release = threading.Event()
+    try:
+        with pytest.raises(DeadlineExceeded) as late:
+            await pool.run(lambda _budget: release.wait(10), limit=0.2, gate=gate)
+        assert late.value.started
+        assert gate.busy == 1, "the thread still runs, so its slot is still taken"
+        with pytest.raises(DeadlineExceeded) as queued:
+            await pool.run(lambda _budget: 1, limit=0.2, gate=gate)
+        assert not queued.value.started
+        release.set()
+        assert await pool.run(lambda _budget: 2, limit=5, gate=gate) == 2
+        assert gate.busy == 0
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+async def test_a_gate_waiter_that_gave_up_does_not_keep_the_slot_from_the_next() -> None:
+    gate = Gate(1)
+    assert await gate.enter(timeout=1)
+    assert not await gate.enter(timeout=0.05)  # gives up
+    waiting = asyncio.ensure_future(gate.enter(timeout=5))
+    await asyncio.sleep(0.01)
+    threading.Thread(target=gate.leave).start()  # released from a worker thread
+    assert await waiting
+    gate.leave()
+    assert gate.busy == 0

@@ -2,7 +2,9 @@
 
 Workloads reading a ConfigMap as environment variables never see a changed value until their pods
 restart, so a change (and its rollback) stamps their pod templates as `kubectl rollout restart` does.
-A change is recorded only once its workloads restarted: the next poll retries a failed restart.
+An apply or undo only names the workloads to restart: the caller (`executing.execute`) restarts each
+once for all the changes of a poll (every restart is a burst of cold caches), and drops the record of
+an apply whose restart failed, so the next poll retries it. A drift re-apply restarts at once.
 Only `stampede.aurum.io/applied-by` is added to the ConfigMap, however large the values it overrides.
 """
 
@@ -84,10 +86,8 @@ class ConfigMaps:
                     "data": applied,
                 },
             )
-        restarted, failures = self._restart(namespace, restart, now=now) if applied else ([], [])
-        return outcomes.configmap_set(
-            change, configmap=spec.name, dry_run=False, restarted=restarted, failures=failures
-        )
+        # The caller restarts the workloads, once per poll for all the actions that ask (restart coalescing).
+        return outcomes.configmap_set(change, configmap=spec.name, dry_run=False, restarts=restart if applied else [])
 
     def landed(self, namespace: str, owner: Ownership, change: AppliedChange) -> bool:
         """Whether a journalled write reached the ConfigMap: it is marked and holds a value it set."""
@@ -129,9 +129,8 @@ class ConfigMaps:
             body["data"] = patch
         if patch or release is not None:
             self.kube.merge(cm_path, body)
-        restarted, failures = self._restart(namespace, change.restart, now=now) if patch else ([], [])
         return outcomes.undo_outcome(
-            change, restored=list(patch), skipped=skipped, restarted=restarted, failures=failures
+            change, restored=list(patch), skipped=skipped, restarts=change.restart if patch else []
         )
 
     def _release_only(
@@ -142,6 +141,11 @@ class ConfigMaps:
             self.kube.merge(obj_path, {"metadata": {"annotations": release}})
         return outcomes.undo_outcome(change, restored=[], skipped=[])
 
+    def restart(self, namespace: str, workload: WorkloadStatusRef, *, now: datetime) -> None:
+        """One rollout restart, as `kubectl rollout restart` does: stamp the pod template."""
+        patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: format_time(now)}}}}}
+        self.kube.merge(path(workload.kind, namespace, workload.name), patch)
+
     def _restart(
         self, namespace: str, workloads: list[WorkloadStatusRef], *, now: datetime
     ) -> tuple[list[str], list[str]]:
@@ -151,9 +155,8 @@ class ConfigMaps:
         """
         done, failed = [], []
         for workload in workloads:
-            patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: format_time(now)}}}}}
             try:
-                self.kube.merge(path(workload.kind, namespace, workload.name), patch)
+                self.restart(namespace, workload, now=now)
                 done.append(f"{workload.kind} {workload.name}")
             except KubeError as error:
                 failed.append(outcomes.restart_failed(kind=workload.kind, name=workload.name, what=failure_text(error)))

@@ -9,6 +9,7 @@ Every write carries one fixed field manager, documented for Argo CD's `managedFi
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -76,13 +77,24 @@ def retry_conflicts(attempt: Callable[[], T], *, attempts: int = CONFLICT_ATTEMP
     return attempt()
 
 
-def load_api_client() -> k8s.ApiClient:
-    """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config."""
+def load_api_client(*, config_file: str | None = None, context: str | None = None) -> k8s.ApiClient:
+    """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config.
+
+    A kubeconfig file or context given (`stampede report --kubeconfig/--context`, as kubectl takes them)
+    means that kubeconfig, never the in-cluster config.
+    """
     configuration = k8s.Configuration()
     try:
+        if config_file or context:
+            raise k8s_config.ConfigException("a kubeconfig was asked for")
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except k8s_config.ConfigException:
-        k8s_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        # KUBECONFIG is read now, not when the client library was imported (it freezes the default then).
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=config_file or os.environ.get("KUBECONFIG") or None,
+            context=context,
+            client_configuration=configuration,
+        )
     # urllib3's default retries would turn one slow GET into four timeouts; the next poll is the retry.
     configuration.retries = 0
     # One connection per worker thread (the operator's pool has 64), or urllib3 opens and drops extras.
@@ -174,6 +186,7 @@ _GROUPS = {
     "CronJob": ("apis/batch/v1", "cronjobs"),
     "Job": ("apis/batch/v1", "jobs"),
     "HorizontalPodAutoscaler": ("apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "StampedeIncident": ("apis/stampede.aurum.io/v1alpha1", "stampedeincidents"),
 }
 
 

@@ -10,7 +10,7 @@ Kubernetes actuators use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from ..api.kinds import ChangeKind
@@ -39,6 +39,10 @@ class MemoryTargets:
     """A workload missing here has the API server's default of 1 replica."""
     jobs: list[tuple[str, str]] = field(default_factory=list)
     """(action, incident) of every Job created."""
+    restarts: list[tuple[str, str]] = field(default_factory=list)
+    """(kind, name) of every rollout restart, in order."""
+    rollouts_pending: set[str] = field(default_factory=set)
+    """Workload names whose rollout is not complete (every other rollout is)."""
 
     def snapshot(self) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
         """A copy of the ConfigMaps and replica counts, to compare before and after."""
@@ -89,8 +93,8 @@ class MemoryActuator:
             applied=applied,
             restart=restart,
         )
-        restarted = [f"{w.kind} {w.name}" for w in restart] if applied else []
-        return outcomes.configmap_set(change, configmap=spec.name, dry_run=dry_run, restarted=restarted)
+        restarts = restart if applied and not dry_run else []
+        return outcomes.configmap_set(change, configmap=spec.name, dry_run=dry_run, restarts=restarts)
 
     def _apply_scale(self, action: Action, *, incident: str, now: datetime, dry_run: bool) -> Outcome:
         spec = action.scale
@@ -125,15 +129,14 @@ class MemoryActuator:
             return outcomes.job_left_to_finish(change)
         if dry_run:
             return outcomes.would_roll_back(change, known=self.targets is not None)
-        restarted = [f"{w.kind} {w.name}" for w in change.restart]
         if self.targets is None:
-            return outcomes.rolled_back(change, restored=None, restarted=restarted)
+            return replace(outcomes.rolled_back(change, restored=None), restarts=tuple(change.restart))
         if change.kind == ChangeKind.CONFIG_MAP:
             current = self.targets.configmaps.get(change.name, {})
             patch, skipped = configmap_rollback(current, change.original, change.applied)
             self.targets.configmaps[change.name] = apply_merge_patch(current, patch)
             return outcomes.undo_outcome(
-                change, restored=list(patch), skipped=skipped, restarted=restarted if patch else []
+                change, restored=list(patch), skipped=skipped, restarts=change.restart if patch else []
             )
         counts: dict[str, int | None] = {REPLICAS: self.targets.replicas.get(change.name, 1)}
         counted, skipped = scale_rollback(counts, change.original, change.applied)
@@ -163,6 +166,14 @@ class MemoryActuator:
     def landed(self, change: AppliedChange) -> bool | None:
         """Memory never loses a record between a write and its status: nothing journalled is left to find."""
         return False
+
+    def restart(self, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
+        if self.targets is not None:
+            self.targets.restarts.append((workload.kind, workload.name))
+        return None
+
+    def rollout_complete(self, workload: WorkloadStatusRef) -> bool | None:
+        return self.targets is None or workload.name not in self.targets.rollouts_pending
 
 
 def _change(

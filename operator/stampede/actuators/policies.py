@@ -2,6 +2,11 @@
 
 The finalizer is added only while changes are applied and removed with the last rollback, so an
 idle policy deletes at once, even while the operator is down.
+
+Secrets are read only when labelled `stampede.aurum.io/credentials: "true"`: whoever may write a policy
+must not be able to make the operator send any other Secret of the namespace somewhere. A Secret that is
+missing, not labelled, or lacks the key reads alike (one message), so a policy cannot probe which Secrets
+and keys exist.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from ..api import GROUP, PLURAL, VERSION
 from .kube import JSON, Kube, KubeError, path, retry_conflicts
 
 FINALIZER = "stampede.aurum.io/rollback"
+CREDENTIALS_LABEL = "stampede.aurum.io/credentials"
+"""The label (value "true") a Secret needs before the operator reads it for a policy."""
 
 
 def policy_path(namespace: str, name: str, subresource: str | None = None) -> str:
@@ -46,6 +53,12 @@ class Policies:
     def read(self, namespace: str, name: str) -> JSON:
         return self.kube.get(policy_path(namespace, name))
 
+    def read_template(self, *, kind: str, namespace: str, name: str) -> JSON:
+        """The (Cluster)StampedePolicyTemplate a policy's `spec.templateRef` names (for `stampede report`)."""
+        if kind == "ClusterStampedePolicyTemplate":
+            return self.kube.get(f"/apis/{GROUP}/{VERSION}/clusterstampedepolicytemplates/{name}")
+        return self.kube.get(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/stampedepolicytemplates/{name}")
+
     def write_status(self, namespace: str, name: str, *, old: JSON, new: JSON) -> JSON | None:
         """Patch only what changed in status; None when nothing did."""
         patch = merge_diff(old, new)
@@ -73,13 +86,35 @@ class Policies:
             {"metadata": {"resourceVersion": meta.get("resourceVersion"), "finalizers": finalizers or None}},
         )
 
+    def remove_annotation(self, namespace: str, name: str, key: str) -> None:
+        """Drop one annotation of the policy (a manual request the operator has carried out)."""
+        self.kube.merge(policy_path(namespace, name), {"metadata": {"annotations": {key: None}}})
+
     def read_secret(self, namespace: str, name: str, key: str) -> str:
-        """One key of a Secret in the policy's namespace; raises KubeError naming what is missing."""
-        secret = self.kube.get(path("Secret", namespace, name))
+        """One key of a labelled Secret in the policy's namespace.
+
+        Raises KubeError(404) with the same message whether the Secret is missing, not labelled for the
+        operator, or has no such key. A 403 is the operator's own RBAC (Secrets not granted in that
+        namespace) and is reported as such.
+        """
+        unavailable = KubeError(
+            404,
+            f"Secret {namespace}/{name} key {key!r} unavailable (missing, not labelled "
+            f"{CREDENTIALS_LABEL}=true, or without that key)",
+        )
+        try:
+            secret = self.kube.get(path("Secret", namespace, name))
+        except KubeError as error:
+            if error.not_found:
+                raise unavailable from None
+            raise
+        labels = (secret.get("metadata") or {}).get("labels") or {}
+        if labels.get(CREDENTIALS_LABEL) != "true":
+            raise unavailable
         data = secret.get("data") or {}
         if key in data:
             return b64decode(data[key]).decode("utf-8")
         string_data = secret.get("stringData") or {}
         if key in string_data:
             return str(string_data[key])
-        raise KubeError(404, f"Secret {namespace}/{name} has no key {key!r}")
+        raise unavailable

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from ..api.kinds import ChangeKind
 from ..api.spec import Action
-from ..api.status import AppliedChange
+from ..api.status import AppliedChange, WorkloadStatusRef
 from ..engine import outcomes
 from ..engine.changes import plan_scale, scale_rollback
 from ..engine.outcomes import Outcome
@@ -210,5 +210,37 @@ class Scaling:
             self.kube.merge(obj_path, body)
         return outcomes.undo_outcome(change, restored=list(patch), skipped=skipped)
 
+    def rollout_complete(self, namespace: str, workload: WorkloadStatusRef) -> bool:
+        """Whether the workload's rollout is complete, as `kubectl rollout status` judges it.
 
-__all__ = ["Scaling"]
+        For an HPA (a scale change recorded on it), the workload it drives is read.
+        """
+        kind, name = str(workload.kind.value), workload.name
+        if kind == HPA:
+            ref = (self.kube.get(path(HPA, namespace, name)).get("spec") or {}).get("scaleTargetRef") or {}
+            kind, name = str(ref.get("kind") or ""), str(ref.get("name") or "")
+        obj = self.kube.get(path(kind, namespace, name))
+        return rollout_done(obj)
+
+
+def rollout_done(obj: JSON) -> bool:
+    """observedGeneration ≥ generation and updatedReplicas = availableReplicas = replicas (absent counts 0).
+
+    As `kubectl rollout status` judges it, `replicas` is both the wanted count (spec) and the count of pods
+    still running (status: old pods being replaced or scaled away count until they are gone).
+    """
+    status = obj.get("status") or {}
+    generation = int(meta(obj).get("generation") or 0)
+    if int(status.get("observedGeneration") or 0) < generation:
+        return False
+    wanted = _replicas(obj.get("spec") or {}, "replicas")
+    if "desiredNumberScheduled" in status:  # a DaemonSet counts scheduled pods rather than replicas
+        wanted = int(status.get("desiredNumberScheduled") or 0)
+        return int(status.get("updatedNumberScheduled") or 0) == wanted == int(status.get("numberAvailable") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    running = int(status.get("replicas") or 0)
+    return updated == available == running == wanted
+
+
+__all__ = ["Scaling", "rollout_done"]

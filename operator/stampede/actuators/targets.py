@@ -16,7 +16,7 @@ from typing import ClassVar, Protocol
 
 from ..api.kinds import ChangeKind
 from ..api.spec import Action
-from ..api.status import AppliedChange
+from ..api.status import AppliedChange, WorkloadStatusRef
 from ..engine import drift, outcomes
 from ..engine.outcomes import Outcome
 from .configmaps import RESTARTED_AT, ConfigMaps, failure_text
@@ -81,7 +81,9 @@ class Actuators:
     def __init__(self, kube: Kube, *, max_replicas: int) -> None:
         self.kube = kube
         self.max_replicas = max_replicas
-        self.kinds: tuple[TargetKind, ...] = (ConfigMaps(kube), Scaling(kube, max_replicas=max_replicas), Jobs(kube))
+        self.configmaps = ConfigMaps(kube)
+        self.scaling = Scaling(kube, max_replicas=max_replicas)
+        self.kinds: tuple[TargetKind, ...] = (self.configmaps, self.scaling, Jobs(kube))
 
     def bind(self, target: Target, *, intend: Intend | None = None) -> PolicyActuator:
         """The `executing.Actuator` of one policy; `intend` journals each change before its target write."""
@@ -165,6 +167,21 @@ class Actuators:
                 return outcomes.not_rolled_back(change, why=error.message)
             return outcomes.rollback_failed(change, status=error.status, problem=error.message)
 
+    def restart(self, target: Target, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
+        """One rollout restart; None when done, else the clause saying why not."""
+        try:
+            self.configmaps.restart(target.namespace, workload, now=now)
+        except KubeError as error:
+            return failure_text(error)
+        return None
+
+    def rollout_complete(self, target: Target, workload: WorkloadStatusRef) -> bool | None:
+        """Whether the workload's rollout is complete; None when it cannot be read."""
+        try:
+            return self.scaling.rollout_complete(target.namespace, workload)
+        except KubeError:
+            return None
+
 
 @dataclass(frozen=True)
 class PolicyActuator:
@@ -190,6 +207,12 @@ class PolicyActuator:
 
     def landed(self, change: AppliedChange) -> bool | None:
         return self.actuators.landed(self.target, change)
+
+    def restart(self, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
+        return self.actuators.restart(self.target, workload, now=now)
+
+    def rollout_complete(self, workload: WorkloadStatusRef) -> bool | None:
+        return self.actuators.rollout_complete(self.target, workload)
 
 
 __all__ = [

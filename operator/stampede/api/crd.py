@@ -40,13 +40,22 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from . import CATEGORY, GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION
-from .spec import Action, Phase, PolicySpec
+from .incident import (
+    INCIDENT_KIND,
+    INCIDENT_PLURAL,
+    INCIDENT_SHORT_NAME,
+    INCIDENT_SINGULAR,
+    IncidentRecordStatus,
+    IncidentSpec,
+)
+from .spec import Action, EscalationLevel, NotificationTarget, Phase, PolicySpec
 from .status import PolicyStatus
 from .templates import templatable_spec_schema
 
 Schema = dict[str, Any]
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
+INCIDENT_CRD_NAME = f"{INCIDENT_PLURAL}.{GROUP}"
 
 #: Per model (by class name, which is how pydantic names its `$defs`), per property: extra keys.
 _PROPERTY_EXTRAS: dict[tuple[str, str], Schema] = {
@@ -57,6 +66,8 @@ _PROPERTY_EXTRAS: dict[tuple[str, str], Schema] = {
     },
     (PolicySpec.__name__, "phases"): {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     (Phase.__name__, "actions"): {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    ("Escalation", "levels"): {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    ("Notifications", "targets"): {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     (PolicyStatus.__name__, "conditions"): {
         "x-kubernetes-list-type": "map",
         "x-kubernetes-list-map-keys": ["type"],
@@ -69,6 +80,18 @@ _MODEL_VALIDATIONS: dict[str, list[Schema]] = {
         {
             "rule": "(has(self.configMap) ? 1 : 0) + (has(self.scale) ? 1 : 0) + (has(self.job) ? 1 : 0) == 1",
             "message": "an action must set exactly one of configMap, scale, job",
+        }
+    ],
+    NotificationTarget.__name__: [
+        {
+            "rule": "(has(self.webhook) ? 1 : 0) + (has(self.pagerduty) ? 1 : 0) == 1",
+            "message": "a notification target must set exactly one of webhook, pagerduty",
+        }
+    ],
+    EscalationLevel.__name__: [
+        {
+            "rule": "has(self.after) || has(self.atSeverity)",
+            "message": "an escalation level must set after, atSeverity or both",
         }
     ],
 }
@@ -107,6 +130,26 @@ _PRINTER_COLUMNS: list[Schema] = [
         "type": "date",
         "jsonPath": ".status.incident.startedAt",
         "description": "When the incident in progress started.",
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+_INCIDENT_PRINTER_COLUMNS: list[Schema] = [
+    {"name": "Policy", "type": "string", "jsonPath": ".spec.policy", "description": "The StampedePolicy."},
+    {"name": "State", "type": "string", "jsonPath": ".status.state", "description": "Open, RollingBack or Closed."},
+    {"name": "Severity", "type": "string", "jsonPath": ".status.severity", "description": "Highest severity reached."},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Furthest phase entered."},
+    {
+        "name": "Escalated",
+        "type": "string",
+        "jsonPath": ".status.escalationLevel",
+        "description": "Highest escalation level reached.",
+    },
+    {
+        "name": "MTTR",
+        "type": "string",
+        "jsonPath": ".status.mttr",
+        "description": "First breach to recovery confirmed.",
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
@@ -302,20 +345,42 @@ def open_api_schema() -> Schema:
     }
 
 
-def render_crd() -> Schema:
-    """The CustomResourceDefinition as a plain dict (what `stampede crd` prints as YAML)."""
+def incident_open_api_schema() -> Schema:
+    """The structural `openAPIV3Schema` of a whole StampedeIncident object."""
+    return {
+        "type": "object",
+        "description": "StampedeIncident records one incident of a StampedePolicy: its timeline, changes, "
+        "phases, escalations, peaks, KPIs and notifications. Written by the operator; `kubectl get stpi -A` "
+        "is the cluster's incident log.",
+        "properties": {
+            "apiVersion": {
+                "type": "string",
+                "description": "APIVersion defines the versioned schema of this representation of an object.",
+            },
+            "kind": {
+                "type": "string",
+                "description": "Kind is a string value representing the REST resource this object represents.",
+            },
+            "metadata": {"type": "object"},
+            "spec": _schema_of(IncidentSpec, keep_defaults=False),
+            "status": _schema_of(IncidentRecordStatus, keep_defaults=False),
+        },
+    }
+
+
+def _crd(*, kind: str, plural: str, singular: str, short_name: str, columns: list[Schema], schema: Schema) -> Schema:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": CRD_NAME},
+        "metadata": {"name": f"{plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": [SHORT_NAME],
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": [short_name],
                 "categories": [CATEGORY],
             },
             "scope": "Namespaced",
@@ -325,12 +390,35 @@ def render_crd() -> Schema:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": copy.deepcopy(_PRINTER_COLUMNS),
-                    "schema": {"openAPIV3Schema": open_api_schema()},
+                    "additionalPrinterColumns": copy.deepcopy(columns),
+                    "schema": {"openAPIV3Schema": schema},
                 }
             ],
         },
     }
+
+
+def render_crd(kind: str = KIND) -> Schema:
+    """A CustomResourceDefinition as a plain dict (what `stampede crd PLURAL` prints as YAML)."""
+    if kind == INCIDENT_KIND:
+        return _crd(
+            kind=INCIDENT_KIND,
+            plural=INCIDENT_PLURAL,
+            singular=INCIDENT_SINGULAR,
+            short_name=INCIDENT_SHORT_NAME,
+            columns=_INCIDENT_PRINTER_COLUMNS,
+            schema=incident_open_api_schema(),
+        )
+    if kind != KIND:
+        raise ValueError(f"no CRD for kind {kind!r}")
+    return _crd(
+        kind=KIND,
+        plural=PLURAL,
+        singular=SINGULAR,
+        short_name=SHORT_NAME,
+        columns=_PRINTER_COLUMNS,
+        schema=open_api_schema(),
+    )
 
 
 def render_crd_yaml(crd: Schema | None = None) -> str:

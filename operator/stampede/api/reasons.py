@@ -32,6 +32,20 @@ class Reason(StrEnum):
     CONFLICT = "Conflict"
     INVALID_SPEC = "InvalidSpec"
     NOTIFICATION_FAILED = "NotificationFailed"
+    WORKLOAD_RESTARTED = "WorkloadRestarted"
+    """One rollout restart of a workload for every action applied or undone in one poll that asked for it."""
+    ROLLOUT_TIMED_OUT = "RolloutTimedOut"
+    """Rollback waited `rollback.rolloutTimeout` for a workload's rollout; it goes on without it."""
+    STORM_HOLD = "StormHold"
+    """The storm breaker holds this policy's incident: too many policies already have one open."""
+    SYSTEM_WIDE_STAMPEDE = "SystemWideStampede"
+    """The first policy held by the storm breaker: the runbook's P0, a stampede across services."""
+    HELD = "Held"
+    """The stampede.aurum.io/hold annotation froze the policy."""
+    RELEASED = "Released"
+    """A hold (manual or storm breaker) ended; the policy acts again."""
+    MANUAL_ROLLBACK = "ManualRollback"
+    """The stampede.aurum.io/rollback-now annotation started rollback."""
 
 
 __all__ = ["Reason"]

@@ -84,6 +84,35 @@ class Breach(Model):
     """First poll of the current unbroken run in which the condition held."""
 
 
+class RolloutKind(StrEnum):
+    """Kinds whose rollout is restarted or awaited: the workload kinds, and an HPA for the workload it drives."""
+
+    DEPLOYMENT = WorkloadKind.DEPLOYMENT.value
+    STATEFUL_SET = WorkloadKind.STATEFUL_SET.value
+    DAEMON_SET = WorkloadKind.DAEMON_SET.value
+    HORIZONTAL_POD_AUTOSCALER = ChangeKind.HORIZONTAL_POD_AUTOSCALER.value
+
+
+class WorkloadStatusRef(Model):
+    """A workload restarted with a ConfigMap change, or whose rollout a rollback step waits for."""
+
+    # A restart list is re-derived from the spec before it is used (`engine/trust.py`); a rollout wait
+    # may also name the HPA a scale change was recorded on, whose rollout is that of the workload it drives.
+    kind: RolloutKind
+    """Workload kind."""
+    name: Name
+    """Workload name."""
+
+
+class RolloutWait(Model):
+    """Workloads whose rollout the next rollback step waits for."""
+
+    workloads: list[WorkloadStatusRef] = Field(default_factory=list)
+    """Workloads restarted or scaled by the latest undo."""
+    since: Timestamp
+    """When the undo ran; the wait ends at the latest rollback.rolloutTimeout after it."""
+
+
 class IncidentStatus(Model):
     """The incident in progress."""
 
@@ -103,6 +132,8 @@ class IncidentStatus(Model):
     """Whether the incident was escalated."""
     escalated_at: Timestamp | None = None
     """When it was escalated."""
+    escalation_level: str = ""
+    """Highest escalation level reached (levels are reached in order)."""
     recovering_since: Timestamp | None = None
     """Start of the current unbroken run of polls where every recovery condition held."""
     recovered_at: Timestamp | None = None
@@ -113,15 +144,12 @@ class IncidentStatus(Model):
     """Furthest phase entered."""
     actions: list[str] = Field(default_factory=list)
     """Actions applied during this incident, in order (for the resolution summary)."""
-
-
-class WorkloadStatusRef(Model):
-    """A workload restarted with a ConfigMap change."""
-
-    kind: WorkloadKind
-    """Workload kind."""
-    name: Name
-    """Workload name."""
+    rollout_wait: RolloutWait | None = None
+    """Rollback is waiting for these workloads' rollouts before its next undo (rollback.waitForRollout)."""
+    storm_held: bool = False
+    """The storm breaker holds this incident: it is open and reported, but applies nothing new."""
+    manual_rollback: bool = False
+    """Rollback was started by the stampede.aurum.io/rollback-now annotation, not by recovery."""
 
 
 class AppliedChange(Model):
@@ -192,6 +220,19 @@ class AppliedChange(Model):
         return out
 
 
+class KPI(Model):
+    """One response-time KPI of an incident, measured from the start of the breach window."""
+
+    name: str
+    """detection, mitigation, stabilization, mttr or fullRecovery."""
+    seconds: float | None = None
+    """Seconds from the first breach to the milestone; absent while not reached."""
+    target: str
+    """The target from spec.targets (Go duration)."""
+    met: bool | None = None
+    """Whether the milestone was reached within the target; absent while still possible."""
+
+
 class HistoryEntry(Model):
     """A finished incident."""
 
@@ -211,6 +252,10 @@ class HistoryEntry(Model):
     """Furthest phase entered."""
     escalated: bool = False
     """Whether it was escalated."""
+    kpis: list[KPI] = Field(default_factory=list)
+    """The incident's response-time KPIs against their targets (from its StampedeIncident record)."""
+    manual: bool = False
+    """Rolled back because of the stampede.aurum.io/rollback-now annotation, not because it recovered."""
 
 
 class ConditionStatus(StrEnum):
@@ -223,7 +268,7 @@ class StatusCondition(Model):
     """A standard Kubernetes condition."""
 
     type: str
-    """Ready, MetricsAvailable, IncidentActive, Escalated, Conflict or Suspended."""
+    """Ready, MetricsAvailable, IncidentActive, Escalated, Conflict, Suspended or Held."""
     status: ConditionStatus
     """True, False or Unknown."""
     reason: str = ""

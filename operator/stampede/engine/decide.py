@@ -18,6 +18,14 @@ Rules, in the words of the runbook:
   advance by time. Either way unknown is never healthy.
 - DryRun computes the same decisions; the caller records them in `status.planned` instead.
 - `suspend` keeps detection and reporting but asks for no change and no rollback.
+- An action with `dryRun` is only planned (the caller records it in `status.planned`); the others act.
+- Rollback waits for the rollout of the workloads its last undo restarted or scaled
+  (`rollback.waitForRollout`), at most `rollback.rolloutTimeout`; the wait is in status. The caller
+  reads the rollouts (`awaited_workloads`) and passes them in, so the engine stays pure.
+- Storm breaker: an incident that opens while `Storm.limit` other policies already have one acting is
+  held (opened and reported, nothing new applied) until their count falls below the limit.
+- Manual controls: `hold` freezes phases, applies and undos and keeps what is applied;
+  `rollback_now` starts rollback of an open incident as recovery would (and wins over `hold` for it).
 """
 
 from __future__ import annotations
@@ -28,17 +36,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..api.durations import format_duration
+from ..api.kinds import ChangeKind
 from ..api.reasons import Reason
-from ..api.spec import Action, Mode, OnMetricsError, PolicySpec, Severity
+from ..api.spec import Action, EscalationLevel, Mode, OnMetricsError, PolicySpec, Severity
 from ..api.status import (
     AppliedChange,
     Breach,
     HistoryEntry,
     IncidentStatus,
     PolicyStatus,
+    RolloutWait,
     SignalStatus,
     State,
     StatusCondition,
+    WorkloadStatusRef,
 )
 from .conditions import condition_is, set_condition
 
@@ -60,6 +71,28 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Controls:
+    """What the person on call asked for through the policy's annotations."""
+
+    hold: bool = False
+    """stampede.aurum.io/hold: no new phase, apply or undo; what is applied stays."""
+    rollback_now: bool = False
+    """stampede.aurum.io/rollback-now: roll the open incident back now, as if it recovered."""
+
+
+@dataclass(frozen=True)
+class Storm:
+    """The storm breaker's view across the policies this operator serves (counted by the caller)."""
+
+    limit: int = 0
+    """STAMPEDE_MAX_CONCURRENT_INCIDENTS; 0 turns the breaker off."""
+    active: int = 0
+    """Other policies with an open incident that is not held by the breaker."""
+    held: int = 0
+    """Other policies held by the breaker (a storm is under way when there is one)."""
+
+
+@dataclass(frozen=True)
 class Decision:
     """What one poll decided."""
 
@@ -74,6 +107,8 @@ class Decision:
     incident_id: str | None = None
     """The incident the applies belong to."""
     phase_by_action: Mapping[str, str] = field(default_factory=dict)
+    rollback_now_done: bool = False
+    """The rollback-now request was dealt with: the caller removes the annotation."""
 
 
 def incident_id_for(started_at: datetime) -> str:
@@ -88,8 +123,38 @@ def format_value(value: float | None) -> str:
 
 
 def held_changes(spec: PolicySpec, status: PolicyStatus) -> list[AppliedChange]:
-    """The changes that count as made in the current mode (planned ones in DryRun)."""
-    return list(status.planned if spec.mode == Mode.DRY_RUN else status.applied)
+    """The changes that count as made in the current mode (planned ones in DryRun, and shadowed actions')."""
+    if spec.mode == Mode.DRY_RUN:
+        return list(status.planned)
+    shadowed = [c for c in status.planned if (action := spec.action(c.action)) is not None and action.dry_run]
+    return [*status.applied, *shadowed]
+
+
+def awaited_workloads(status: PolicyStatus) -> list[WorkloadStatusRef]:
+    """The workloads whose rollout the caller must read for the next `decide` (rollback.waitForRollout)."""
+    incident = status.incident
+    if incident is None or incident.rollout_wait is None:
+        return []
+    return list(incident.rollout_wait.workloads)
+
+
+def rollout_key(workload: WorkloadStatusRef) -> str:
+    """How a workload's rollout reading is keyed in `decide(rollouts=...)`."""
+    return f"{workload.kind}/{workload.name}"
+
+
+def rolled_out_by(changes: tuple[AppliedChange, ...] | list[AppliedChange]) -> list[WorkloadStatusRef]:
+    """The workloads an undo of these changes restarts or scales (what the next undo waits for)."""
+    out: list[WorkloadStatusRef] = []
+    for change in changes:
+        if change.kind == ChangeKind.CONFIG_MAP:
+            found = list(change.restart)
+        elif change.reversible:
+            found = [WorkloadStatusRef(kind=change.kind.value, name=change.name)]
+        else:
+            found = []
+        out += [w for w in found if w not in out]
+    return out
 
 
 def record_applied(status: PolicyStatus, change: AppliedChange, *, dry_run: bool) -> PolicyStatus:
@@ -121,9 +186,17 @@ def decide(
     now: datetime,
     errors: Mapping[str, str] | None = None,
     generation: int | None = None,
+    rollouts: Mapping[str, bool | None] | None = None,
+    controls: Controls | None = None,
+    storm: Storm | None = None,
 ) -> Decision:
-    """Advance the policy by one poll. See the module docstring for the rules."""
+    """Advance the policy by one poll. See the module docstring for the rules.
+
+    `rollouts`: whether the rollout of each of `awaited_workloads(status)` is complete (by `rollout_key`);
+    `controls`: the policy's manual-control annotations; `storm`: the storm breaker's counts.
+    """
     errors = errors or {}
+    controls = controls or Controls()
     values = {s.name: _clean(readings.get(s.name)) for s in spec.signals}
     unknown = [name for name, value in values.items() if value is None]
     hold = bool(unknown) and spec.on_metrics_error == OnMetricsError.HOLD
@@ -180,28 +253,42 @@ def decide(
         values=values,
         events=events,
         generation=generation,
+        rollouts=rollouts or {},
+        manual_hold=controls.hold,
     )
+    manual = status.incident is not None and status.incident.manual_rollback
 
+    if controls.rollback_now and work.status.state == State.INCIDENT:
+        work.start_manual_rollback()
     if not hold:
         if status.state == State.IDLE and firing is not None:
             work.open_incident(firing)
-        elif status.state == State.ROLLING_BACK and firing is not None:
+        elif status.state == State.ROLLING_BACK and firing is not None and not manual:
+            # A manual rollback was asked for while the levels still fire: it is not interrupted.
             work.close_incident(reason="a new incident opened during rollback")
             work.open_incident(firing)
-        elif status.state == State.INCIDENT and firing is not None:
+        elif work.status.state == State.INCIDENT and firing is not None:
             work.raise_severity(firing)
         if work.status.state == State.INCIDENT:
-            work.advance_phases()
+            if not controls.hold:
+                work.advance_phases()
             work.escalate()
             work.track_recovery(firing_now=firing is not None)
         if work.status.state == State.ROLLING_BACK:
             work.roll_back()
     elif work.status.state != State.IDLE:
         work.track_recovery(firing_now=False, frozen=True)
+        if work.status.state == State.ROLLING_BACK and work.status.incident and work.status.incident.manual_rollback:
+            work.roll_back()
         work.plan_wake()
 
-    if work.status.state == State.INCIDENT and not hold:
+    if work.status.state == State.INCIDENT:
+        work.storm_gate(storm or Storm())
+    incident_now = work.status.incident
+    storm_held = incident_now is not None and incident_now.storm_held
+    if work.status.state == State.INCIDENT and not hold and not controls.hold and not storm_held:
         work.plan_applies()
+    work.report_hold(conditions)
     if spec.suspend:
         work.apply, work.undo = [], []
         # An immediate call only serves to close right after the last undo; with none asked for it would
@@ -210,6 +297,7 @@ def decide(
             work.wake_at = None
 
     conditions = _incident_conditions(work.status, conditions, spec, now, generation)
+    conditions = _held_condition(work.status, conditions, manual_hold=controls.hold, now=now, generation=generation)
     status_out = work.status.model_copy(update={"conditions": conditions})
     return Decision(
         status=status_out,
@@ -219,6 +307,7 @@ def decide(
         wake_at=work.wake_at,
         incident_id=status_out.incident.id if status_out.incident else None,
         phase_by_action=work.phase_by_action,
+        rollback_now_done=controls.rollback_now,
     )
 
 
@@ -245,6 +334,48 @@ def _firing_level(spec: PolicySpec, breaching: list[Breach], now: datetime) -> S
     windows = {s.level: s.for_ for s in spec.severities}
     fired = [b.level for b in breaching if now - b.since >= windows[b.level]]
     return max(fired, key=lambda level: level.rank) if fired else None
+
+
+def _held_condition(
+    status: PolicyStatus,
+    conditions: list[StatusCondition],
+    *,
+    manual_hold: bool,
+    now: datetime,
+    generation: int | None,
+) -> list[StatusCondition]:
+    incident = status.incident
+    if manual_hold:
+        return set_condition(
+            conditions,
+            type_="Held",
+            status=True,
+            reason="Manual",
+            message="Annotation stampede.aurum.io/hold is true: no new phase, action or undo; "
+            "what is applied stays applied.",
+            now=now,
+            generation=generation,
+        )
+    if incident is not None and incident.storm_held:
+        return set_condition(
+            conditions,
+            type_="Held",
+            status=True,
+            reason="StormBreaker",
+            message=f"Incident {incident.id} is held by the storm breaker (STAMPEDE_MAX_CONCURRENT_INCIDENTS): "
+            "it applies nothing new until fewer policies have an incident open.",
+            now=now,
+            generation=generation,
+        )
+    return set_condition(
+        conditions,
+        type_="Held",
+        status=False,
+        reason="NotHeld",
+        message="The policy acts as its runbook says.",
+        now=now,
+        generation=generation,
+    )
 
 
 def _incident_conditions(
@@ -341,6 +472,8 @@ class _Work:
         values: Mapping[str, float | None],
         events: list[Event],
         generation: int | None,
+        rollouts: Mapping[str, bool | None],
+        manual_hold: bool,
     ) -> None:
         self.spec = spec
         self.status = status
@@ -348,6 +481,9 @@ class _Work:
         self.values = values
         self.events = events
         self.generation = generation
+        self.rollouts = rollouts
+        self.manual_hold = manual_hold
+        self.opened = False
         self.apply: list[Action] = []
         self.undo: list[AppliedChange] = []
         self.wake_at: datetime | None = None
@@ -394,6 +530,7 @@ class _Work:
                 "planned": planned,
             }
         )
+        self.opened = True
         self._emit(
             "IncidentOpened",
             f"Incident {incident.id} opened at {level.value}: {why} "
@@ -452,24 +589,46 @@ class _Work:
         self._wake(next_at)
 
     def escalate(self) -> None:
+        """Reach the escalation levels in order, each once per incident, by age or by severity."""
         incident = self.status.incident
         assert incident is not None
-        rule = self.spec.escalation
-        due_at = incident.started_at + rule.after
-        if incident.escalated:
-            return
-        by_severity = incident.severity.at_least(rule.at_severity)
-        if by_severity or self.now >= due_at:
-            if not by_severity:
-                why = f"open for more than {format_duration(rule.after)}"
-            elif incident.severity == rule.at_severity:
-                why = f"severity {incident.severity.value} is the escalation severity"
-            else:
-                why = f"severity {incident.severity.value} is above the escalation severity {rule.at_severity.value}"
-            self._set_incident(escalated=True, escalated_at=self.now)
-            self._emit("Escalated", f"Incident {incident.id} escalated: {why} (phase {incident.phase}).", warning=True)
+        chain = self.spec.escalation.chain()
+        legacy = not self.spec.escalation.levels
+        names = [level.name for level in chain]
+        if incident.escalation_level in names:
+            reached = names.index(incident.escalation_level)
         else:
-            self._wake(due_at)
+            # Escalated before levels were recorded (or under a level since renamed): the first level counts.
+            reached = 0 if incident.escalated else -1
+        for index in range(reached + 1, len(chain)):
+            level = chain[index]
+            why = self._escalation_reason(level, incident)
+            if why is None:
+                if level.after is not None:
+                    self._wake(incident.started_at + level.after)
+                return
+            first = not incident.escalated
+            incident = self._set_incident(
+                escalated=True,
+                escalated_at=self.now if first else incident.escalated_at,
+                escalation_level=level.name,
+            )
+            to = "" if legacy else f" to level {level.name} ({index + 1}/{len(chain)})"
+            self._emit(
+                Reason.ESCALATED,
+                f"Incident {incident.id} escalated{to}: {why} (phase {incident.phase}).",
+                warning=True,
+            )
+
+    def _escalation_reason(self, level: EscalationLevel, incident: IncidentStatus) -> str | None:
+        """Why `level` is reached now, or None while it is not."""
+        if level.at_severity is not None and incident.severity.at_least(level.at_severity):
+            if incident.severity == level.at_severity:
+                return f"severity {incident.severity.value} is the escalation severity"
+            return f"severity {incident.severity.value} is above the escalation severity {level.at_severity.value}"
+        if level.after is not None and self.now >= incident.started_at + level.after:
+            return f"open for more than {format_duration(level.after)}"
+        return None
 
     def track_recovery(self, *, firing_now: bool, frozen: bool = False) -> None:
         incident = self.status.incident
@@ -506,6 +665,10 @@ class _Work:
         if not held:
             self.close_incident(reason="every change was rolled back")
             return
+        if self.manual_hold and not incident.manual_rollback:
+            return  # held by hand: what is applied stays
+        if not self._rollouts_done(incident):
+            return
         last = incident.last_rollback_at
         step = self.spec.rollback.step_delay
         if last is None or self.now - last >= step:
@@ -515,12 +678,95 @@ class _Work:
                 count += 1
             self.undo = held[-count:][::-1]
             self._set_incident(last_rollback_at=self.now)
+            waited = rolled_out_by([c for c in self.undo if c not in self.status.planned])
+            if self.spec.rollback.wait_for_rollout and waited and count < len(held):
+                self._set_incident(rollout_wait=RolloutWait(workloads=waited, since=self.now))
             # The last step closes the incident at the very next call rather than a poll later.
             self.wake_at = self.now if count == len(held) else None
             if count < len(held):
                 self._wake(self.now + step)
         else:
             self._wake(last + step)
+
+    def _rollouts_done(self, incident: IncidentStatus) -> bool:
+        """Whether rollback may take its next step as far as the previous undo's rollouts go."""
+        wait = incident.rollout_wait
+        if wait is None:
+            return True
+        if self.spec.rollback.wait_for_rollout:
+            pending = [w for w in wait.workloads if self.rollouts.get(rollout_key(w)) is not True]
+            deadline = wait.since + self.spec.rollback.rollout_timeout
+            if pending and self.now < deadline:
+                self._wake(deadline)
+                return False
+            if pending:
+                names = ", ".join(f"{w.kind} {w.name}" for w in pending)
+                self._emit(
+                    "RolloutTimedOut",
+                    f"Incident {incident.id}: the rollout of {names} did not complete within "
+                    f"{format_duration(self.spec.rollback.rollout_timeout)} (rollback.rolloutTimeout); "
+                    "rollback goes on.",
+                    warning=True,
+                )
+        self._set_incident(rollout_wait=None)
+        return True
+
+    def start_manual_rollback(self) -> None:
+        incident = self.status.incident
+        assert incident is not None
+        self._set_incident(recovered_at=self.now, recovering_since=None, manual_rollback=True)
+        self.status = self.status.model_copy(update={"state": State.ROLLING_BACK})
+        held = held_changes(self.spec, self.status)
+        self._emit(
+            "ManualRollback",
+            f"Incident {incident.id}: rollback started by annotation stampede.aurum.io/rollback-now "
+            f"(phase {incident.phase or '-'}); rolling back {len(held)} change(s), "
+            f"{format_duration(self.spec.rollback.step_delay)} apart.",
+            warning=True,
+        )
+
+    def storm_gate(self, storm: Storm) -> None:
+        """Hold a newly opened incident while `storm.limit` other policies already act on theirs."""
+        incident = self.status.incident
+        assert incident is not None
+        if incident.storm_held:
+            if storm.limit <= 0 or storm.active < storm.limit:
+                self._set_incident(storm_held=False)
+                self._emit(
+                    "Released",
+                    f"Incident {incident.id} released by the storm breaker: {storm.active} other incident(s) "
+                    f"open (limit {storm.limit}); acting on the runbook.",
+                )
+            return
+        if self.opened and storm.limit > 0 and storm.active >= storm.limit:
+            self._set_incident(storm_held=True)
+            self._emit(
+                "StormHold",
+                f"Incident {incident.id} held by the storm breaker: {storm.active} other policies already "
+                f"have an incident open (STAMPEDE_MAX_CONCURRENT_INCIDENTS={storm.limit}); it is reported "
+                "but applies nothing until fewer are open.",
+                warning=True,
+            )
+            if storm.held == 0:
+                self._emit(
+                    "SystemWideStampede",
+                    f"System-wide stampede: {storm.active + 1} policies have an incident open at once "
+                    f"(limit {storm.limit}); the storm breaker holds the newest ones. The runbook's P0: "
+                    "a cache stampede affecting all services.",
+                    warning=True,
+                )
+
+    def report_hold(self, previous: list[StatusCondition]) -> None:
+        """Held and Released events for the manual hold, from the Held condition last written."""
+        was = next((c for c in previous if c.type == "Held"), None)
+        was_manual = was is not None and was.status.value == "True" and was.reason == "Manual"
+        if self.manual_hold and not was_manual:
+            self._emit(
+                "Held",
+                "Held by annotation stampede.aurum.io/hold: no new phase, action or undo until it is removed.",
+            )
+        elif was_manual and not self.manual_hold:
+            self._emit("Released", "Annotation stampede.aurum.io/hold removed: the policy acts again.")
 
     def close_incident(self, *, reason: str) -> None:
         incident = self.status.incident
@@ -535,7 +781,10 @@ class _Work:
             duration_seconds=duration,
             max_phase=incident.max_phase or incident.phase,
             escalated=incident.escalated,
+            manual=incident.manual_rollback,
         )
+        if incident.manual_rollback:
+            reason += " (rolled back by hand: stampede.aurum.io/rollback-now)"
         history = [entry, *self.status.history][:HISTORY_LIMIT]
         self.status = self.status.model_copy(
             update={"state": State.IDLE, "incident": None, "severity": "", "phase": "", "history": history}

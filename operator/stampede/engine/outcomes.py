@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from ..api.reasons import Reason
-from ..api.status import AppliedChange
+from ..api.status import AppliedChange, WorkloadStatusRef
 
 CAPPED = " (capped by STAMPEDE_MAX_REPLICAS)"
 
@@ -28,6 +28,10 @@ class Step(StrEnum):
     """Drift: reverted too often; re-applying stopped (a standing conflict)."""
     HOLD = "held"
     """The deletion guard (finalizer) taken before the first change."""
+    PLAN = "planned"
+    """A shadowed action (`actions[].dryRun`): computed and recorded in status.planned, never made."""
+    RESTART = "restarted"
+    """One rollout restart of a workload for every change of the poll that asked for it."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class Outcome:
     """Side effects that failed although the change itself succeeded (reported as ActionFailed)."""
     warning: bool = False
     """Post the event as a Warning even though the call succeeded."""
+    restarts: tuple[WorkloadStatusRef, ...] = ()
+    """Workloads this change asks to be rollout-restarted; the caller restarts each once per poll."""
 
 
 def values_text(values: Mapping[str, str | None]) -> str:
@@ -81,12 +87,49 @@ def restart_failed(*, kind: str, name: str, what: str) -> str:
     return f"rollout restart of {kind} {name} {what}"
 
 
+def _asked_by(applied: Sequence[str], undone: Sequence[str]) -> str:
+    parts = []
+    if applied:
+        parts.append(f"applied {', '.join(applied)}")
+    if undone:
+        parts.append(f"rolled back {', '.join(undone)}")
+    return "; ".join(parts)
+
+
+def restarted(workload: WorkloadStatusRef, *, applied: Sequence[str], undone: Sequence[str]) -> Outcome:
+    """One rollout restart standing for every action of the poll that asked for it (restart coalescing)."""
+    count = len(applied) + len(undone)
+    return Outcome(
+        True,
+        Reason.WORKLOAD_RESTARTED,
+        f"Rollout-restarted {workload.kind} {workload.name} once for {count} action(s) ({_asked_by(applied, undone)}).",
+    )
+
+
+def restart_failed_for(
+    workload: WorkloadStatusRef, *, applied: Sequence[str], undone: Sequence[str], what: str
+) -> Outcome:
+    retry = "; the applied action(s) are retried at the next poll" if applied else ""
+    return Outcome(
+        False,
+        Reason.ACTION_FAILED,
+        f"{restart_failed(kind=workload.kind, name=workload.name, what=what)} ({_asked_by(applied, undone)}){retry}.",
+    )
+
+
 # -- apply ------------------------------------------------------------------------------------------
 
 
 def configmap_set(
-    change: AppliedChange, *, configmap: str, dry_run: bool, restarted: Sequence[str] = (), failures: Sequence[str] = ()
+    change: AppliedChange,
+    *,
+    configmap: str,
+    dry_run: bool,
+    restarted: Sequence[str] = (),
+    failures: Sequence[str] = (),
+    restarts: Sequence[WorkloadStatusRef] = (),
 ) -> Outcome:
+    """`restarts`: workloads the caller is to restart (coalesced); `restarted`: ones already restarted."""
     keys = keys_text(change.applied) or "no key (values already set)"
     if dry_run:
         return Outcome(
@@ -105,6 +148,7 @@ def configmap_set(
         Reason.ACTION_APPLIED,
         f"Set {keys} in ConfigMap {configmap} (action {change.action}){_restarted(restarted)}.",
         change,
+        restarts=tuple(restarts),
     )
 
 
@@ -290,13 +334,14 @@ def undo_outcome(
     skipped: Sequence[str],
     restarted: Sequence[str] = (),
     failures: Sequence[str] = (),
+    restarts: Sequence[WorkloadStatusRef] = (),
 ) -> Outcome:
     """The outcome of a rollback that ran: restored fields, and any left alone because someone changed them."""
     if skipped:
         outcome = rollback_skipped(change, skipped=skipped, restored=restored)
     else:
         outcome = rolled_back(change, restored={k: change.original.get(k) for k in restored}, restarted=restarted)
-    return replace(outcome, warnings=tuple(failures))
+    return replace(outcome, warnings=tuple(failures), restarts=tuple(restarts))
 
 
 __all__ = ["Outcome", "Step"]

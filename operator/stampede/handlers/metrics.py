@@ -113,7 +113,33 @@ def forget(namespace: str, policy: str) -> None:
         PROMETHEUS_ERRORS,
         POLL_DURATION,
         SIGNAL_VALUE,
+        KPI_SECONDS,
+        KPI_MISSED,
+        KPI_TARGET,
     ):
         for labels in list(metric._metrics):  # prometheus-client has no public iteration
             if labels[:2] == (namespace, policy):
                 metric.remove(*labels)
+
+
+# Response-time KPIs (API.md "Response-time KPIs"): observed once per incident and KPI, when measured.
+KPI_SECONDS = Histogram(
+    "stampede_incident_kpi_seconds",
+    "Seconds from the start of the breach window to each KPI's milestone (detection, mitigation, "
+    "stabilization, mttr, fullRecovery).",
+    (*_LABELS, "kpi"),
+    buckets=(15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200),
+    registry=REGISTRY,
+)
+KPI_MISSED = Counter(
+    "stampede_incident_kpi_missed_total",
+    "Incidents that missed a KPI's target (counted as soon as the target passes).",
+    (*_LABELS, "kpi"),
+    registry=REGISTRY,
+)
+KPI_TARGET = Gauge(
+    "stampede_incident_kpi_target_seconds",
+    "The policy's target for each KPI (spec.targets), for dashboards to draw against.",
+    (*_LABELS, "kpi"),
+    registry=REGISTRY,
+)

@@ -29,7 +29,7 @@ from ..api import GROUP, PLURAL, VERSION
 from ..api.reasons import Reason
 from ..settings import SettingsError, load_settings
 from ..sources.prometheus import PrometheusSource
-from . import metrics
+from . import incidents, metrics, storm
 from . import templates as _templates  # importing registers the template indices
 from .config import OperatorConfig
 from .runner import PolicyRunner, Shared
@@ -128,7 +128,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         actuators=Actuators(kube, max_replicas=config.max_replicas),
         policies=Policies(kube),
         source=PrometheusSource(max_workers=32),
-        emit=_emit,
+        emit=incidents.capture(_emit),
     )
 
 
@@ -138,12 +138,29 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         _shared(memo).source.close()
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+async def stampede_open_incidents(
+    *, name: str, namespace: str | None, status: kopf.Status, **_: Any
+) -> dict[tuple[str, str], str]:
+    """The storm breaker's count, from every policy's status: complete before any poll, so it survives a restart."""
+    return storm.index_entry(namespace=namespace or "", name=name, status=status)
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, id="poll", cancellation_timeout=30)
 async def poll(
-    *, body: kopf.Body, name: str, namespace: str | None, uid: str, stopped: kopf.DaemonStopped, memo: Any, **_: Any
+    *,
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    uid: str,
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    **kwargs: Any,
 ) -> None:
     """The policy's poll loop; the body is kopf's live view, so spec edits apply at the next tick."""
-    runner = PolicyRunner(shared=_shared(memo), namespace=namespace or "", name=name)
+    shared = _shared(memo)
+    shared.incidents.index = kwargs.get("stampede_open_incidents")  # kopf passes every index by its name
+    runner = PolicyRunner(shared=shared, namespace=namespace or "", name=name)
     while not stopped and uid not in _deleted:
         try:
             delay = await runner.tick(body)
@@ -165,12 +182,15 @@ _registry._spawning._handlers[:] = [  # pinned kopf==1.45.2: the registry has no
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def forget_deleted(*, type: str, uid: str, name: str, namespace: str | None, **_: Any) -> None:
+async def forget_deleted(*, type: str, uid: str, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     """Stop the loop of a policy that is gone (no finalizer means kopf may not stop the daemon itself)."""
     if type == "DELETED":
         _deleted.add(uid)
         metrics.forget(namespace or "", name)
+        incidents.forget(namespace or "", name)
         _templates.STORE.forget(namespace or "", name)
+        if "shared" in memo:
+            _shared(memo).incidents.forget((namespace or "", name))
 
 
 def _has_rollback_finalizer(body: kopf.Body, **_: Any) -> bool:

@@ -1,23 +1,24 @@
 """What happens after a tick besides the status write: metrics and notifications, off one report.
 
 The runner builds one `TickReport` per poll (spec, status before and after, the engine's events and the
-actuators' outcomes) and hands it to every listener. Metrics and notifications are chosen by the
-event-reason enum, never by matching strings; a new consumer (an incident record, another notification
-target) is one more listener.
+actuators' outcomes) and hands it to every listener: `update_metrics` here, and the runner's notifier
+(`notifying.Notifier`, every notification target). Metrics and notifications are chosen by the event-reason
+enum, never by matching strings. The incident record is not a listener: it is awaited before the report
+is made, because a closed incident's KPIs go into the status written after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from ..api.reasons import Reason
 from ..api.spec import PolicySpec
-from ..api.status import IncidentStatus, PolicyStatus
+from ..api.status import PolicyStatus
 from ..engine import Event
 from ..engine.outcomes import Step
 from ..executing import Done
-from ..notifiers import messages
 from . import metrics
 
 
@@ -34,12 +35,14 @@ class TickReport:
     events: tuple[Event, ...]
     done: tuple[Done, ...]
     readings: Mapping[str, float | None]
+    now: datetime
+    """The tick's time (what notifications and the incident record are stamped with)."""
 
 
 Listener = Callable[[TickReport], None]
 
-COUNTED = (Step.APPLY, Step.UNDO, Step.REAPPLY)
-"""Outcomes counted in `stampede_actions_total` (adoption, give-up and the guard are not actions)."""
+COUNTED = (Step.APPLY, Step.UNDO, Step.REAPPLY, Step.PLAN)
+"""Outcomes counted in `stampede_actions_total` (adoption, give-up, the guard and restarts are not actions)."""
 
 
 def count_outcomes(namespace: str, policy: str, done: Sequence[Done]) -> None:
@@ -74,43 +77,4 @@ def update_metrics(report: TickReport) -> None:
         metrics.PHASE_INFO.labels(*labels, status.incident.phase or "-", status.incident.severity.value).set(1)
 
 
-Compose = Callable[[messages.Context, Event, IncidentStatus], str]
-NOTIFIED: dict[Reason, Compose] = {
-    Reason.INCIDENT_OPENED: lambda ctx, event, _: messages.detected(ctx, trigger=event.message),
-    Reason.PHASE_ENTERED: lambda ctx, event, _: messages.progress(ctx, detail=event.message),
-    Reason.ESCALATED: lambda ctx, event, _: messages.escalated(ctx, reason=event.message),
-    Reason.INCIDENT_CLOSED: lambda ctx, event, closed: messages.resolved(
-        ctx, summary=event.message, actions=closed.actions
-    ),
-}
-"""The runbook's four messages, by the reason of the event that calls for them."""
-
-
-def notification_texts(report: TickReport) -> list[str]:
-    """The runbook's messages this poll calls for, in the order of its events."""
-    closed = report.old.incident
-    texts = []
-    for event in report.events:
-        incident = report.new.incident or closed
-        compose = NOTIFIED.get(event.reason)
-        if compose is None or incident is None:
-            continue
-        if event.reason == Reason.INCIDENT_CLOSED:
-            if closed is None:
-                continue
-            incident_closed = closed
-        else:
-            incident_closed = incident
-        ctx = messages.Context(
-            namespace=report.namespace,
-            policy=report.policy,
-            incident=incident.id,
-            severity=incident.severity.value,
-            phase=incident.phase,
-            mode=report.spec.mode.value,
-        )
-        texts.append(compose(ctx, event, incident_closed))
-    return texts
-
-
-__all__ = ["Listener", "TickReport", "count_outcomes", "notification_texts", "update_metrics"]
+__all__ = ["Listener", "TickReport", "count_outcomes", "update_metrics"]

@@ -8,13 +8,16 @@ needed to continue lives in `status`; the only memory kept here is what must not
 One tick, in order: skip a policy being deleted (its deletion handler rolls back), resolve the spec,
 settle the journal (only when status holds one: a write was under way when the operator stopped),
 read, `decide`, `execute` in a worker thread (each change journalled in status before its target
-write), post the events, then `after_tick` (metrics first, notifications), and only then write status and release the
-finalizer, so nothing a scrape sees contradicts a status already written.
+write), post the events, keep the incident's StampedeIncident record current (`incidents.track`, which
+can never cost the tick its status write), then `after_tick` (metrics first, then notifications to every
+target, sent in the background), and only then write status and release the finalizer, so nothing a
+scrape sees contradicts a status already written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -32,19 +35,24 @@ from ..api.reasons import Reason
 from ..api.spec import PolicySpec
 from ..api.status import AppliedChange, PolicyStatus, State
 from ..engine import decide, journal, outcomes, set_condition
+from ..engine.decide import Controls, awaited_workloads
 from ..engine.outcomes import Outcome
-from ..executing import Execution, execute, reconcile, roll_back_all
-from ..notifiers.webhook import post as webhook_post
+from ..executing import Execution, execute, read_rollouts, reconcile, roll_back_all
+from ..sources.allowlist import redact_url
 from ..sources.prometheus import Auth, Endpoint, PrometheusSource, Reading, ReadingKind
-from . import metrics
+from . import incidents, metrics
 from .config import OperatorConfig
+from .notifying import Notifier
 from .problems import EventSink, Problems
-from .reporting import Listener, TickReport, count_outcomes, notification_texts, update_metrics
+from .reporting import Listener, TickReport, count_outcomes, update_metrics
 from .scheduling import Schedule
 from .specs import InvalidSpec, resolve_spec, spec_error_text
 from .status_writes import StatusWrites
+from .storm import Incidents
 
 log = logging.getLogger("stampede")
+HOLD_ANNOTATION = "stampede.aurum.io/hold"
+ROLLBACK_NOW_ANNOTATION = "stampede.aurum.io/rollback-now"
 
 
 @dataclass
@@ -56,6 +64,8 @@ class Shared:
     policies: Policies
     source: PrometheusSource
     emit: EventSink
+    incidents: Incidents = field(default_factory=Incidents)
+    """Every served policy's incident state, for the storm breaker."""
 
 
 @dataclass
@@ -74,12 +84,22 @@ class PolicyRunner:
     writes: StatusWrites = field(init=False)
     listeners: list[Listener] = field(init=False)
     """Who hears about each tick after it acted: metrics first, then notifications."""
+    notifier: Notifier = field(init=False)
     body: Mapping[str, Any] = field(default_factory=dict)
     """The live body of the latest tick (what events are posted on)."""
+    rollback_now_consumed: bool = False
+    """The rollback-now annotation was acted on and its removal sent; kopf's live body may still show it."""
 
     def __post_init__(self) -> None:
         self.problems = Problems(self.namespace, self.name, self.shared.emit)
         self.writes = StatusWrites(refresh_seconds=self.shared.config.status_refresh_seconds)
+        self.notifier = Notifier(
+            policies=self.shared.policies,
+            emit=self.shared.emit,
+            note=functools.partial(incidents.note, self.shared.policies.kube),
+            pagerduty_url=self.shared.config.pagerduty_url,
+            background=self.background,
+        )
         self.listeners = [update_metrics, self._notify]
 
     @property
@@ -102,6 +122,7 @@ class PolicyRunner:
         now = now or self.schedule.tick_time(datetime.now(UTC))
         try:
             spec = resolve_spec(body, self.shared.config)
+            self._refuse_credentials_in_the_clear(spec)
         except InvalidSpec as problem:
             await self._report_invalid(body, status, str(problem), generation=generation, now=now)
             return 5.0  # the live body picks up a fixed spec; look again soon
@@ -111,7 +132,23 @@ class PolicyRunner:
         self.intents = []
 
         readings, errors = await self._read(spec, now=now)
-        decision = decide(spec=spec, status=status, readings=readings, now=now, errors=errors, generation=generation)
+        rollouts = await asyncio.to_thread(read_rollouts, status, self.actuator) if awaited_workloads(status) else {}
+        controls = self._controls(body)
+        # Nothing awaits between reading the storm count and recording this decision in it (see storm.py).
+        key = (self.namespace, self.name)
+        storm = self.shared.incidents.view(key, limit=self.shared.config.max_concurrent_incidents)
+        decision = decide(
+            spec=spec,
+            status=status,
+            readings=readings,
+            now=now,
+            errors=errors,
+            generation=generation,
+            rollouts=rollouts,
+            controls=controls,
+            storm=storm,
+        )
+        self.shared.incidents.note(key, decision.status)
         for event in decision.events:
             self.problems.event(body, event)
         execution: Execution = await asyncio.to_thread(
@@ -119,6 +156,7 @@ class PolicyRunner:
         )
         self.problems.record(body, execution)
         new = self.problems.conditions(spec, self._settled(execution.status), generation=generation, now=now)
+        new = await incidents.track(self.shared.policies.kube, body, spec, decision, new, readings=readings, now=now)
         self.current = new
         self.after_tick(
             TickReport(
@@ -130,9 +168,13 @@ class PolicyRunner:
                 events=decision.events,
                 done=execution.done,
                 readings=readings,
+                now=now,
             )
         )
         await self._write(new, now=now, force=bool(decision.events))
+        if decision.rollback_now_done and controls.rollback_now:
+            await self._call(self.shared.policies.remove_annotation, self.namespace, self.name, ROLLBACK_NOW_ANNOTATION)
+            self.rollback_now_consumed = True
         if not new.applied and new.state == State.IDLE and FINALIZER in _finalizers(body):
             await asyncio.to_thread(self.shared.policies.set_finalizer, self.namespace, self.name, present=False)
         metrics.POLL_DURATION.labels(self.namespace, self.name).observe(time.monotonic() - started)
@@ -142,6 +184,17 @@ class PolicyRunner:
         """The one place a tick's results fan out (metrics, notifications, ...), before its status is written."""
         for listener in self.listeners:
             listener(report)
+
+    def _controls(self, body: Mapping[str, Any]) -> Controls:
+        """The manual-control annotations; a rollback-now already carried out is not carried out twice."""
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        rollback_now = str(annotations.get(ROLLBACK_NOW_ANNOTATION, "")).lower() == "true"
+        if not rollback_now:
+            self.rollback_now_consumed = False
+        return Controls(
+            hold=str(annotations.get(HOLD_ANNOTATION, "")).lower() == "true",
+            rollback_now=rollback_now and not self.rollback_now_consumed,
+        )
 
     def _status(self, body: Mapping[str, Any]) -> PolicyStatus:
         if self.current is None:
@@ -192,12 +245,27 @@ class PolicyRunner:
         interval = spec.poll_interval.total_seconds()
         round_key = (interval, math.floor(now.timestamp() / interval))
         results = await self.shared.source.read(
-            Endpoint(url=url, auth=auth), queries, timeout=spec.prometheus.timeout.total_seconds(), round_key=round_key
+            Endpoint(url=url, auth=auth), queries, timeout=spec.query_timeout.total_seconds(), round_key=round_key
         )
         metrics.count_unknown(results, namespace=self.namespace, policy=self.name)
         readings = {name: r.value for name, r in results.items()}
         errors = {name: r.summary or "unknown" for name, r in results.items() if r.value is None}
         return readings, errors
+
+    def _refuse_credentials_in_the_clear(self, spec: PolicySpec) -> None:
+        """Credentials go over verified https only; the models check a policy's own URL, this the default."""
+        p = spec.prometheus
+        if not (p.bearer_token_secret_ref or p.basic_auth_secret_ref):
+            return
+        which = "bearerTokenSecretRef" if p.bearer_token_secret_ref else "basicAuthSecretRef"
+        url = p.url or self.shared.config.prometheus_url or ""
+        if not url.lower().startswith("https://"):
+            raise InvalidSpec(
+                f"spec.prometheus.{which}: credentials are sent over https only, and the Prometheus URL "
+                f"{redact_url(url)!r} is not https"
+            )
+        if p.insecure_skip_verify:
+            raise InvalidSpec(f"spec.prometheus.{which}: credentials are never sent with insecureSkipVerify: true")
 
     async def _auth(self, spec: PolicySpec) -> Auth:
         p = spec.prometheus
@@ -227,11 +295,14 @@ class PolicyRunner:
     def _settled(self, status: PolicyStatus) -> PolicyStatus:
         """The journal as the tick leaves it: the entries of applies that did not end in `applied`.
 
-        A write reported failed may still have landed (a timeout after the server took it); its entry
-        stays, so the next tick finds out before anything is re-planned against the values it set.
+        A write reported failed may still have landed (a timeout after the server took it), or an apply
+        was dropped because its restart failed; its entry stays, so the next tick finds out before anything
+        is re-planned against the values it set. Entries `reconcile` kept (a target it could not read) stay too.
         """
         held = {c.action for c in status.applied}
-        return status.model_copy(update={"journal": [e for e in self.intents if e.action not in held]})
+        fresh = {e.action for e in self.intents}
+        entries = [*(e for e in status.journal if e.action not in fresh), *self.intents]
+        return status.model_copy(update={"journal": [e for e in entries if e.action not in held]})
 
     def _intend(self, change: AppliedChange) -> str | None:
         """Journal a change in status before its target is written (runs in execute's worker thread).
@@ -257,36 +328,8 @@ class PolicyRunner:
 
     # -- notifications --------------------------------------------------------------------------
     def _notify(self, report: TickReport) -> None:
-        """Post the runbook's messages in the background; remediation never waits for them."""
-        webhook = report.spec.notifications.webhook if report.spec.notifications else None
-        if webhook is None:
-            return
-        texts = notification_texts(report)
-        if texts:
-            task = asyncio.create_task(self._send(self.body, webhook.secret_ref.name, webhook.secret_ref.key, texts))
-            self.background.add(task)
-            task.add_done_callback(self.background.discard)
-
-    async def _send(self, body: Mapping[str, Any], secret: str, key: str, texts: list[str]) -> None:
-        try:
-            url = await self._call(self.shared.policies.read_secret, self.namespace, secret, key)
-        except KubeError as error:
-            self.shared.emit(
-                body,
-                "Warning",
-                Reason.NOTIFICATION_FAILED,
-                f"Notification not sent: webhook Secret {secret} key {key}: {error.message}.",
-            )
-            return
-        for text in texts:
-            problem = await webhook_post(url.strip(), text)
-            if problem:
-                self.shared.emit(
-                    body,
-                    "Warning",
-                    Reason.NOTIFICATION_FAILED,
-                    f"Notification to the webhook in Secret {secret} failed: {problem}.",
-                )
+        """Send the runbook's messages to the policy's targets in the background; remediation never waits."""
+        self.notifier.dispatch(report, self.body)
 
     async def _write(self, status: PolicyStatus, *, now: datetime, force: bool) -> None:
         async def patch(old: dict[str, Any], new: dict[str, Any]) -> object:
@@ -343,4 +386,4 @@ def _finalizers(body: Mapping[str, Any]) -> list[str]:
     return list((body.get("metadata") or {}).get("finalizers") or [])
 
 
-__all__ = ["InvalidSpec", "PolicyRunner", "Shared", "spec_error_text"]
+__all__ = ["HOLD_ANNOTATION", "ROLLBACK_NOW_ANNOTATION", "InvalidSpec", "PolicyRunner", "Shared", "spec_error_text"]

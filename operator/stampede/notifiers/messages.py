@@ -61,6 +61,18 @@ def escalated(ctx: Context, *, reason: str) -> str:
     )
 
 
+def system_wide(ctx: Context, *, detail: str) -> str:
+    """The runbook's P0: a stampede affecting all services, announced once per storm."""
+    return "\n".join(
+        [
+            _header(":rotating_light:", "System-wide cache stampede (P0)", ctx),
+            f"*Incident:* {ctx.incident}   *Severity:* {ctx.severity}",
+            f"*What:* {detail}",
+            "*Needed:* incident commander now; shared caches and databases first.",
+        ]
+    )
+
+
 def resolved(ctx: Context, *, summary: str, actions: Sequence[str]) -> str:
     taken = ", ".join(actions) if actions else "none"
     return "\n".join(

@@ -6,6 +6,7 @@ or behind (a field it does not know is ignored, a missing one is shown as empty)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +92,9 @@ class Cluster:
     # -- incident records (StampedeIncident, when the cluster serves it) ---------------------------
     def records(self, *, all_namespaces: bool, policy: str | None = None) -> list[dict[str, Any]] | None:
         """The incident records, or None when the cluster has no StampedeIncident kind (older operator)."""
-        selector = f"{POLICY_LABEL}={policy}" if policy else None
+        # The operator's label holds the name cut to a label value (63 characters, alphanumeric ends), so
+        # a long name is matched by its cut label and then exactly by the record's spec.policy below.
+        selector = f"{POLICY_LABEL}={re.sub(r'^[^A-Za-z0-9]+|[^A-Za-z0-9]+$', '', policy[:63])}" if policy else None
         try:
             if all_namespaces:
                 found = self.custom.list_cluster_custom_object(GROUP, VERSION, INCIDENTS, label_selector=selector)
@@ -104,6 +107,8 @@ class Cluster:
                 return None
             raise _error(error, what=f"cannot list {INCIDENTS}.{GROUP}") from None
         items: list[dict[str, Any]] = found.get("items") or []
+        if policy:
+            items = [i for i in items if (i.get("spec") or {}).get("policy", policy) == policy]
         return items
 
     # -- events ---------------------------------------------------------------------------------------

@@ -6,14 +6,15 @@ Habits kept: `-n/--namespace` (default: the context's namespace), `-A/--all-name
 not a terminal (rich decides; `NO_COLOR` is honoured). The options are accepted after the subcommand,
 where kubectl users put them.
 
-`report` is not here: the post-incident report is `stampede report`, which the plugin will call once
-both are in the same release.
+`report` runs `stampede report` (the same installation's, in its own process): the report reads Prometheus
+as well as the API server, and this process stays a client of the API server only.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -282,6 +283,42 @@ _patch_command(
     patch={"metadata": {"annotations": {ROLLBACK_NOW: "true"}}},
     done="rollback requested",
 )
+
+
+@main.command()
+@click.argument("policy")
+@_connection
+@click.option("--incident", "incident", metavar="ID", help="Incident id (default: the latest record of the policy).")
+@click.option("--prometheus", "prometheus_url", metavar="URL", help="Prometheus to read the signals' history from.")
+@click.option("--output-dir", "output_dir", default=".", show_default=True, type=click.Path(file_okay=False))
+def report(
+    policy: str,
+    namespace: str | None,
+    context: str | None,
+    kubeconfig: str | None,
+    incident: str | None,
+    prometheus_url: str | None,
+    output_dir: str,
+) -> None:
+    """Write a postmortem draft (.md) and a plot (.png) of an incident: `stampede report`, with kubectl's options."""
+
+    def action() -> None:
+        cluster = _cluster(namespace, context, kubeconfig)  # the context's namespace, as every command uses
+        argv = [sys.executable, "-m", "stampede.cli", "report", "-n", cluster.namespace, policy]
+        argv += ["--output-dir", output_dir]
+        for flag, value in (
+            ("--incident", incident),
+            ("--prometheus", prometheus_url),
+            ("--context", context),
+            ("--kubeconfig", kubeconfig),
+        ):
+            if value:
+                argv += [flag, value]
+        done = subprocess.run(argv, check=False)  # its output and exit code are this command's
+        if done.returncode:
+            sys.exit(done.returncode)
+
+    _run(action)
 
 
 if __name__ == "__main__":

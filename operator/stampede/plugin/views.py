@@ -200,7 +200,8 @@ def records_table(records: Iterable[Mapping[str, Any]], *, now: datetime, all_na
         started = parse_time(status.get("startedAt"))
         closed = parse_time(status.get("closedAt"))
         policy = str(status.get("policy") or (meta.get("labels") or {}).get("stampede.aurum.io/policy") or "")
-        incident = str(meta.get("name", "")).removeprefix(f"{policy}-") if policy else str(meta.get("name", ""))
+        named = str(meta.get("name", "")).removeprefix(f"{policy}-") if policy else str(meta.get("name", ""))
+        incident = str(_spec(record).get("incident") or named)
         escalations = status.get("escalations") or []
         row = [
             policy,
@@ -373,7 +374,9 @@ def story(
         )
     if record is not None:
         rstatus = _status(record)
-        ident = str(_meta(record).get("name", "")).removeprefix(f"{_meta(policy).get('name', '')}-")
+        ident = str(_spec(record).get("incident") or "") or str(_meta(record).get("name", "")).removeprefix(
+            f"{_meta(policy).get('name', '')}-"
+        )
         started = parse_time(rstatus.get("startedAt"))
         closed = parse_time(rstatus.get("closedAt"))
         severity, escalated = rstatus.get("severity"), bool(rstatus.get("escalations"))
@@ -432,7 +435,7 @@ def story(
                     duration(kpi.get("target"))
                     if isinstance(kpi.get("target"), int | float)
                     else str(kpi.get("target") or "-"),
-                    "yes" if kpi.get("met") else "NO",
+                    "-" if kpi.get("met") is None else "yes" if kpi.get("met") else "NO",
                 ]
             )
         return Story(title=title, facts=facts, timeline=timeline, changes=changes, kpis=kpis if kpis.rows else None)

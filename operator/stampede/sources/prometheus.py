@@ -19,11 +19,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from .allowlist import check_url_allowed, redact_url
 from .client import PrometheusClient, range_steps
 from .endpoints import Auth, Endpoint
-from .pooling import DeadlineExceeded, DeadlinePool
+from .pooling import DeadlineExceeded, DeadlinePool, Gate
 from .readings import Reading, ReadingKind
 
 _log = logging.getLogger(__name__)
@@ -35,8 +36,14 @@ _RoundEntries = dict[tuple[Endpoint, str], asyncio.Future[Reading]]
 class PrometheusSource:
     """Concurrent, deduplicated instant and range queries against any number of Prometheus endpoints."""
 
-    def __init__(self, *, max_workers: int = 16, max_rounds: int = 4, max_clients: int = 256) -> None:
+    def __init__(
+        self, *, max_workers: int = 16, max_rounds: int = 4, max_clients: int = 256, per_endpoint: int | None = None
+    ) -> None:
         self._pool = DeadlinePool(max_workers=max_workers, thread_name_prefix="stampede-prometheus")
+        # One Prometheus (scheme, host, port) may hold at most a quarter of the workers: a hung one then
+        # slows only the policies that query it.
+        self._per_endpoint = per_endpoint or max(1, max_workers // 4)
+        self._gates: dict[tuple[str, str, int | None], Gate] = {}
         self._max_clients = max_clients
         # Least recently used first: rotated Secrets create new Endpoints, and the clients (and CA files) of
         # the old ones must not pile up for the life of the operator.
@@ -158,7 +165,7 @@ class PrometheusSource:
             return call(client, budget)
 
         try:
-            outcome: T | Reading = await self._pool.run(counted, limit=limit)
+            outcome: T | Reading = await self._pool.run(counted, limit=limit, gate=self._gate(endpoint))
         except DeadlineExceeded as late:
             url = redact_url(endpoint.url)
             # Time spent queued behind other queries counts against the caller's timeout.
@@ -167,6 +174,18 @@ class PrometheusSource:
         if isinstance(outcome, Reading) and not outcome.known:
             _log.debug("Prometheus read failed (%s): %s", outcome.kind, outcome.error)
         return outcome
+
+    def _gate(self, endpoint: Endpoint) -> Gate:
+        """The gate of the server an endpoint names, whatever its path and credentials."""
+        try:
+            parts = urlsplit(endpoint.url)
+            key = (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port)
+        except ValueError:
+            key = ("", endpoint.url, None)
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = Gate(self._per_endpoint)
+        return gate
 
     def _client(self, endpoint: Endpoint) -> PrometheusClient:
         evicted: list[PrometheusClient] = []

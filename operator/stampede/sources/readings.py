@@ -11,11 +11,52 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
+
+TEXT_LIMIT: Final = 200
+"""About how many characters of a server's (or library's) words a reading keeps: they end up in status,
+conditions, events and terminals, where a hostile Prometheus must not be able to write much, or anything active."""
+MESSAGE_LIMIT: Final = 400
+"""A whole reason: ours (URLs, Secret names) around at most TEXT_LIMIT characters of theirs."""
+
+# ANSI/ECMA-48 sequences (CSI, OSC up to its terminator, other two-character escapes, 8-bit CSI): whole
+# sequences go, so no printable remnant such as "[31m" is left behind.
+_ESCAPE_SEQUENCE: Final = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]|\x9b[0-?]*[ -/]*[@-~]"
+)
+
+
+def inert(text: str, *, limit: int = TEXT_LIMIT) -> str:
+    """Text from outside made bounded and inert: escape sequences and control characters removed (line
+    breaks and tabs become spaces, invisible format characters such as bidi overrides go), whitespace
+    collapsed, and cut to `limit` characters with an ellipsis."""
+    text = _ESCAPE_SEQUENCE.sub("", text)
+    kept = []
+    for char in text:
+        category = unicodedata.category(char)
+        if category in ("Cc", "Zl", "Zp"):
+            kept.append(" ")
+        elif category not in ("Cf", "Cs", "Co"):
+            kept.append(char)
+    text = " ".join("".join(kept).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def printable(text: str) -> str:
+    """`text` fit for a terminal: escape sequences and control characters removed except line breaks and
+    tabs; unlike `inert` it keeps the layout and length (the CLI prints whole tables and problem lists)."""
+    text = _ESCAPE_SEQUENCE.sub("", text)
+    return "".join(
+        char
+        for char in text
+        if char in "\n\t" or unicodedata.category(char) not in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
+    )
 
 
 class ReadingKind(StrEnum):
@@ -38,11 +79,19 @@ class ReadingKind(StrEnum):
 
 @dataclass(frozen=True)
 class Reading:
-    """A number, or unknown (value None) with the reason; unknown is never 0."""
+    """A number, or unknown (value None) with the reason; unknown is never 0.
+
+    The reason is made `inert` here, the one boundary every message passes, whoever wrote it; the server's
+    own words in it were cut to TEXT_LIMIT where they entered (`_error_text`, client.py).
+    """
 
     value: float | None
     error: str | None = None
     kind: ReadingKind | None = None
+
+    def __post_init__(self) -> None:
+        if self.error is not None:
+            object.__setattr__(self, "error", inert(self.error, limit=MESSAGE_LIMIT))
 
     @property
     def known(self) -> bool:
@@ -64,14 +113,22 @@ class Reading:
         return cls(value=None, error=error, kind=kind)
 
     def scrubbed(self, secrets: Sequence[str]) -> Reading:
-        """Last line of defence: whatever a server or library put into the message, secrets do not leave."""
+        """Last line of defence: whatever a server or library put into the message, secrets do not leave.
+
+        The message is already cut and cleaned by then, so the text a server sent is scrubbed earlier too,
+        with `without_secrets`, before it is cut (a secret cut in half would no longer match).
+        """
         if self.error is None or not secrets:
             return self
-        text = self.error
-        for secret in secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return Reading(value=self.value, error=text, kind=self.kind)
+        return Reading(value=self.value, error=without_secrets(self.error, secrets), kind=self.kind)
+
+
+def without_secrets(text: str, secrets: Sequence[str]) -> str:
+    """`text` with every occurrence of each secret replaced by `***`."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _sample_value(raw: object, *, what: str) -> Reading:
@@ -167,9 +224,8 @@ def _error_text(body: bytes) -> tuple[str | None, str]:
         payload = None
     if isinstance(payload, dict) and isinstance(payload.get("error"), str):
         error_type = payload.get("errorType")
-        return (error_type if isinstance(error_type, str) else None), payload["error"]
-    text = " ".join(body.decode("utf-8", errors="replace").split())
-    return None, (text[:200] + "…") if len(text) > 200 else text
+        return (inert(error_type, limit=40) if isinstance(error_type, str) else None), inert(payload["error"])
+    return None, inert(body.decode("utf-8", errors="replace"))
 
 
 def reading_from_error_response(status: int, body: bytes) -> Reading:
@@ -188,10 +244,15 @@ def reading_from_error_response(status: int, body: bytes) -> Reading:
 
 
 __all__ = [
+    "MESSAGE_LIMIT",
     "NOT_A_LIST",
+    "TEXT_LIMIT",
     "Reading",
     "ReadingKind",
+    "inert",
+    "printable",
     "reading_from_error_response",
     "reading_from_result",
     "readings_at_steps",
+    "without_secrets",
 ]

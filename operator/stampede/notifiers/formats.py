@@ -1,0 +1,129 @@
+"""One incident message in the shape each kind of target expects, and one bounded POST to send it.
+
+Adding a target kind means one payload function here (KEDA's one-backend-per-file habit, scaled to a
+function each: they are a few lines). Payloads never carry secrets: the URL or routing key is only
+used to send, and errors are described without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from ..api.status import format_time
+
+PAGERDUTY_DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
+"""PagerDuty's public Events API v2 endpoint (override with STAMPEDE_PAGERDUTY_URL)."""
+PAGERDUTY_SEVERITY = {"P0": "critical", "P1": "error", "P2": "warning"}
+TEAMS_COLOURS = {
+    "IncidentOpened": "C62828",
+    "PhaseEntered": "EF6C00",
+    "Escalated": "6A1B9A",
+    "IncidentClosed": "2E7D32",
+}
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One thing to tell people about an incident."""
+
+    namespace: str
+    policy: str
+    incident: str
+    event: str
+    """IncidentOpened, PhaseEntered, Escalated or IncidentClosed."""
+    severity: str
+    phase: str
+    level: str
+    """Escalation level (Escalated only)."""
+    text: str
+    """The runbook's message for people (Slack-style markup)."""
+    summary: str
+    """The event's one-sentence message."""
+    time: datetime
+
+    @property
+    def dedup_key(self) -> str:
+        return f"{self.namespace}/{self.policy}/{self.incident}"
+
+
+def slack(notice: Notice) -> dict[str, Any]:
+    return {"text": notice.text}
+
+
+def teams(notice: Notice) -> dict[str, Any]:
+    """A Microsoft Teams incoming-webhook MessageCard."""
+    title = notice.text.splitlines()[0].replace("*", "") if notice.text else notice.event
+    return {
+        "@type": "MessageCard",
+        "@context": "https://schema.org/extensions",
+        "summary": notice.summary[:200],
+        "themeColor": TEAMS_COLOURS.get(notice.event, "607D8B"),
+        "title": title,
+        "text": notice.text.replace("\n", "\n\n"),
+    }
+
+
+def json_notice(notice: Notice) -> dict[str, Any]:
+    return {
+        "namespace": notice.namespace,
+        "policy": notice.policy,
+        "incident": notice.incident,
+        "event": notice.event,
+        "severity": notice.severity,
+        "phase": notice.phase,
+        "level": notice.level,
+        "message": notice.summary,
+        "time": format_time(notice.time),
+    }
+
+
+def pagerduty(notice: Notice, *, routing_key: str, severity: str | None) -> dict[str, Any] | None:
+    """An Events API v2 event: trigger on open and escalation, resolve on close; None for other events."""
+    if notice.event == "IncidentClosed":
+        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": notice.dedup_key}
+    if notice.event not in ("IncidentOpened", "Escalated"):
+        return None
+    return {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": notice.dedup_key,
+        "payload": {
+            "summary": notice.summary[:1024],
+            "source": f"{notice.namespace}/{notice.policy}",
+            "severity": severity or PAGERDUTY_SEVERITY.get(notice.severity, "error"),
+            "timestamp": format_time(notice.time),
+            "component": notice.policy,
+            "group": notice.namespace,
+            "class": "cache-stampede",
+            "custom_details": {
+                "incident": notice.incident,
+                "severity": notice.severity,
+                "phase": notice.phase,
+                "level": notice.level,
+                "event": notice.event,
+            },
+        },
+    }
+
+
+async def post_json(url: str, payload: dict[str, Any], *, seconds: float = 5.0) -> str | None:
+    """POST `payload`; None on success, else one sentence saying what failed (never the URL)."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session,
+            session.post(url, json=payload) as response,
+        ):
+            if response.status >= 300:
+                body = (await response.text())[:200]
+                return f"the target answered HTTP {response.status}: {body}"
+            return None
+    except TimeoutError:
+        return f"the target did not answer within {seconds:g}s"
+    except aiohttp.ClientError as error:
+        return f"the target could not be reached ({type(error).__name__})"
+    except ValueError:
+        return "the target's URL is not a valid URL"

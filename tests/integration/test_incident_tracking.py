@@ -1,0 +1,45 @@
+"""The poll loop's record keeping never costs remediation anything, whatever the API server does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stampede.api.status import PolicyStatus
+from stampede.engine import decide
+from stampede.handlers import incidents
+from tests.unit.policies import at, tiny_spec
+
+
+class ExplodingKube:
+    """Every call fails with something that is not a KubeError (a bug, a broken client)."""
+
+    calls = 0
+
+    def _boom(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        raise RuntimeError("boom")
+
+    get = merge = create = request = json_patch = _boom
+
+
+async def test_a_record_store_that_breaks_leaves_the_polls_status_untouched() -> None:
+    spec = tiny_spec()
+    status = decide(spec=spec, status=PolicyStatus(), readings={"load": 20.0}, now=at(0)).status
+    decision = decide(spec=spec, status=status, readings={"load": 20.0}, now=at(60))
+    assert decision.status.incident is not None  # the poll that opens the incident
+    kube = ExplodingKube()
+    body = {"metadata": {"namespace": "aurum", "name": "exploding", "uid": "u"}}
+
+    after = await incidents.track(
+        kube,  # type: ignore[arg-type]
+        body,
+        spec,
+        decision,
+        decision.status,
+        readings={"load": 20.0},
+        now=at(60),
+    )
+
+    assert after == decision.status
+    assert kube.calls >= 1  # it did try
+    incidents.forget("aurum", "exploding")
