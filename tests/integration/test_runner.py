@@ -98,7 +98,9 @@ def h(tmp_path: pathlib.Path) -> Iterator[HarnessThread]:
         yield harness
 
 
-def runner_for(h: HarnessThread, name: str, source: Source) -> tuple[PolicyRunner, WatchedPolicies]:
+def runner_for(
+    h: HarnessThread, name: str, source: Source, *, spec: JSON | None = None
+) -> tuple[PolicyRunner, WatchedPolicies]:
     kube = make_kube(h)
     h.apply(
         [
@@ -106,7 +108,7 @@ def runner_for(h: HarnessThread, name: str, source: Source) -> tuple[PolicyRunne
                 "apiVersion": "stampede.aurum.io/v1alpha1",
                 "kind": "StampedePolicy",
                 "metadata": {"name": name, "namespace": NS},
-                "spec": SPEC,
+                "spec": spec or SPEC,
             }
         ]
     )
@@ -361,3 +363,48 @@ async def test_credentials_for_the_operators_default_http_prometheus_make_the_sp
     assert "spec.prometheus.bearerTokenSecretRef: credentials are sent over https only" in ready["message"]
     assert "http://prometheus.default:9090" in ready["message"]
     assert source.reads == 0
+
+
+async def test_an_apply_whose_restart_failed_is_held_next_tick_with_its_true_originals_and_restarted(
+    h: HarnessThread,
+) -> None:
+    h.apply(
+        [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "api", "namespace": NS},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "api"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "api"}},
+                        "spec": {"containers": [{"name": "api", "image": "api"}]},
+                    },
+                },
+            }
+        ]
+    )
+    action = {
+        "name": "flag",
+        "configMap": {"name": "cfg", "data": {"F": "on"}, "restart": [{"kind": "Deployment", "name": "api"}]},
+    }
+    spec = {**SPEC, "phases": [{"name": "first", "after": "0s", "actions": [action]}]}
+    source = Source()
+    runner, policies = runner_for(h, "restarting", source, spec=spec)
+    kube = make_kube(h)
+    h.faults.add(methods=["PATCH"], resources=["deployments"], namespace=NS, status=500, times=1)
+
+    t = await _open_incident(runner, policies, "restarting", source)
+
+    stored = policies.read(NS, "restarting")["status"]
+    assert not stored.get("applied"), "an apply whose restart failed is not held"
+    assert [e["action"] for e in stored.get("journal") or []] == ["flag"]
+    assert _cm(kube)["data"] == {"F": "on"}, "the ConfigMap write itself landed"
+    await runner.tick(policies.read(NS, "restarting"), now=t)
+    stored = policies.read(NS, "restarting")["status"]
+    assert stored.get("journal") in (None, [])
+    (change,) = stored["applied"]
+    assert (change["original"], change["absent"]) == ({}, ["F"]), "the true originals, not the values set"
+    template = kube.get(path("Deployment", NS, "api"))["spec"]["template"]
+    assert "kubectl.kubernetes.io/restartedAt" in (template["metadata"].get("annotations") or {})

@@ -56,6 +56,8 @@ class Recording:
     landed_: dict[str, bool | None] = field(default_factory=dict)
     """Per action: whether its journalled write reached the target (None: the target cannot be read)."""
     undo_fails: set[str] = field(default_factory=set)
+    restart_fails: set[str] = field(default_factory=set)
+    """Workload names whose restart fails."""
     calls: list[str] = field(default_factory=list)
 
     def apply(self, action: Action, *, incident: str, now: datetime, dry_run: bool) -> Outcome:
@@ -82,7 +84,7 @@ class Recording:
 
     def restart(self, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
         self.calls.append(f"restart {workload.kind} {workload.name}")
-        return None
+        return "failed (500): boom" if workload.name in self.restart_fails else None
 
     def rollout_complete(self, workload: WorkloadStatusRef) -> bool | None:
         return True
@@ -257,6 +259,60 @@ def test_reconciling_keeps_an_open_incident_and_reads_only_the_journalled_target
     again = reconcile(spec, execution.status.model_copy(update={"journal": [change("flag")]}), actuator, now=at(20))
     assert actuator.calls == [], "a change status already holds is not looked for again"
     assert again.status.applied == execution.status.applied
+
+
+RESTARTING = Action.model_validate(
+    {
+        "name": "flag",
+        "configMap": {"name": "cfg", "data": {"FLAG": "on"}, "restart": [{"kind": "Deployment", "name": "api"}]},
+    }
+)
+ALSO = Action.model_validate(
+    {
+        "name": "also",
+        "configMap": {"name": "cfg", "data": {"MORE": "on"}, "restart": [{"kind": "Deployment", "name": "api"}]},
+    }
+)
+
+
+def test_a_journalled_change_held_during_an_incident_restarts_its_workloads_once_from_the_spec() -> None:
+    spec = spec_with(RESTARTING, ALSO)
+    incident = IncidentStatus(id="i-1", started_at=at(0), severity="P2")
+    actuator = Recording(landed_={"flag": True, "also": True})
+    also = change("also").model_copy(update={"original": {"MORE": None}, "applied": {"MORE": "on"}})
+    planted = WorkloadStatusRef(kind="Deployment", name="elsewhere")  # status never names what restarts
+    entries = [change("flag").model_copy(update={"restart": [planted]}), also]
+    status = PolicyStatus(state=State.INCIDENT, incident=incident, journal=entries)
+
+    execution = reconcile(spec, status, actuator, now=at(10))
+
+    assert [c for c in actuator.calls if c.startswith("restart")] == ["restart Deployment api"]
+    assert [c.action for c in execution.status.applied] == ["flag", "also"]
+    restart = execution.done[-1]
+    assert (restart.step, restart.action) == (Step.RESTART, "flag, also")
+
+
+def test_a_journalled_change_whose_restart_fails_again_stays_held_and_the_failure_is_reported() -> None:
+    spec = spec_with(RESTARTING)
+    incident = IncidentStatus(id="i-1", started_at=at(0), severity="P2")
+    actuator = Recording(landed_={"flag": True}, restart_fails={"api"})
+    status = PolicyStatus(state=State.INCIDENT, incident=incident, journal=[change("flag")])
+
+    execution = reconcile(spec, status, actuator, now=at(10))
+
+    assert [c.action for c in execution.status.applied] == ["flag"], "dropped, it would be re-planned"
+    restart = execution.done[-1]
+    assert (restart.step, restart.outcome.ok) == (Step.RESTART, False)
+    assert "boom" in restart.outcome.message
+
+
+def test_a_journalled_change_held_on_an_idle_policy_is_not_restarted_since_it_is_rolled_back_at_once() -> None:
+    actuator = Recording(landed_={"flag": True})
+
+    execution = reconcile(spec_with(RESTARTING), PolicyStatus(journal=[change("flag")]), actuator, now=at(0))
+
+    assert execution.status.state == State.ROLLING_BACK
+    assert not [c for c in actuator.calls if c.startswith("restart")]
 
 
 def test_rolling_back_everything_keeps_only_what_could_not_be_undone_oldest_first() -> None:
