@@ -217,6 +217,15 @@ def print_summary(results: dict[str, Any]) -> None:
                 f"/round for {st['distinct_queries_expected']} distinct queries "
                 f"({st['window_s']:.0f} s window)"
             )
+        restart = s.get("restart")
+        if restart and "all_polled_after_s" in restart:
+            lines.append(
+                f"restart  {restart['policies']} idle policies: all polled again after "
+                f"{restart['all_polled_after_s']} s, operator {restart['operator_cpu_s']} CPU-s, "
+                f"target reads {sum(restart['target_reads'].values())} (only journalled targets are read)"
+            )
+        elif restart:
+            lines.append(f"restart  {restart}")
         inc = s.get("incident")
         if inc and "api_requests" in inc:
             lines.append(

@@ -13,8 +13,10 @@ window of whole rounds measures:
   query), cross-checked with Prometheus's own prometheus_http_requests_total;
 - stampede_poll_duration_seconds from the operator's /metrics.
 
-At the last step, one shard (100 policies) is driven into breach through the exporter and back; the
-API requests of that incident window are counted the same way.
+After the last step the operator is restarted over the idle policies (`restart`): seconds and operator
+CPU until every policy has polled again, and the targets read meanwhile (none: a restart reads only the
+targets named in a policy's status.journal). Then one shard (100 policies) is driven into breach through
+the exporter and back; the API requests of that incident window are counted the same way.
 
 The harness API server runs in this process (a thread), the operator and Prometheus in their own;
 all three share the machine's cores, and other test suites may too: see `machine` in the result.
@@ -249,6 +251,52 @@ class Bench:
             "ready_over_time": [c for k, c in enumerate(counts) if k % 4 == 0 or k == len(counts) - 1],
             "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
             "operator_rss_mb": round(memory_kb(self.pids["operator"]).get("VmRSS", 0) / 1024, 1),
+        }
+
+    def polled(self) -> int:
+        """Policies the (current) operator process has polled at least once, from its /metrics."""
+        try:
+            text = scrape(self.metrics_url)
+        except OSError:
+            return 0
+        return sum(
+            1
+            for line in text.splitlines()
+            if line.startswith("stampede_poll_duration_seconds_count{") and float(line.rpartition(" ")[2]) >= 1
+        )
+
+    def restart(self, size: int) -> dict[str, Any]:
+        """Restart the operator over `size` idle policies: time and CPU until each has polled, targets read.
+
+        A restart reads only the targets named in a policy's status.journal (writes under way when the
+        operator stopped); with none, it reads no target at all.
+        """
+        assert self.stack.operator is not None
+        self.stack.operator.stop()
+        mark = self.stack.harness.log.last_id
+        started = time.monotonic()
+        self.stack.operator.start()
+        assert self.stack.operator.process is not None
+        self.pids["operator"] = self.stack.operator.process.pid
+        before = Sample.take(self.pids)
+        polled_after = self.wait(
+            f"{size} policies polled after a restart",
+            lambda: self.polled() >= size,
+            timeout=60 + size * 0.3,
+            interval=0.25,
+        )
+        cpu = Sample.take(self.pids).minus(before)
+        reads = Counter(
+            f"{r.verb} {r.resource}"
+            for r in self.stack.harness.log.entries(since=mark)
+            if r.verb in ("get", "list") and r.resource in TARGET_RESOURCES
+        )
+        return {
+            "policies": size,
+            "all_polled_after_s": round(time.monotonic() - started, 1),
+            "polled_wait_s": round(polled_after, 1),
+            "operator_cpu_s": round(cpu.get("operator", 0.0), 2),
+            "target_reads": dict(reads),
         }
 
     def steady(self, rounds: int) -> dict[str, Any]:
@@ -542,6 +590,11 @@ def run(
                 result["levels"].append(entry)
                 log(f"scale: {level} policies: {json.dumps(entry['steady'])[:300]}")
             else:
+                try:
+                    result["restart"] = bench.restart(levels[-1])
+                    log(f"scale: restart: {json.dumps(result['restart'])}")
+                except TimeoutError as error:
+                    result["restart"] = {"error": str(error)}
                 if incident_size:
                     try:
                         result["incident"] = bench.incident(incident_size, reverts=reverts)

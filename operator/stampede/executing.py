@@ -3,7 +3,7 @@
 `decide` says what to apply and undo; somebody must do it and record what really happened, or the
 engine's status drifts from the targets. That somebody is `execute`, for the operator's poll loop,
 for `stampede simulate` (with a perfect in-memory actuator) and for the tests (with a failing double),
-so all three undo, apply, re-apply drift, adopt and record in exactly the same way.
+so all three undo, apply, re-apply drift, reconcile the journal and record in exactly the same way.
 
 An `Actuator` is bound to one policy and blocking; the operator runs a whole `execute` in a worker
 thread. Every call returns an `Outcome` built by `engine.outcomes`, the one place messages come from;
@@ -20,7 +20,7 @@ from typing import Protocol
 from .api.kinds import ChangeKind
 from .api.spec import Action, Mode, PolicySpec
 from .api.status import AppliedChange, PolicyStatus, State, WorkloadStatusRef
-from .engine import adoption, drift, outcomes
+from .engine import adoption, drift, outcomes, trust
 from .engine.decide import Decision, awaited_workloads, record_applied, record_undone
 from .engine.outcomes import Outcome, Step
 
@@ -31,8 +31,11 @@ class Actuator(Protocol):
     def apply(self, action: Action, *, incident: str, now: datetime, dry_run: bool) -> Outcome:
         """Make the change of one action; `outcome.change` is what to record."""
 
-    def undo(self, change: AppliedChange, *, now: datetime, dry_run: bool) -> Outcome:
-        """Restore what the change replaced, where it still holds the value it set; `ok` means stop holding it."""
+    def undo(self, change: AppliedChange, *, now: datetime, dry_run: bool, last: bool = True) -> Outcome:
+        """Restore what the change replaced, where it still holds the value it set; `ok` means stop holding it.
+
+        `last`: no other change of the policy is held on the same object (the object's mark goes with it).
+        """
 
     def reverted(self, change: AppliedChange) -> list[str] | None:
         """Fields of the change someone else reverted; None when the target cannot be read."""
@@ -40,8 +43,8 @@ class Actuator(Protocol):
     def reapply(self, change: AppliedChange, *, now: datetime) -> Outcome:
         """Put a reverted change back; `outcome.change` is its record with the revert counted."""
 
-    def adopt(self, action: Action, *, now: datetime) -> Outcome | None:
-        """A change of this action found on its target but never recorded; None when there is none."""
+    def landed(self, change: AppliedChange) -> bool | None:
+        """Whether a journalled change reached its target; None when that cannot be told now."""
 
     def restart(self, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
         """One rollout restart of a workload; None when done, else a clause saying why not."""
@@ -83,7 +86,7 @@ def execute(
     done: list[Done] = []
     restarts = _Restarts()
     for change in decision.undo:
-        outcome = actuator.undo(change, now=now, dry_run=dry_run or change in status.planned)
+        outcome = _undo(change, status, actuator, spec=spec, now=now, dry_run=dry_run or change in status.planned)
         done.append(Done(Step.UNDO, change.action, change.kind, outcome))
         if outcome.ok:
             status = record_undone(status, change)
@@ -107,10 +110,27 @@ def execute(
             restarts.ask(outcome.restarts, applied=action.name)
     status = restarts.perform(status, actuator, now=now, done=done)
     if drift.corrects_drift(spec, status):
-        status = _correct_drift(status, actuator, now=now, done=done)
+        status = _correct_drift(status, actuator, spec=spec, now=now, done=done)
     if not dry_run and status.state == State.IDLE:
         status = status.model_copy(update={"planned": []})  # a DryRun plan ends with the policy's DryRun
     return Execution(status, tuple(done), held)
+
+
+def _undo(
+    change: AppliedChange,
+    status: PolicyStatus,
+    actuator: Actuator,
+    *,
+    spec: PolicySpec | None,
+    now: datetime,
+    dry_run: bool,
+) -> Outcome:
+    """Undo one change on the target its spec action names (status alone is never trusted with a write)."""
+    trusted = trust.from_spec(spec, change) if spec is not None else change
+    if isinstance(trusted, str):
+        return outcomes.not_rolled_back(change, why=trusted)
+    others = [c for c in status.applied if c is not change and (c.kind, c.name) == (trusted.kind, trusted.name)]
+    return actuator.undo(trusted, now=now, dry_run=dry_run, last=not others)
 
 
 class _Restarts:
@@ -131,15 +151,23 @@ class _Restarts:
             if undone:
                 undo_names.append(undone)
 
-    def perform(self, status: PolicyStatus, actuator: Actuator, *, now: datetime, done: list[Done]) -> PolicyStatus:
-        """Restart each workload once; an apply whose restart failed is dropped, so the next poll retries it."""
+    def perform(
+        self, status: PolicyStatus, actuator: Actuator, *, now: datetime, done: list[Done], drop: bool = True
+    ) -> PolicyStatus:
+        """Restart each workload once; an apply whose restart failed is dropped, so the next poll retries it.
+
+        Dropped from `applied`, its journal entry stays (see `handlers/runner.py`), and the next tick's
+        `reconcile` holds it again with its true originals and restarts its workloads once more.
+        """
         for workload, applied, undone in self.asked.values():
             problem = actuator.restart(workload, now=now)
             if problem is None:
                 outcome = outcomes.restarted(workload, applied=applied, undone=undone)
             else:
                 outcome = outcomes.restart_failed_for(workload, applied=applied, undone=undone, what=problem)
-                status = status.model_copy(update={"applied": [c for c in status.applied if c.action not in applied]})
+                if drop:
+                    kept = [c for c in status.applied if c.action not in applied]
+                    status = status.model_copy(update={"applied": kept})
             done.append(Done(Step.RESTART, ", ".join(applied + undone), None, outcome))
         return status
 
@@ -149,10 +177,16 @@ def read_rollouts(status: PolicyStatus, actuator: Actuator) -> dict[str, bool | 
     return {f"{w.kind}/{w.name}": actuator.rollout_complete(w) for w in awaited_workloads(status)}
 
 
-def _correct_drift(status: PolicyStatus, actuator: Actuator, *, now: datetime, done: list[Done]) -> PolicyStatus:
+def _correct_drift(
+    status: PolicyStatus, actuator: Actuator, *, spec: PolicySpec, now: datetime, done: list[Done]
+) -> PolicyStatus:
     applied: list[AppliedChange] = []
     for change in status.applied:
-        reverted = actuator.reverted(change) if drift.watched(change) else []
+        trusted = trust.from_spec(spec, change)
+        if isinstance(trusted, str):  # not re-applied, and undone (refused) at rollback
+            applied.append(change)
+            continue
+        reverted = actuator.reverted(trusted) if drift.watched(trusted) else []
         if not reverted:
             applied.append(change)
             continue
@@ -161,34 +195,57 @@ def _correct_drift(status: PolicyStatus, actuator: Actuator, *, now: datetime, d
             done.append(Done(Step.GIVE_UP, change.action, change.kind, outcomes.gave_up(counted, fields=reverted)))
             applied.append(counted)
             continue
-        outcome = actuator.reapply(change, now=now)
+        outcome = actuator.reapply(trusted, now=now)
         done.append(Done(Step.REAPPLY, change.action, change.kind, outcome))
-        applied.append(outcome.change if outcome.ok and outcome.change else change)
+        applied.append(drift.reverted_once_more(change) if outcome.ok else change)
     return status.model_copy(update={"applied": applied})
 
 
-def adopt(spec: PolicySpec, status: PolicyStatus, actuator: Actuator, *, now: datetime) -> Execution:
-    """Record the changes targets hold but status does not know (the operator died between write and record)."""
+def reconcile(spec: PolicySpec, status: PolicyStatus, actuator: Actuator, *, now: datetime) -> Execution:
+    """Settle the journal after a restart: hold each journalled change that reached its target, drop the rest.
+
+    Only the targets named in the journal are read, so a restart costs nothing for policies that were
+    not in the middle of a write. A target that cannot be read now keeps its entry for the next tick.
+    During an incident, the workloads of a change held this way are restarted (coalesced): whether they
+    were before the operator stopped, or the restart failed, cannot be told, and a ConfigMap value the
+    workloads never read mitigates nothing. A restart failing again is reported; the change stays held,
+    since dropping it would have it re-planned against the values it set.
+    """
     found: list[AppliedChange] = []
+    kept: list[AppliedChange] = []
     done: list[Done] = []
-    for action in adoption.adoptable(spec, status):
-        outcome = actuator.adopt(action, now=now)
-        if outcome is None or outcome.change is None:
+    restarts = _Restarts()
+    known = {c.action for c in status.applied}
+    for entry in status.journal:
+        trusted = trust.from_spec(spec, entry)
+        if isinstance(trusted, str) or entry.action in known:
             continue
-        found.append(outcome.change)
-        done.append(Done(Step.ADOPT, action.name, outcome.change.kind, outcome))
-    return Execution(adoption.adopt(status, found, now=now), tuple(done))
+        landed = actuator.landed(trusted)
+        if landed is None:
+            kept.append(entry)
+        elif landed:
+            found.append(trusted)
+            done.append(Done(Step.ADOPT, entry.action, entry.kind, outcomes.adopted(trusted)))
+            if status.state == State.INCIDENT:
+                restarts.ask(tuple(trusted.restart), applied=entry.action)
+    status = adoption.adopt(status.model_copy(update={"journal": kept}), found, now=now)
+    status = restarts.perform(status, actuator, now=now, done=done, drop=False)
+    return Execution(status, tuple(done))
 
 
-def roll_back_all(status: PolicyStatus, actuator: Actuator, *, now: datetime) -> Execution:
+def roll_back_all(
+    status: PolicyStatus, actuator: Actuator, *, now: datetime, spec: PolicySpec | None = None
+) -> Execution:
     """Undo every applied change at once, newest first (the policy is being deleted).
 
-    The changes that could not be undone stay in `status.applied` for the next try.
+    The changes that could not be undone stay in `status.applied` for the next try. Without a spec (one
+    that no longer parses) the records' own names are used: they carry the spec's patterns, and the
+    targets must still carry the policy's mark.
     """
     done: list[Done] = []
     restarts = _Restarts()
     for change in sorted(status.applied, key=lambda c: c.applied_at, reverse=True):
-        outcome = actuator.undo(change, now=now, dry_run=False)
+        outcome = _undo(change, status, actuator, spec=spec, now=now, dry_run=False)
         done.append(Done(Step.UNDO, change.action, change.kind, outcome))
         if outcome.ok:
             status = record_undone(status, change)
@@ -198,4 +255,4 @@ def roll_back_all(status: PolicyStatus, actuator: Actuator, *, now: datetime) ->
     return Execution(status.model_copy(update={"applied": remaining}), tuple(done))
 
 
-__all__ = ["Actuator", "Done", "Execution", "Hold", "adopt", "execute", "read_rollouts", "roll_back_all"]
+__all__ = ["Actuator", "Done", "Execution", "Hold", "execute", "read_rollouts", "reconcile", "roll_back_all"]

@@ -23,6 +23,7 @@ from tests.faults.helpers import (
     assert_phase_one_applied,
     assert_restored,
     condition,
+    parse_time,
     phases,
 )
 
@@ -149,29 +150,27 @@ def test_changes_applied_just_before_a_crash_are_rolled_back_even_if_the_signals
     assert stack.operator is not None
     before = case.snapshot()
     case.create_ready("orphan", phases=[policies.phase_one()])
-    # The status write of the opening tick never lands (the process dies with it in memory).
-    lost = stack.harness.faults.add(
-        resources=["stampedepolicies"],
-        subresources=["status"],
-        namespace=case.ns,
-        verbs=["patch", "update"],
-        status=500,
+    # The scale write is held back long enough to make the opening tick's status write fail after it:
+    # the journal (both changes, written before their targets) lands, the record of how they went never does.
+    stack.harness.faults.add(
+        methods=["PATCH"], resources=["deployments"], subresources=["scale"], namespace=case.ns, status=None, delay=2.0
     )
     mark = stack.harness.log.last_id
+    lost = None
     try:
         case.set(hit_rate=UNHEALTHY, wait=False)
-        stack.wait_for(
-            "both phase-one targets written",
-            lambda: (
-                {
-                    r.resource
-                    for r in stack.harness.log.entries(since=mark, namespace=case.ns, verb="patch")
-                    if r.status is not None and r.status < 300
-                }
-                >= {"configmaps", "deployments"}
-            ),
+        case.wait_status(
+            "orphan",
+            "both changes journalled",
+            lambda s: [e["action"] for e in s.get("journal") or []] == ["api-config", "scale-api"],
             timeout=60,
-            interval=0.01,
+        )
+        lost = stack.harness.faults.add(
+            resources=["stampedepolicies"],
+            subresources=["status"],
+            namespace=case.ns,
+            verbs=["patch", "update"],
+            status=500,
         )
         stack.wait_for(
             "scale written",
@@ -179,12 +178,20 @@ def test_changes_applied_just_before_a_crash_are_rolled_back_even_if_the_signals
             timeout=30,
             interval=0.01,
         )
+        assert {
+            r.resource
+            for r in stack.harness.log.entries(since=mark, namespace=case.ns, verb="patch")
+            if r.status is not None and r.status < 300
+        } >= {"configmaps", "deployments"}
         stack.operator.kill()
     finally:
-        stack.harness.faults.remove(lost.id)
+        stack.harness.faults.clear()
+    assert lost is not None
+    assert [e["action"] for e in case.status("orphan").get("journal") or []] == ["api-config", "scale-api"]
     assert case.status("orphan").get("state") == "Idle"  # what the restarted operator will read
     assert_phase_one_applied(before, case.snapshot())  # the changes did land before the kill
     case.set(hit_rate=HEALTHY)
+    restarted = time.time()
     stack.operator.start()
 
     def restored() -> bool:
@@ -194,5 +201,17 @@ def test_changes_applied_just_before_a_crash_are_rolled_back_even_if_the_signals
     # Wait on the outcome, not on a clock: the restarted operator must find the orphaned changes on
     # the targets and undo them, ending Idle with nothing held.
     stack.wait_for("the orphaned changes rolled back", restored, timeout=60, interval=0.2)
-    case.wait_status("orphan", "Idle with nothing applied", lambda s: s.get("state") == "Idle" and not s.get("applied"))
+    closed = case.wait_status(
+        "orphan",
+        "the journalled changes held, rolled back and the made-up incident closed",
+        lambda s: (
+            s.get("lastPollTime")
+            and parse_time(s["lastPollTime"]).timestamp() > restarted
+            and s.get("history")
+            and not s.get("applied")
+            and not s.get("journal")
+        ),
+        timeout=60,
+    )
+    assert closed["state"] == "Idle"
     assert_restored(before, case.snapshot())

@@ -92,9 +92,8 @@ class Strictness:
     """Which of a real API server's rules the harness applies; the default is what the whole suite runs on.
 
     `lenient()` turns every rule off, for the harness's own tests of plain storage semantics only;
-    `everything()` turns every rule on. The two switches off by default wait for operator fixes of
-    issue 9 (no `blockOwnerDeletion` on Jobs; no `null` inside status arrays); each is one line here
-    to turn on, or `HARNESS_STRICT=name,...` for one run (`from_env`).
+    `everything()` turns every rule on; every rule is on by default. `HARNESS_STRICT=name,...` turns
+    named switches on for one run (`from_env`).
     """
 
     #: Object metadata, built-in kinds (rules.py), CRD structure (schemas.py), etcd's size limit.
@@ -102,12 +101,12 @@ class Strictness:
     #: Custom resources pruned, defaulted and validated against their CRD's schema and CEL rules (schemas.py);
     #: off models a CRD applied without its schema (the hostile-policy fault test).
     custom_resource_schemas: bool = True
-    #: evanphx/json-patch MergePatch: `null` members of objects inside arrays are dropped. Off until the
-    #: operator's status names absent keys explicitly (status.applied[].original loses its null marks).
-    merge_patch_prunes_array_nulls: bool = False
-    #: OwnerReferencesPermissionEnforcement, modelling a client without `update` on owners' finalizers.
-    #: Off until the operator's Jobs drop blockOwnerDeletion (six Job tests of test_actuators refused).
-    owner_references_permission_enforcement: bool = False
+    #: evanphx/json-patch MergePatch: `null` members of objects inside arrays are dropped (the operator's
+    #: status names absent keys in `absent` instead).
+    merge_patch_prunes_array_nulls: bool = True
+    #: OwnerReferencesPermissionEnforcement, modelling a client without `update` on owners' finalizers
+    #: (the operator's Jobs carry no blockOwnerDeletion, as `kubectl create job --from` makes them).
+    owner_references_permission_enforcement: bool = True
     #: managedFields with real field sets per manager, ownership moving on writes, Apply conflicts (managed.py).
     managed_fields: bool = True
     #: Deployment/StatefulSet rollout progress written to `status` over a second or two (controllers.py).

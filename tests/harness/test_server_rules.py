@@ -451,7 +451,7 @@ def test_block_owner_deletion_is_forbidden_with_the_admission_switch_on() -> Non
 
 
 def test_block_owner_deletion_is_accepted_with_the_admission_switch_off() -> None:
-    create(store(repo_crd=False), job(block=True))
+    create(store(Strictness(owner_references_permission_enforcement=False), repo_crd=False), job(block=True))
 
 
 # -- the switches ----------------------------------------------------------------------------------
@@ -462,12 +462,9 @@ def test_the_lenient_mode_accepts_what_the_real_server_refuses() -> None:
     create(s, cm("Upper", data={".": "v"}, labels={"k": "v" * 64}))
 
 
-def test_the_default_is_strict_with_only_the_switches_that_wait_for_operator_fixes_off() -> None:
+def test_the_default_is_strict_with_every_switch_on() -> None:
     default = Strictness()
-    assert default.validation
-    assert not default.owner_references_permission_enforcement
-    assert default.managed_fields and default.job_controller and default.rollout_controller and default.hpa_controller
-    assert not (default.owner_references_permission_enforcement or default.merge_patch_prunes_array_nulls)
+    assert default == Strictness.everything()
 
 
 def test_an_event_message_cut_by_the_operator_is_accepted_where_the_uncut_one_is_refused() -> None:

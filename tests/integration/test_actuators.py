@@ -2,8 +2,8 @@
 
 Each test starts its own in-process API server (tens of milliseconds), seeds the objects it needs and
 drives `Actuators` through the operator's real `Kube` client, then checks the stored objects and the
-server's request log. Crashes are simulated by calling `apply` again without recording the first result,
-and by harness fault injection between the ledger write and the change itself.
+server's request log. Crashes are simulated by asking whether a change never recorded landed on its target,
+and by harness fault injection between the mark and the change itself.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stampede.actuators.kube import JSON, Kube, path
+from stampede.actuators.kube import CONFLICT_ATTEMPTS, JSON, Kube, KubeError, path
 from stampede.actuators.memory import MemoryActuator, MemoryTargets
+from stampede.actuators.ownership import LEGACY_LEDGER
 from stampede.actuators.targets import (
     APPLIED_BY,
     DEFAULT_JOB_TTL,
     INCIDENT_LABEL,
-    LEDGER,
     POLICY_LABEL,
     RESTARTED_AT,
     Actuators,
@@ -34,6 +34,7 @@ from stampede.actuators.targets import (
     Target,
     job_name,
 )
+from stampede.api.kinds import ChangeKind
 from stampede.api.spec import Action
 from stampede.api.status import AppliedChange, WorkloadStatusRef, format_time
 from stampede.engine.changes import apply_merge_patch, configmap_apply_patch, configmap_rollback, plan_configmap
@@ -162,11 +163,6 @@ def annotations(obj: JSON) -> dict[str, str]:
     return dict((obj.get("metadata") or {}).get("annotations") or {})
 
 
-def ledger(obj: JSON) -> dict[str, Any]:
-    raw = annotations(obj).get(LEDGER)
-    return json.loads(raw) if raw else {}
-
-
 def writes(h: HarnessThread, since: int = 0, **filters: Any) -> list[Any]:
     return [r for r in h.log.entries(since=since, **filters) if r.verb in WRITE_VERBS]
 
@@ -201,17 +197,9 @@ def test_configmap_apply_merges_keys_and_records_originals_with_none_for_absent_
     assert change.applied == {"ttl": "600", "coalesce": "true"}
     cm = read(kube, "ConfigMap", "cache-config")
     assert cm["data"] == {"ttl": "600", "coalesce": "true", "mode": "normal", "untouched": "x"}
-    assert annotations(cm)[APPLIED_BY] == POLICY
-    assert ledger(cm) == {
-        f"{POLICY}/warm-cache": {
-            "incident": INCIDENT,
-            "appliedAt": format_time(change.applied_at),
-            "original": change.original,
-            "applied": change.applied,
-        }
-    }
+    assert annotations(cm) == {APPLIED_BY: POLICY}, "only the small mark: no annotation grows with the values"
     patches = writes(h, resource="configmaps")
-    assert len(patches) == 1, "data and ledger must land in one request"
+    assert len(patches) == 1, "data and mark land in one request"
     assert patches[0].field_manager == "stampede-operator"
     assert patches[0].content_type == "application/merge-patch+json"
 
@@ -233,7 +221,6 @@ def test_configmap_rollback_restores_data_and_annotations_byte_for_byte(
     assert json.dumps(annotations(after), sort_keys=True) == json.dumps(annotations(before), sort_keys=True)
     assert "coalesce" not in after["data"]
     assert APPLIED_BY not in annotations(after)
-    assert LEDGER not in annotations(after)
 
 
 def test_configmap_rollback_of_an_object_without_annotations_leaves_none_behind(
@@ -247,51 +234,53 @@ def test_configmap_rollback_of_an_object_without_annotations_leaves_none_behind(
     assert annotations(after) == {}
 
 
-def test_configmap_second_apply_after_a_crash_records_true_originals_from_the_ledger_without_writing(
+def test_each_change_is_journalled_before_its_target_is_written_and_a_refusal_writes_nothing(
     h: HarnessThread, kube: Kube, act: Actuators
 ) -> None:
-    h.apply([configmap(data={"ttl": "60"})])
-    action = cm_action({"ttl": "600", "coalesce": "true"})
-    act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=False)  # the operator dies before recording it
+    h.apply([configmap(data={"ttl": "60"}), workload("Deployment", "api", replicas=2)])
+    journalled: list[tuple[AppliedChange, int]] = []
+
+    def intend(change: AppliedChange) -> str | None:
+        journalled.append((change, len(writes(h))))
+        return None
+
+    made = ok(act.apply(TARGET, cm_action({"ttl": "600"}), incident=INCIDENT, now=T0, dry_run=False, intend=intend))
+    scaled = ok(act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False, intend=intend))
+
+    assert [(c, n) for c, n in journalled] == [(made, 0), (scaled, 1)], "journalled before any target write"
     mark = h.log.last_id
-
-    change = ok(act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=False))
-
-    assert change.original == {"ttl": "60", "coalesce": None}, "the applied values must never become originals"
-    assert change.applied == {"ttl": "600", "coalesce": "true"}
-    assert writes(h, since=mark) == []
-    assert act.undo(TARGET, change, now=T1, dry_run=False).reason == "ActionRolledBack"
-    after = read(kube, "ConfigMap", "cache-config")
-    assert after["data"] == {"ttl": "60"}
-    assert LEDGER not in annotations(after)
+    refused = act.apply(
+        TARGET, cm_action({"ttl": "900"}, name="more"), incident=INCIDENT, now=T0, dry_run=False, intend=lambda c: "no"
+    )
+    assert (refused.ok, refused.reason) == (False, "ActionFailed")
+    assert writes(h, since=mark) == [], "a change that cannot be journalled is not made"
 
 
-def test_a_change_made_but_never_recorded_is_adopted_from_the_ledger_with_its_true_originals(
+def test_a_journalled_change_is_found_on_its_target_only_if_its_write_landed(
     h: HarnessThread, kube: Kube, act: Actuators
 ) -> None:
-    h.apply([configmap(data={"ttl": "60"})])
+    h.apply([configmap(data={"ttl": "60"}), workload("Deployment", "api", replicas=2)])
     action = cm_action({"ttl": "600", "coalesce": "true"})
+    planned = ok(act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=True), "WouldApply")
+    assert act.landed(TARGET, planned) is False, "journalled, but the write never happened"
     made = ok(act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=False))  # never reaches status
     mark = h.log.last_id
 
-    adopted = act.adopt(TARGET, action, now=T1)
-
-    assert adopted == made
-    assert writes(h, since=mark) == [], "adopting only reads"
-    assert act.undo(TARGET, adopted, now=T1, dry_run=False).reason == "ActionRolledBack"
+    assert act.landed(TARGET, made) is True
+    assert writes(h, since=mark) == [], "finding only reads"
+    assert act.undo(TARGET, made, now=T1, dry_run=False).reason == "ActionRolledBack"
     assert read(kube, "ConfigMap", "cache-config")["data"] == {"ttl": "60"}
-    assert act.adopt(TARGET, action, now=T1) is None, "nothing left to adopt after the rollback"
+    assert act.landed(TARGET, made) is False, "nothing left after the rollback"
+    gone = made.model_copy(update={"name": "no-such-config"})
+    assert act.landed(TARGET, gone) is False
 
 
-def test_a_scale_change_is_adopted_from_the_hpa_ledger_when_an_hpa_targets_the_workload(
-    h: HarnessThread, act: Actuators
-) -> None:
+def test_a_scale_change_under_an_hpa_is_found_on_the_hpa(h: HarnessThread, act: Actuators) -> None:
     h.apply([workload(replicas=2), hpa(min_replicas=2, max_replicas=20)])
-    action = scale_action(6)
-    made = ok(act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=False))
+    made = ok(act.apply(TARGET, scale_action(6), incident=INCIDENT, now=T0, dry_run=False))
     assert made.kind == "HorizontalPodAutoscaler"
-    assert act.adopt(TARGET, action, now=T1) == made
-    assert act.adopt(TARGET, scale_action(6, action="other-action"), now=T1) is None
+    assert act.landed(TARGET, made) is True
+    assert act.landed(TARGET, made.model_copy(update={"applied": {"minReplicas": "7"}})) is False
 
 
 def test_configmap_key_changed_by_someone_else_is_skipped_while_the_others_are_restored(
@@ -318,7 +307,6 @@ def test_configmap_key_changed_by_someone_else_is_skipped_while_the_others_are_r
     after = read(kube, "ConfigMap", "cache-config")
     assert after["data"] == {"ttl": "900", "size": "1Gi"}
     assert APPLIED_BY not in annotations(after)
-    assert LEDGER not in annotations(after)
 
 
 def test_configmap_apply_and_rollback_name_the_workloads_to_restart_and_restart_stamps_the_pod_template(
@@ -423,11 +411,10 @@ def test_configmap_two_actions_of_one_policy_share_the_target_and_roll_back_newe
     )
     assert second.original == {"ttl": "600", "extra": None}
 
-    assert act.undo(TARGET, second, now=T1, dry_run=False).reason == "ActionRolledBack"
+    assert act.undo(TARGET, second, now=T1, dry_run=False, last=False).reason == "ActionRolledBack"
     middle = read(kube, "ConfigMap", "cache-config")
     assert middle["data"] == {"ttl": "600"}
     assert annotations(middle)[APPLIED_BY] == POLICY, "still changed by the first action"
-    assert list(ledger(middle)) == [f"{POLICY}/first"]
 
     assert act.undo(TARGET, first, now=T1, dry_run=False).reason == "ActionRolledBack"
     after = read(kube, "ConfigMap", "cache-config")
@@ -448,8 +435,7 @@ def test_scale_raises_replicas_through_the_scale_subresource(h: HarnessThread, k
     assert change.applied == {"replicas": "5"}
     obj = read(kube, "Deployment", "api")
     assert obj["spec"]["replicas"] == 5
-    assert annotations(obj)[APPLIED_BY] == POLICY
-    assert ledger(obj)[f"{POLICY}/scale-api"]["original"] == {"replicas": "2"}
+    assert annotations(obj) == {APPLIED_BY: POLICY}
     scale_writes = writes(h, resource="deployments", subresource="scale")
     assert len(scale_writes) == 1
     assert scale_writes[0].method == "PATCH"
@@ -562,7 +548,7 @@ def test_scale_hpa_rollback_skips_min_replicas_someone_changed(h: HarnessThread,
     assert read(kube, "HorizontalPodAutoscaler", "api-hpa")["spec"]["minReplicas"] == 7
 
 
-def test_scale_crash_between_ledger_and_scale_write_is_completed_by_reapply_with_true_originals(
+def test_scale_a_failed_scale_write_after_the_mark_leaves_the_count_and_a_later_apply_completes(
     h: HarnessThread, kube: Kube, act: Actuators
 ) -> None:
     h.apply([workload("Deployment", "api", replicas=2)])
@@ -570,23 +556,16 @@ def test_scale_crash_between_ledger_and_scale_write_is_completed_by_reapply_with
 
     failed = act.apply(TARGET, scale_action(6), incident=INCIDENT, now=T0, dry_run=False)
 
-    assert not failed.ok
-    assert failed.reason == "ActionFailed"
+    assert (failed.ok, failed.reason) == (False, "ActionFailed")
     half = read(kube, "Deployment", "api")
     assert half["spec"]["replicas"] == 2
-    assert ledger(half)[f"{POLICY}/scale-api"]["original"] == {"replicas": "2"}
-
     change = ok(act.apply(TARGET, scale_action(6), incident=INCIDENT, now=T0, dry_run=False))
-    assert change.original == {"replicas": "2"}
-    assert change.applied == {"replicas": "6"}
+    assert (change.original, change.applied) == ({"replicas": "2"}, {"replicas": "6"})
     assert read(kube, "Deployment", "api")["spec"]["replicas"] == 6
-    mark = h.log.last_id
-    again = ok(act.apply(TARGET, scale_action(6), incident=INCIDENT, now=T0, dry_run=False))
-    assert again.original == {"replicas": "2"}, "a crash after the scale write must not record 6 as original"
-    assert writes(h, since=mark) == []
-
     assert act.undo(TARGET, change, now=T1, dry_run=False).reason == "ActionRolledBack"
-    assert read(kube, "Deployment", "api")["spec"]["replicas"] == 2
+    after = read(kube, "Deployment", "api")
+    assert after["spec"]["replicas"] == 2
+    assert annotations(after) == {}
 
 
 def test_scale_works_for_statefulsets_too(h: HarnessThread, kube: Kube, act: Actuators) -> None:
@@ -663,6 +642,8 @@ def test_job_is_created_from_the_cronjob_template_like_kubectl_create_job_from(
     refs = job["metadata"]["ownerReferences"]
     assert [(r["kind"], r["name"], r["uid"]) for r in refs] == [("CronJob", "warmer", cj["metadata"]["uid"])]
     assert refs[0]["apiVersion"] == "batch/v1"
+    assert refs[0]["controller"] is True
+    assert "blockOwnerDeletion" not in refs[0]  # as kubectl create job --from: no cronjobs/finalizers rights needed
     assert len(job["metadata"]["name"]) <= 63
 
 
@@ -754,7 +735,6 @@ def test_drift_reverted_configmap_keys_are_listed_and_reapplied_keeping_original
     assert outcome.change.applied == change.applied
     cm = read(kube, "ConfigMap", "cache-config")
     assert cm["data"] == {"ttl": "600", "size": "4Gi"}
-    assert ledger(cm)[f"{POLICY}/warm-cache"]["original"] == {"ttl": "60", "size": "1Gi"}
     assert act.reverted(TARGET, outcome.change) == []
     template = read(kube, "Deployment", "api")["spec"]["template"]
     assert template["metadata"]["annotations"][RESTARTED_AT] == format_time(T1)
@@ -766,29 +746,39 @@ def test_drift_reverted_configmap_keys_are_listed_and_reapplied_keeping_original
     assert read(kube, "ConfigMap", "cache-config")["data"] == {"ttl": "60", "size": "1Gi"}
 
 
-def test_drift_reapply_restores_annotations_a_gitops_replace_dropped(
+def test_drift_a_gitops_replace_that_dropped_the_mark_is_neither_re_applied_nor_rolled_back(
     h: HarnessThread, kube: Kube, act: Actuators
 ) -> None:
     h.apply([configmap(data={"ttl": "60"}, annotations={"argocd.argoproj.io/tracking-id": "x"})])
     change = ok(act.apply(TARGET, cm_action({"ttl": "600"}), incident=INCIDENT, now=T0, dry_run=False))
-    # A self-heal that replaces the object with the Git manifest drops both data and our annotations.
+    # A self-heal that replaces the object with the Git manifest drops both data and our mark.
     current = read(kube, "ConfigMap", "cache-config")
     current["data"] = {"ttl": "60"}
     current["metadata"]["annotations"] = {"argocd.argoproj.io/tracking-id": "x"}
     kube.request("PUT", path("ConfigMap", NS, "cache-config"), body=current)
     assert act.reverted(TARGET, change) == ["ttl"]
+    mark = h.log.last_id
 
-    reapplied = act.reapply(TARGET, change, now=T1)
+    refused = act.reapply(TARGET, change, now=T1)
+    undone = act.undo(TARGET, change, now=T1, dry_run=False)
 
-    assert reapplied.reason == "DriftCorrected"
-    cm = read(kube, "ConfigMap", "cache-config")
-    assert cm["data"] == {"ttl": "600"}
-    assert annotations(cm)[APPLIED_BY] == POLICY, "a changed object carries applied-by while changed"
-    assert ledger(cm)[f"{POLICY}/warm-cache"]["original"] == {"ttl": "60"}
+    # Undo and re-apply require the policy's mark on the target itself, not only a record in status.
+    assert (refused.ok, refused.reason) == (False, "ActionFailed")
+    assert APPLIED_BY in refused.message
+    assert (undone.ok, undone.reason) == (True, "RollbackSkipped")
+    assert writes(h, since=mark) == []
+
+
+def test_an_object_still_carrying_the_older_ledger_annotation_loses_it_with_the_rollback(
+    h: HarnessThread, kube: Kube, act: Actuators
+) -> None:
+    h.apply([configmap(data={"ttl": "60"})])
+    change = ok(act.apply(TARGET, cm_action({"ttl": "600"}), incident=INCIDENT, now=T0, dry_run=False))
+    other_writer(kube, "ConfigMap", "cache-config", {"metadata": {"annotations": {LEGACY_LEDGER: "{}"}}})
+
     assert act.undo(TARGET, change, now=T1, dry_run=False).reason == "ActionRolledBack"
-    after = read(kube, "ConfigMap", "cache-config")
-    assert after["data"] == {"ttl": "60"}
-    assert annotations(after) == {"argocd.argoproj.io/tracking-id": "x"}
+
+    assert annotations(read(kube, "ConfigMap", "cache-config")) == {}
 
 
 def test_drift_scaled_down_workload_and_lowered_hpa_are_listed_and_reapplied(
@@ -824,6 +814,82 @@ def test_drift_scaled_down_workload_and_lowered_hpa_are_listed_and_reapplied(
     assert writes(h, since=mark, resource="deployments", subresource="scale")
     assert act.reverted(TARGET, fixed.change) == []
     assert act.reverted(TARGET, fixed_hpa.change) == []
+
+
+def test_drift_reapply_of_an_hpa_minimum_is_capped_at_its_current_max_replicas(
+    h: HarnessThread, kube: Kube, act: Actuators
+) -> None:
+    h.apply([workload("Deployment", "web", replicas=1), hpa("web", min_replicas=1, max_replicas=9, name="web-hpa")])
+    change = ok(
+        act.apply(TARGET, scale_action(8, name="web", action="scale-web"), incident=INCIDENT, now=T0, dry_run=False)
+    )
+    # Someone lowers both the minimum and the maximum (a real server refuses minReplicas > maxReplicas).
+    other_writer(kube, "HorizontalPodAutoscaler", "web-hpa", {"spec": {"minReplicas": 1, "maxReplicas": 5}})
+
+    fixed = act.reapply(TARGET, change, now=T1)
+
+    assert fixed.reason == "DriftCorrected"
+    assert read(kube, "HorizontalPodAutoscaler", "web-hpa")["spec"]["minReplicas"] == 5
+
+
+def test_every_replica_write_is_capped_even_when_status_asks_for_more(
+    h: HarnessThread, kube: Kube, act: Actuators
+) -> None:
+    h.apply([workload("Deployment", "api", replicas=2)])
+    change = ok(act.apply(TARGET, scale_action(6), incident=INCIDENT, now=T0, dry_run=False))
+    forged = change.model_copy(update={"applied": {"replicas": "100000"}})
+    other_writer(kube, "Deployment", "api", {"spec": {"replicas": 1}}, "scale")
+
+    act.reapply(TARGET, forged, now=T1)
+
+    assert read(kube, "Deployment", "api")["spec"]["replicas"] == MAX_REPLICAS
+
+
+@pytest.mark.parametrize(
+    "name", ["../../kube-system/deployments/coredns", "a/b", "..", "", "API", "a..b", "-a", "a" * 254]
+)
+def test_paths_refuse_anything_that_is_not_a_dns_1123_name(name: str) -> None:
+    with pytest.raises(KubeError, match="refused"):
+        path("Deployment", NS, name)
+
+
+def test_a_record_naming_a_path_outside_the_namespace_is_refused_before_any_request(
+    h: HarnessThread, act: Actuators
+) -> None:
+    # Built without validation, as a status edited by hand would be if its schema were missing.
+    planted = AppliedChange.model_construct(
+        action="scale-api",
+        kind=ChangeKind.DEPLOYMENT,
+        name="../../kube-system/deployments/coredns",
+        incident=INCIDENT,
+        applied_at=T0,
+        original={"replicas": "0"},
+        applied={"replicas": "100000"},
+        restart=[],
+        reverts=0,
+    )
+    mark = h.log.last_id
+
+    undone = act.undo(TARGET, planted, now=T1, dry_run=False)
+    reapplied = act.reapply(TARGET, planted, now=T1)
+
+    assert (undone.ok, undone.reason) == (True, "RollbackSkipped")
+    assert "refused" in undone.message
+    assert not reapplied.ok
+    assert act.landed(TARGET, planted) is False
+    assert h.log.entries(since=mark) == [], "not one request"
+
+
+def test_paths_refuse_unknown_kinds_subresources_and_namespaces() -> None:
+    for call in (
+        lambda: path("Secretz", NS, "a"),
+        lambda: path("Deployment", "../kube-system", "a"),
+        lambda: path("Deployment", NS, "a", "../../x"),
+        lambda: path("Deployment", NS, "a", "finalizers"),
+    ):
+        with pytest.raises(KubeError, match="refused"):
+            call()
+    assert path("Deployment", NS, "api.v2", "scale") == f"/apis/apps/v1/namespaces/{NS}/deployments/api.v2/scale"
 
 
 def test_drift_reapply_never_scales_down_what_someone_scaled_up_meanwhile(
@@ -890,32 +956,38 @@ def test_fault_500_on_the_configmap_patch_fails_cleanly_and_a_later_apply_succee
 
 
 class ConcurrentKube(Kube):
-    """A client after whose next `method` request to `victim` someone else writes the object."""
+    """A client after whose next `times` `method` requests to `victim` someone else writes the object."""
 
     victim: tuple[str, str] = ("", "")
     interfere: Callable[[], None] | None = None
+    times: int = 1
 
     def request(self, method: str, path: str, **kwargs: Any) -> JSON:
         result = super().request(method, path, **kwargs)
         if (method, path) == self.victim and self.interfere is not None:
-            interfere, self.interfere = self.interfere, None
+            interfere = self.interfere
+            self.times -= 1
+            if self.times <= 0:
+                self.interfere = None
             interfere()
         return result
 
 
-def racing_actuators(h: HarnessThread, victim: tuple[str, str], interfere: Callable[[], None]) -> Actuators:
+def racing_actuators(
+    h: HarnessThread, victim: tuple[str, str], interfere: Callable[[], None], *, times: int = 1
+) -> Actuators:
     racing = make_kube(h, ConcurrentKube)
     assert isinstance(racing, ConcurrentKube)
-    racing.victim, racing.interfere = victim, interfere
+    racing.victim, racing.interfere, racing.times = victim, interfere, times
     return Actuators(racing, max_replicas=MAX_REPLICAS)
 
 
-def race(act: Actuators, victim: tuple[str, str], interfere: Callable[[], None]) -> None:
+def race(act: Actuators, victim: tuple[str, str], interfere: Callable[[], None], *, times: int = 1) -> None:
     assert isinstance(act.kube, ConcurrentKube)
-    act.kube.victim, act.kube.interfere = victim, interfere
+    act.kube.victim, act.kube.interfere, act.kube.times = victim, interfere, times
 
 
-def test_fault_409_from_a_concurrent_writer_between_get_and_patch_fails_and_a_retry_works(
+def test_fault_409_from_a_concurrent_writer_between_get_and_patch_is_retried_at_once_with_a_fresh_read(
     h: HarnessThread, kube: Kube
 ) -> None:
     h.apply([configmap(data={"ttl": "60", "size": "1Gi"})])
@@ -923,24 +995,37 @@ def test_fault_409_from_a_concurrent_writer_between_get_and_patch_fails_and_a_re
     act = racing_actuators(
         h, ("GET", cm_path), lambda: other_writer(kube, "ConfigMap", "cache-config", {"data": {"size": "2Gi"}})
     )
-    action = cm_action({"ttl": "600"})
 
-    failed = act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=False)
+    change = ok(act.apply(TARGET, cm_action({"ttl": "600"}), incident=INCIDENT, now=T0, dry_run=False))
 
-    assert (failed.ok, failed.reason) == (False, "ActionFailed")
-    assert "409" in failed.message
-    # The concurrent writer's PATCH (200), then ours with the resourceVersion it read (409).
-    assert [r.status for r in writes(h, resource="configmaps")] == [200, 409]
-    cm = read(kube, "ConfigMap", "cache-config")
-    assert cm["data"] == {"ttl": "60", "size": "2Gi"}, "the concurrent write wins; nothing of ours landed"
-    assert LEDGER not in annotations(cm)
-
-    change = ok(act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=False))
+    # The concurrent writer's PATCH (200), ours with the resourceVersion it read (409), ours again (200).
+    assert [r.status for r in writes(h, resource="configmaps")] == [200, 409, 200]
     assert change.original == {"ttl": "60"}
     assert read(kube, "ConfigMap", "cache-config")["data"] == {"ttl": "600", "size": "2Gi"}
 
 
-def test_fault_409_on_rollback_leaves_the_change_in_place_for_a_retry(h: HarnessThread, kube: Kube) -> None:
+def test_fault_a_conflict_that_persists_through_every_attempt_fails_and_nothing_lands(
+    h: HarnessThread, kube: Kube
+) -> None:
+    h.apply([configmap(data={"ttl": "60", "size": "1Gi"})])
+    sizes = iter(range(100))
+    act = racing_actuators(
+        h,
+        ("GET", path("ConfigMap", NS, "cache-config")),
+        lambda: other_writer(kube, "ConfigMap", "cache-config", {"data": {"size": f"{next(sizes)}Gi"}}),
+        times=CONFLICT_ATTEMPTS,
+    )
+
+    failed = act.apply(TARGET, cm_action({"ttl": "600"}), incident=INCIDENT, now=T0, dry_run=False)
+
+    assert (failed.ok, failed.reason) == (False, "ActionFailed")
+    assert "409" in failed.message
+    ours = [r.status for r in writes(h, resource="configmaps")][1::2]
+    assert ours == [409] * CONFLICT_ATTEMPTS
+    assert read(kube, "ConfigMap", "cache-config")["data"]["ttl"] == "60", "nothing of ours landed"
+
+
+def test_fault_409_on_rollback_is_retried_with_a_fresh_read(h: HarnessThread, kube: Kube) -> None:
     h.apply([configmap(data={"ttl": "60"})])
     act = racing_actuators(h, ("", ""), lambda: None)
     change = ok(act.apply(TARGET, cm_action({"ttl": "600"}), incident=INCIDENT, now=T0, dry_run=False))
@@ -950,12 +1035,24 @@ def test_fault_409_on_rollback_leaves_the_change_in_place_for_a_retry(h: Harness
         lambda: other_writer(kube, "ConfigMap", "cache-config", {"data": {"unrelated": "1"}}),
     )
 
-    failed = act.undo(TARGET, change, now=T1, dry_run=False)
-
-    assert (failed.ok, failed.reason) == (False, "ActionFailed")
-    assert read(kube, "ConfigMap", "cache-config")["data"] == {"ttl": "600", "unrelated": "1"}
     assert act.undo(TARGET, change, now=T1, dry_run=False).reason == "ActionRolledBack"
     assert read(kube, "ConfigMap", "cache-config")["data"] == {"ttl": "60", "unrelated": "1"}
+
+
+def test_fault_a_controller_status_write_between_read_and_scale_write_is_no_failure(
+    h: HarnessThread, kube: Kube
+) -> None:
+    h.apply([workload("Deployment", "api", replicas=2)])
+    act = racing_actuators(
+        h,
+        ("GET", path("Deployment", NS, "api")),
+        lambda: other_writer(kube, "Deployment", "api", {"status": {"observedGeneration": 7}}, "status"),
+    )
+
+    change = ok(act.apply(TARGET, scale_action(6), incident=INCIDENT, now=T0, dry_run=False))
+
+    assert change.original == {"replicas": "2"}
+    assert read(kube, "Deployment", "api")["spec"]["replicas"] == 6
 
 
 def test_fault_a_concurrent_scale_up_before_the_ledger_write_is_never_scaled_down(h: HarnessThread, kube: Kube) -> None:
@@ -966,16 +1063,13 @@ def test_fault_a_concurrent_scale_up_before_the_ledger_write_is_never_scaled_dow
         lambda: other_writer(kube, "Deployment", "api", {"spec": {"replicas": 9}}, "scale"),
     )
 
-    first = act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False)
-
-    assert (first.ok, first.reason) == (False, "ActionFailed")
-    assert read(kube, "Deployment", "api")["spec"]["replicas"] == 9
     retried = ok(act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False))
-    assert retried.applied == {}
+
+    assert retried.applied == {}, "the retry's fresh read sees 9: nothing to raise"
     assert read(kube, "Deployment", "api")["spec"]["replicas"] == 9
 
 
-def test_fault_a_concurrent_scale_up_between_ledger_and_scale_write_is_never_scaled_down(
+def test_fault_a_concurrent_scale_up_between_mark_and_scale_write_is_never_scaled_down(
     h: HarnessThread, kube: Kube
 ) -> None:
     h.apply([workload("Deployment", "api", replicas=2)])
@@ -985,39 +1079,33 @@ def test_fault_a_concurrent_scale_up_between_ledger_and_scale_write_is_never_sca
         lambda: other_writer(kube, "Deployment", "api", {"spec": {"replicas": 9}}, "scale"),
     )
 
-    first = act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False)
+    retried = ok(act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False))
 
     assert read(kube, "Deployment", "api")["spec"]["replicas"] == 9, "never scale down what someone scaled up"
-    assert (first.ok, first.reason) == (False, "ActionFailed")
-    retried = ok(act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False))
-    assert retried.original == {"replicas": "2"}
-    assert read(kube, "Deployment", "api")["spec"]["replicas"] == 9
-    skipped = act.undo(TARGET, retried, now=T1, dry_run=False)
-    assert skipped.reason == "RollbackSkipped"
+    assert retried.applied == {}, "the retry's fresh read sees 9: nothing to raise"
+    # The mark of the first attempt goes with the (empty) change's rollback.
+    assert act.undo(TARGET, retried, now=T1, dry_run=False).reason == "ActionRolledBack"
     obj = read(kube, "Deployment", "api")
     assert obj["spec"]["replicas"] == 9
     assert annotations(obj) == {}
 
 
-def test_fault_a_concurrent_scale_between_ledger_removal_and_scale_rollback_is_left_alone(
-    h: HarnessThread, kube: Kube
-) -> None:
+def test_fault_a_concurrent_scale_between_read_and_scale_rollback_is_left_alone(h: HarnessThread, kube: Kube) -> None:
     h.apply([workload("Deployment", "api", replicas=2)])
     act = racing_actuators(h, ("", ""), lambda: None)
     change = ok(act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False))
     race(
         act,
-        ("PATCH", path("Deployment", NS, "api")),
+        ("GET", path("Deployment", NS, "api")),
         lambda: other_writer(kube, "Deployment", "api", {"spec": {"replicas": 9}}, "scale"),
     )
 
-    first = act.undo(TARGET, change, now=T1, dry_run=False)
+    skipped = act.undo(TARGET, change, now=T1, dry_run=False)
 
-    assert read(kube, "Deployment", "api")["spec"]["replicas"] == 9, "rollback must not undo someone else's scale"
-    assert not (first.ok and first.reason == "ActionRolledBack")
-    retried = act.undo(TARGET, change, now=T1, dry_run=False)
-    assert retried.reason == "RollbackSkipped"
-    assert read(kube, "Deployment", "api")["spec"]["replicas"] == 9
+    assert skipped.reason == "RollbackSkipped", "the 409's fresh read shows someone else's count"
+    obj = read(kube, "Deployment", "api")
+    assert obj["spec"]["replicas"] == 9, "rollback must not undo someone else's scale"
+    assert annotations(obj) == {}
 
 
 def test_fault_an_api_server_that_does_not_answer_in_time_is_an_action_failed_outcome(

@@ -249,10 +249,10 @@ class FailingActuator:
             return outcomes.failed(action=action.name, kind=action.kind, where=action.target, what="failed (500): test")
         return self.inner.apply(action, incident=incident, now=now, dry_run=dry_run)
 
-    def undo(self, change: AppliedChange, *, now: datetime, dry_run: bool) -> Outcome:
+    def undo(self, change: AppliedChange, *, now: datetime, dry_run: bool, last: bool = True) -> Outcome:
         if change.action in self.fail_undo:
             return outcomes.rollback_failed(change, status=500, problem="test")
-        return self.inner.undo(change, now=now, dry_run=dry_run)
+        return self.inner.undo(change, now=now, dry_run=dry_run, last=last)
 
     def reverted(self, change: AppliedChange) -> list[str] | None:
         return self.inner.reverted(change)
@@ -260,8 +260,8 @@ class FailingActuator:
     def reapply(self, change: AppliedChange, *, now: datetime) -> Outcome:
         return self.inner.reapply(change, now=now)
 
-    def adopt(self, action: Action, *, now: datetime) -> Outcome | None:
-        return self.inner.adopt(action, now=now)
+    def landed(self, change: AppliedChange) -> bool | None:
+        return self.inner.landed(change)
 
     def restart(self, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
         if workload.name in self.fail_restart:

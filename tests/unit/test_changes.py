@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,6 +12,7 @@ from stampede.engine.changes import (
     apply_merge_patch,
     configmap_apply_patch,
     configmap_rollback,
+    job_name,
     plan_configmap,
     plan_scale,
     scale_rollback,
@@ -111,3 +114,29 @@ def test_scale_rollback_removes_a_count_that_did_not_exist_and_restores_one_that
 def test_scale_rollback_leaves_a_count_someone_else_changed_since() -> None:
     assert scale_rollback({"replicas": 9}, {"replicas": "2"}, {"replicas": "6"}) == ({}, ["replicas"])
     assert scale_rollback({"replicas": None}, {"replicas": "2"}, {"replicas": "6"}) == ({}, ["replicas"])
+
+
+DNS_1123_LABEL_VALUE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+@pytest.mark.parametrize(
+    "cronjob",
+    [
+        "warmer",
+        "a" * 49 + ".b",  # 51 characters, the `.` right at the cut
+        "a" * 50 + ".bc",  # 53: the cut falls just after the `.`... and before it
+        "a" * 49 + "-." + "c",  # a `-` and a `.` at the cut
+        "cache." * 8 + "warm",  # 52 characters with dots throughout
+    ],
+)
+def test_job_names_are_valid_dns_names_of_at_most_63_characters_whatever_the_cronjob_name(cronjob: str) -> None:
+    name = job_name(cronjob, policy="p", incident="20260101-000000")
+    assert len(name) <= 63
+    assert DNS_1123_LABEL_VALUE.match(name), name
+    assert ".-" not in name and "-." not in name  # each dot-separated label starts and ends alphanumeric
+
+
+def test_job_names_differ_per_incident_and_repeat_for_the_same_incident() -> None:
+    first = job_name("warmer", policy="p", incident="a")
+    assert first == job_name("warmer", policy="p", incident="a")
+    assert first != job_name("warmer", policy="p", incident="b")

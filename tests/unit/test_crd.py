@@ -21,6 +21,7 @@ import yaml
 
 from stampede.api.crd import render_crd, render_crd_yaml
 from stampede.api.spec import PolicySpec
+from stampede.api.status import PolicyStatus
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "crds" / "stampedepolicies.stampede.aurum.io.yaml"
@@ -304,11 +305,33 @@ def test_optional_fields_are_plain_types_left_out_of_required() -> None:
     assert any("has(self.templateRef) ||" in rule and "has(self.phases)" in rule for rule in rules)
 
 
-def test_maps_are_additional_properties_and_nullable_only_where_the_model_allows_null() -> None:
+def test_maps_are_additional_properties_and_no_status_value_relies_on_a_null_inside_an_array() -> None:
     values = _at("spec.phases.[].actions.[].configMap.data")["additionalProperties"]
     assert values == {"type": "string", "maxLength": 1048576}
-    assert _at("status.applied.[].applied")["additionalProperties"] == {"type": "string"}
-    assert _at("status.applied.[].original")["additionalProperties"] == {"type": "string", "nullable": True}
+    for listed in ("applied", "planned", "journal"):
+        assert _at(f"status.{listed}.[].applied")["additionalProperties"] == {"type": "string"}
+        # A real merge patch drops null members of objects inside arrays: absent keys are named instead.
+        assert _at(f"status.{listed}.[].original")["additionalProperties"] == {"type": "string"}
+        assert _at(f"status.{listed}.[].absent")["items"] == {"type": "string"}
+
+
+def test_status_names_of_targets_carry_the_specs_patterns_and_enums() -> None:
+    action = _at("spec.phases.[].actions.[].name")
+    for listed in ("applied", "planned", "journal"):
+        entry = f"status.{listed}.[]"
+        assert _at(f"{entry}.action")["pattern"] == action["pattern"]
+        assert _at(f"{entry}.name")["pattern"] == _at("spec.phases.[].actions.[].configMap.name")["pattern"]
+        assert set(_at(f"{entry}.kind")["enum"]) == {
+            "ConfigMap",
+            "Deployment",
+            "StatefulSet",
+            "HorizontalPodAutoscaler",
+            "Job",
+        }
+        # An HPA too: a rollout wait names the HPA a scale change was recorded on (restart lists come from the spec).
+        restartable = ["Deployment", "StatefulSet", "DaemonSet", "HorizontalPodAutoscaler"]
+        assert _at(f"{entry}.restart.[].kind")["enum"] == restartable
+        assert "pattern" in _at(f"{entry}.restart.[].name")
 
 
 def test_the_status_is_fully_typed_and_carries_no_defaults() -> None:
@@ -389,12 +412,17 @@ def test_a_status_written_by_the_operator_validates_against_the_crd_schema() -> 
                 "kind": "ConfigMap",
                 "name": "aurum-api-config",
                 "appliedAt": "2024-05-01T12:00:00Z",
-                "original": {"A": None, "B": "x"},
-                "applied": {"A": "1"},
+                "original": {"B": "x"},
+                "absent": ["A"],
+                "applied": {"A": "1", "B": "y"},
             }
         ],
         "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2024-05-01T12:00:00Z"}],
     }
+    # An older status (a null for an absent key) still reads, and is written back without the null.
+    older = {**status, "applied": [{**status["applied"][0], "original": {"A": None, "B": "x"}, "absent": []}]}
+    (rewritten,) = PolicyStatus.model_validate(older).wire()["applied"]
+    assert (rewritten["original"], rewritten["absent"]) == ({"B": "x"}, ["A"])
     policy = {
         "apiVersion": "stampede.aurum.io/v1alpha1",
         "kind": "StampedePolicy",

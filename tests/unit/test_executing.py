@@ -13,21 +13,28 @@ from stampede.actuators.memory import MemoryActuator, MemoryTargets
 from stampede.actuators.scaling import Scaling
 from stampede.api.kinds import ChangeKind
 from stampede.api.reasons import Reason
-from stampede.api.spec import Action
+from stampede.api.spec import Action, PolicySpec
 from stampede.api.status import AppliedChange, IncidentStatus, PolicyStatus, State, WorkloadStatusRef
 from stampede.engine import drift, outcomes
 from stampede.engine.decide import Decision, decide
 from stampede.engine.outcomes import Outcome, Step
-from stampede.executing import adopt, execute, roll_back_all
+from stampede.executing import execute, reconcile, roll_back_all
 
 from .policies import Simulation, at, open_incident, tiny_spec
 
 FLAG = Action.model_validate({"name": "flag", "configMap": {"name": "cfg", "data": {"FLAG": "on"}}})
+OLD = Action.model_validate({"name": "old", "configMap": {"name": "cfg", "data": {"FLAG": "on"}}})
 LOAD = {"load": 20.0}
 """tiny_spec's one level fires (load > 10)."""
 CALM = {"load": 1.0}
 """tiny_spec's recovery holds (load < 5)."""
 WARM = Action.model_validate({"name": "warm", "job": {"fromCronJob": "warmer"}})
+
+
+def spec_with(*actions: Action) -> PolicySpec:
+    """tiny_spec with these actions in its one phase."""
+    listed = [a.model_dump(by_alias=True, exclude_none=True) for a in actions]
+    return tiny_spec(phases=[{"name": "only", "after": "0s", "actions": listed}])
 
 
 def change(action: str = "flag", *, kind: ChangeKind = ChangeKind.CONFIG_MAP, incident: str = "i-1") -> AppliedChange:
@@ -46,16 +53,19 @@ def change(action: str = "flag", *, kind: ChangeKind = ChangeKind.CONFIG_MAP, in
 class Recording:
     """An actuator that records what it was asked and hands out the outcomes it is given."""
 
-    adopted: dict[str, AppliedChange] = field(default_factory=dict)
+    landed_: dict[str, bool | None] = field(default_factory=dict)
+    """Per action: whether its journalled write reached the target (None: the target cannot be read)."""
     undo_fails: set[str] = field(default_factory=set)
+    restart_fails: set[str] = field(default_factory=set)
+    """Workload names whose restart fails."""
     calls: list[str] = field(default_factory=list)
 
     def apply(self, action: Action, *, incident: str, now: datetime, dry_run: bool) -> Outcome:
         self.calls.append(f"apply {action.name}")
         return outcomes.configmap_set(change(action.name, incident=incident), configmap="cfg", dry_run=dry_run)
 
-    def undo(self, change: AppliedChange, *, now: datetime, dry_run: bool) -> Outcome:
-        self.calls.append(f"undo {change.action}")
+    def undo(self, change: AppliedChange, *, now: datetime, dry_run: bool, last: bool = True) -> Outcome:
+        self.calls.append(f"undo {change.action}" + ("" if last else " (not last)"))
         if change.action in self.undo_fails:
             return outcomes.rollback_failed(change, status=500, problem="boom")
         return outcomes.rolled_back(change, restored=change.original)
@@ -68,14 +78,13 @@ class Recording:
         self.calls.append(f"reapply {change.action}")
         return outcomes.reapplied(drift.reverted_once_more(change))
 
-    def adopt(self, action: Action, *, now: datetime) -> Outcome | None:
-        self.calls.append(f"adopt {action.name}")
-        found = self.adopted.get(action.name)
-        return outcomes.adopted(found) if found is not None else None
+    def landed(self, change: AppliedChange) -> bool | None:
+        self.calls.append(f"landed {change.action} on {change.kind} {change.name}")
+        return self.landed_.get(change.action, False)
 
     def restart(self, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
         self.calls.append(f"restart {workload.kind} {workload.name}")
-        return None
+        return "failed (500): boom" if workload.name in self.restart_fails else None
 
     def rollout_complete(self, workload: WorkloadStatusRef) -> bool | None:
         return True
@@ -127,11 +136,53 @@ def test_undos_run_before_applies_and_a_failed_undo_keeps_its_change_held() -> N
     decision = Decision(status=status, apply=(FLAG,), undo=(held,), incident_id="i-2")
     actuator = Recording(undo_fails={"old"})
 
-    execution = execute(decision, actuator, spec=tiny_spec(), now=at(0))
+    execution = execute(decision, actuator, spec=spec_with(FLAG, OLD), now=at(0))
 
     assert actuator.calls[:2] == ["undo old", "apply flag"]
     assert [c.action for c in execution.status.applied] == ["old", "flag"]
     assert [(d.step, d.outcome.ok) for d in execution.done] == [(Step.UNDO, False), (Step.APPLY, True)]
+
+
+def test_an_undo_keeps_the_objects_mark_while_another_change_of_the_policy_holds_it() -> None:
+    first, second = change("old"), change("flag")
+    status = PolicyStatus(state=State.ROLLING_BACK, applied=[first, second])
+    actuator = Recording()
+
+    execute(Decision(status=status, undo=(second,)), actuator, spec=spec_with(FLAG, OLD), now=at(0))
+    execute(Decision(status=PolicyStatus(applied=[first]), undo=(first,)), actuator, spec=spec_with(OLD), now=at(1))
+
+    assert actuator.calls == ["undo flag (not last)", "undo old"]
+
+
+def test_status_records_the_spec_does_not_account_for_are_never_undone() -> None:
+    planted = [
+        change("gone"),  # no such action
+        change("flag", kind=ChangeKind.DEPLOYMENT),  # the action changes a ConfigMap
+        change("flag").model_copy(update={"applied": {"OTHER": "x"}}),  # a key the action does not set
+    ]
+    for record in planted:
+        actuator = Recording()
+        status = PolicyStatus(state=State.ROLLING_BACK, applied=[record])
+
+        execution = execute(Decision(status=status, undo=(record,)), actuator, spec=spec_with(FLAG), now=at(0))
+
+        assert actuator.calls == []
+        (done,) = execution.done
+        assert (done.outcome.reason, done.outcome.ok) == (Reason.ROLLBACK_SKIPPED, True)
+        assert "not rolled back" in done.outcome.message
+        assert execution.status.applied == []
+
+
+def test_the_target_of_an_undo_comes_from_the_spec_never_from_status() -> None:
+    planted = change("flag").model_copy(update={"name": "other-config", "restart": []})
+    actuator = Recording()
+    status = PolicyStatus(state=State.ROLLING_BACK, applied=[planted])
+
+    execute(Decision(status=status, undo=(planted,)), actuator, spec=spec_with(FLAG), now=at(0))
+    actuator.calls.clear()
+    reconcile(spec_with(FLAG), PolicyStatus(journal=[planted]), actuator, now=at(0))
+
+    assert actuator.calls == ["landed flag on ConfigMap cfg"]
 
 
 def test_a_change_reverted_by_someone_else_is_re_applied_until_the_give_up_count_then_is_a_conflict() -> None:
@@ -159,16 +210,16 @@ def test_drift_is_not_corrected_in_dry_run_nor_while_suspended() -> None:
         assert not [d for _, d in sim.outcomes if d.step in (Step.REAPPLY, Step.GIVE_UP)]
 
 
-def test_a_change_found_on_an_idle_policy_is_held_under_a_recovered_incident_and_rolled_back() -> None:
+def test_a_journalled_change_that_landed_on_an_idle_policy_is_held_under_a_recovered_incident() -> None:
     spec = tiny_spec()
     found = change("flag", incident="20240501-115500").model_copy(update={"applied_at": at(-300)})
-    actuator = Recording(adopted={"flag": found})
+    actuator = Recording(landed_={"flag": True})
 
-    execution = adopt(spec, PolicyStatus(), actuator, now=at(0))
+    execution = reconcile(spec, PolicyStatus(journal=[found]), actuator, now=at(0))
 
     status = execution.status
     assert status.state == State.ROLLING_BACK
-    assert status.applied == [found]
+    assert status.applied == [found] and status.journal == []
     assert status.incident is not None
     assert (status.incident.id, status.incident.started_at, status.incident.recovered_at) == (
         "20240501-115500",
@@ -181,29 +232,87 @@ def test_a_change_found_on_an_idle_policy_is_held_under_a_recovered_incident_and
     assert [c.action for c in decision.undo] == ["flag"]
 
 
-def test_adoption_keeps_an_open_incident_and_never_looks_for_jobs_or_changes_status_knows() -> None:
-    spec = tiny_spec(
-        phases=[
-            {
-                "name": "only",
-                "after": "0s",
-                "actions": [
-                    FLAG.model_dump(by_alias=True, exclude_none=True),
-                    WARM.model_dump(by_alias=True, exclude_none=True),
-                ],
-            }
-        ]
-    )
+def test_a_journalled_change_that_never_landed_is_dropped_and_an_unreadable_one_kept() -> None:
+    spec = spec_with(FLAG, OLD)
+    entries = [change("flag"), change("old")]
+    actuator = Recording(landed_={"flag": False, "old": None})
+
+    execution = reconcile(spec, PolicyStatus(journal=entries), actuator, now=at(0))
+
+    assert execution.status.applied == [] and execution.done == ()
+    assert [e.action for e in execution.status.journal] == ["old"], "looked at again next tick"
+    assert execution.status.state == State.IDLE
+
+
+def test_reconciling_keeps_an_open_incident_and_reads_only_the_journalled_targets() -> None:
+    spec = tiny_spec()
     incident = IncidentStatus(id="i-1", started_at=at(0), severity="P2")
-    actuator = Recording(adopted={"flag": change("flag")})
+    actuator = Recording(landed_={"flag": True})
+    status = PolicyStatus(state=State.INCIDENT, incident=incident, journal=[change("flag")])
 
-    execution = adopt(spec, PolicyStatus(state=State.INCIDENT, incident=incident), actuator, now=at(10))
+    execution = reconcile(spec, status, actuator, now=at(10))
+
     assert execution.status.state == State.INCIDENT and execution.status.incident == incident
-    assert actuator.calls == ["adopt flag"], "a Job is never adopted"
-
+    assert actuator.calls == ["landed flag on ConfigMap cfg"], "only the journalled target is read"
+    assert [c.action for c in execution.status.applied] == ["flag"]
     actuator.calls.clear()
-    adopt(spec, execution.status, actuator, now=at(20))
+    again = reconcile(spec, execution.status.model_copy(update={"journal": [change("flag")]}), actuator, now=at(20))
     assert actuator.calls == [], "a change status already holds is not looked for again"
+    assert again.status.applied == execution.status.applied
+
+
+RESTARTING = Action.model_validate(
+    {
+        "name": "flag",
+        "configMap": {"name": "cfg", "data": {"FLAG": "on"}, "restart": [{"kind": "Deployment", "name": "api"}]},
+    }
+)
+ALSO = Action.model_validate(
+    {
+        "name": "also",
+        "configMap": {"name": "cfg", "data": {"MORE": "on"}, "restart": [{"kind": "Deployment", "name": "api"}]},
+    }
+)
+
+
+def test_a_journalled_change_held_during_an_incident_restarts_its_workloads_once_from_the_spec() -> None:
+    spec = spec_with(RESTARTING, ALSO)
+    incident = IncidentStatus(id="i-1", started_at=at(0), severity="P2")
+    actuator = Recording(landed_={"flag": True, "also": True})
+    also = change("also").model_copy(update={"original": {"MORE": None}, "applied": {"MORE": "on"}})
+    planted = WorkloadStatusRef(kind="Deployment", name="elsewhere")  # status never names what restarts
+    entries = [change("flag").model_copy(update={"restart": [planted]}), also]
+    status = PolicyStatus(state=State.INCIDENT, incident=incident, journal=entries)
+
+    execution = reconcile(spec, status, actuator, now=at(10))
+
+    assert [c for c in actuator.calls if c.startswith("restart")] == ["restart Deployment api"]
+    assert [c.action for c in execution.status.applied] == ["flag", "also"]
+    restart = execution.done[-1]
+    assert (restart.step, restart.action) == (Step.RESTART, "flag, also")
+
+
+def test_a_journalled_change_whose_restart_fails_again_stays_held_and_the_failure_is_reported() -> None:
+    spec = spec_with(RESTARTING)
+    incident = IncidentStatus(id="i-1", started_at=at(0), severity="P2")
+    actuator = Recording(landed_={"flag": True}, restart_fails={"api"})
+    status = PolicyStatus(state=State.INCIDENT, incident=incident, journal=[change("flag")])
+
+    execution = reconcile(spec, status, actuator, now=at(10))
+
+    assert [c.action for c in execution.status.applied] == ["flag"], "dropped, it would be re-planned"
+    restart = execution.done[-1]
+    assert (restart.step, restart.outcome.ok) == (Step.RESTART, False)
+    assert "boom" in restart.outcome.message
+
+
+def test_a_journalled_change_held_on_an_idle_policy_is_not_restarted_since_it_is_rolled_back_at_once() -> None:
+    actuator = Recording(landed_={"flag": True})
+
+    execution = reconcile(spec_with(RESTARTING), PolicyStatus(journal=[change("flag")]), actuator, now=at(0))
+
+    assert execution.status.state == State.ROLLING_BACK
+    assert not [c for c in actuator.calls if c.startswith("restart")]
 
 
 def test_rolling_back_everything_keeps_only_what_could_not_be_undone_oldest_first() -> None:
@@ -214,7 +323,7 @@ def test_rolling_back_everything_keeps_only_what_could_not_be_undone_oldest_firs
 
     execution = roll_back_all(PolicyStatus(applied=[first, second, third]), actuator, now=at(30))
 
-    assert actuator.calls == ["undo third", "undo second", "undo first"], "newest first"
+    assert [c.split(" (")[0] for c in actuator.calls] == ["undo third", "undo second", "undo first"], "newest first"
     assert [c.action for c in execution.status.applied] == ["first", "third"]
 
 

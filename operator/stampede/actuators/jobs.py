@@ -17,7 +17,7 @@ from ..engine import outcomes
 from ..engine.changes import job_name, label_value
 from ..engine.outcomes import Outcome
 from .kube import JSON, Kube, KubeError, path
-from .ledger import Ledger, meta
+from .ownership import Intend, Ownership, meta
 
 POLICY_LABEL = "stampede.aurum.io/policy"
 INCIDENT_LABEL = "stampede.aurum.io/incident"
@@ -37,12 +37,21 @@ class Jobs:
         return action.job is not None
 
     def apply(
-        self, namespace: str, ledger: Ledger, action: Action, *, incident: str, now: datetime, dry_run: bool
+        self,
+        namespace: str,
+        owner: Ownership,
+        action: Action,
+        *,
+        incident: str,
+        now: datetime,
+        dry_run: bool,
+        intend: Intend | None = None,
     ) -> Outcome:
+        """Not journalled: the Job's name is derived from the incident, so a restarted operator finds it."""
         spec = action.job
         assert spec is not None
         cronjob = self.kube.get(path("CronJob", namespace, spec.from_cron_job))
-        name = job_name(spec.from_cron_job, policy=ledger.policy, incident=incident)
+        name = job_name(spec.from_cron_job, policy=owner.policy, incident=incident)
         change = AppliedChange(
             action=action.name, kind=ChangeKind.JOB, name=name, incident=incident, applied_at=now, applied={"job": name}
         )
@@ -51,7 +60,7 @@ class Jobs:
         try:
             self.kube.create(
                 path("Job", namespace),
-                _job(cronjob, name=name, namespace=namespace, policy=ledger.policy, incident=incident),
+                _job(cronjob, name=name, namespace=namespace, policy=owner.policy, incident=incident),
             )
             existed = False
         except KubeError as error:
@@ -60,17 +69,19 @@ class Jobs:
             existed = True
         return outcomes.job_created(change, cronjob=spec.from_cron_job, existed=existed, dry_run=False)
 
-    def adopt(self, namespace: str, ledger: Ledger, action: Action, *, now: datetime) -> AppliedChange | None:
-        """A Job is never adopted: it belongs to its incident and is not rolled back."""
-        return None
+    def landed(self, namespace: str, owner: Ownership, change: AppliedChange) -> bool:
+        """A Job is never journalled: it belongs to its incident and is not rolled back."""
+        return False
 
     def reverted(self, namespace: str, change: AppliedChange) -> list[str]:
         return []
 
-    def reapply(self, namespace: str, ledger: Ledger, change: AppliedChange, *, now: datetime) -> Outcome | None:
+    def reapply(self, namespace: str, owner: Ownership, change: AppliedChange, *, now: datetime) -> Outcome | None:
         return None
 
-    def undo(self, namespace: str, ledger: Ledger, change: AppliedChange, *, now: datetime) -> Outcome:
+    def undo(
+        self, namespace: str, owner: Ownership, change: AppliedChange, *, now: datetime, last: bool = True
+    ) -> Outcome:
         return outcomes.job_left_to_finish(change)
 
 
@@ -103,7 +114,8 @@ def _job(cronjob: JSON, *, name: str, namespace: str, policy: str, incident: str
                     "name": owner.get("name"),
                     "uid": owner.get("uid"),
                     "controller": True,
-                    "blockOwnerDeletion": True,
+                    # No blockOwnerDeletion, as `kubectl create job --from` leaves it out: setting it needs
+                    # `update` on cronjobs/finalizers where OwnerReferencesPermissionEnforcement is on.
                 }
             ],
         },

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -53,6 +54,27 @@ class RequestCounter:
     def add(self, verb: str) -> None:
         with self.lock:
             self.counts[verb] = self.counts.get(verb, 0) + 1
+
+
+T = TypeVar("T")
+CONFLICT_ATTEMPTS = 5
+"""How many times a read-modify-write is tried when the object changed between its read and its write."""
+
+
+def retry_conflicts(attempt: Callable[[], T], *, attempts: int = CONFLICT_ATTEMPTS) -> T:
+    """Run a read-modify-write, again at once (with its fresh read) when its conditional write gets a 409.
+
+    On a real cluster the deployment and HPA controllers write status between any read and write of the
+    operator; that is normal and must never be reported as a failure. Only a conflict that persists
+    through every attempt is raised.
+    """
+    for _ in range(attempts - 1):
+        try:
+            return attempt()
+        except KubeError as error:
+            if not error.conflict:
+                raise
+    return attempt()
 
 
 def load_api_client(*, config_file: str | None = None, context: str | None = None) -> k8s.ApiClient:
@@ -168,12 +190,39 @@ _GROUPS = {
 }
 
 
+# IsDNS1123Subdomain (k8s.io/apimachinery/pkg/util/validation): no `/`, no `..`, no empty label. Names
+# reach this module from specs and from status; a name that is not one must never become a URL, where
+# `..` segments would be resolved into another namespace.
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_SUBRESOURCES = frozenset({"scale", "status"})
+
+
+class InvalidName(KubeError):
+    """A kind, namespace, name or subresource that cannot be an object's: refused before any request."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, message)
+
+
 def path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-    """URL path of a namespaced object or collection of a kind the operator touches."""
+    """URL path of a namespaced object or collection of a kind the operator touches.
+
+    Raises `InvalidName` (a `KubeError`, so callers report it like any failed request) for anything that
+    is not a DNS-1123 name: `/`, `..`, empty names.
+    """
+    if kind not in _GROUPS:
+        raise InvalidName(f"refused: {kind!r} is not a kind the operator changes")
+    if len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
+        raise InvalidName(f"refused: {namespace!r} is not a namespace name")
     prefix, plural = _GROUPS[kind]
     out = f"/{prefix}/namespaces/{namespace}/{plural}"
     if name is not None:
+        if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+            raise InvalidName(f"refused: {name!r} is not a valid {kind} name (DNS-1123)")
         out += f"/{name}"
     if subresource is not None:
+        if subresource not in _SUBRESOURCES or name is None:
+            raise InvalidName(f"refused: {subresource!r} is not a subresource the operator writes")
         out += f"/{subresource}"
     return out

@@ -124,7 +124,7 @@ class MemoryActuator:
             change, field=REPLICAS, current=current, wanted=wanted, capped=spec.replicas > cap, dry_run=dry_run
         )
 
-    def undo(self, change: AppliedChange, *, now: datetime, dry_run: bool) -> Outcome:
+    def undo(self, change: AppliedChange, *, now: datetime, dry_run: bool, last: bool = True) -> Outcome:
         if not change.reversible:
             return outcomes.job_left_to_finish(change)
         if dry_run:
@@ -163,9 +163,9 @@ class MemoryActuator:
             self.targets.replicas[change.name] = max(self.targets.replicas.get(change.name, 1), wanted)
         return outcomes.reapplied(drift.reverted_once_more(change))
 
-    def adopt(self, action: Action, *, now: datetime) -> Outcome | None:
-        """Memory never loses a record between a write and its status, so there is nothing to adopt."""
-        return None
+    def landed(self, change: AppliedChange) -> bool | None:
+        """Memory never loses a record between a write and its status: nothing journalled is left to find."""
+        return False
 
     def restart(self, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
         if self.targets is not None:

@@ -15,7 +15,7 @@ from base64 import b64decode
 from typing import Any
 
 from ..api import GROUP, PLURAL, VERSION
-from .kube import JSON, Kube, KubeError, path
+from .kube import JSON, Kube, KubeError, path, retry_conflicts
 
 FINALIZER = "stampede.aurum.io/rollback"
 CREDENTIALS_LABEL = "stampede.aurum.io/credentials"
@@ -66,8 +66,15 @@ class Policies:
             return None
         return self.kube.merge(policy_path(namespace, name, "status"), {"status": patch})
 
+    def write_journal(self, namespace: str, name: str, journal: list[JSON]) -> None:
+        """Record the changes about to be written to targets, before they are (`status.journal`)."""
+        self.kube.merge(policy_path(namespace, name, "status"), {"status": {"journal": journal}})
+
     def set_finalizer(self, namespace: str, name: str, *, present: bool) -> None:
-        """Add or remove the rollback finalizer, keeping everyone else's."""
+        """Add or remove the rollback finalizer, keeping everyone else's (again with a fresh read on a 409)."""
+        retry_conflicts(lambda: self._set_finalizer(namespace, name, present=present))
+
+    def _set_finalizer(self, namespace: str, name: str, *, present: bool) -> None:
         body = self.kube.get(policy_path(namespace, name))
         meta = body.get("metadata") or {}
         finalizers = list(meta.get("finalizers") or [])

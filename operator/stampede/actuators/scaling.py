@@ -18,7 +18,7 @@ from ..engine import outcomes
 from ..engine.changes import plan_scale, scale_rollback
 from ..engine.outcomes import Outcome
 from .kube import JSON, Kube, path
-from .ledger import Ledger, LedgerEntry, meta
+from .ownership import Intend, Ownership, meta, not_held
 from .watching import ApiReader, Reader
 
 HPA = ChangeKind.HORIZONTAL_POD_AUTOSCALER
@@ -50,6 +50,14 @@ class Scaling:
     def handles(self, action: Action) -> bool:
         return action.scale is not None
 
+    def _capped(self, count: int, *, hpa: JSON | None) -> int:
+        """A count as it may be written: at most STAMPEDE_MAX_REPLICAS, and at most an HPA's maxReplicas."""
+        cap = self.max_replicas
+        if hpa is not None:
+            maximum = (hpa.get("spec") or {}).get("maxReplicas")
+            cap = min(cap, int(maximum)) if maximum is not None else cap
+        return min(count, cap)
+
     def _find_hpa(self, namespace: str, kind: str, name: str) -> JSON | None:
         hpas = self.kube.get(path(HPA, namespace)).get("items") or []
         for hpa in hpas:
@@ -60,7 +68,15 @@ class Scaling:
         return None
 
     def apply(
-        self, namespace: str, ledger: Ledger, action: Action, *, incident: str, now: datetime, dry_run: bool
+        self,
+        namespace: str,
+        owner: Ownership,
+        action: Action,
+        *,
+        incident: str,
+        now: datetime,
+        dry_run: bool,
+        intend: Intend | None = None,
     ) -> Outcome:
         spec = action.scale
         assert spec is not None
@@ -69,18 +85,13 @@ class Scaling:
         hpa = self._find_hpa(namespace, kind, spec.name)
         obj, obj_kind, field_name = (hpa, HPA, "minReplicas") if hpa else (workload, kind, "replicas")
         obj_name = str(meta(obj).get("name"))
-        if (owner := ledger.owner(obj)) is not None:
-            return outcomes.conflict(action=action.name, kind=obj_kind, name=obj_name, owner=owner)
+        if (other := owner.owner(obj)) is not None:
+            return outcomes.conflict(action=action.name, kind=obj_kind, name=obj_name, owner=other)
         raw = _count(obj.get("spec") or {}, field_name)
         current = raw if raw is not None else 1
-        previous = ledger.find(obj, action.name)
-        cap = self.max_replicas
-        if hpa is not None:
-            cap = min(cap, int((hpa.get("spec") or {}).get("maxReplicas") or cap))
-        if previous is not None:  # a change made before a crash: its true originals are in the ledger
-            original, applied = dict(previous.original), dict(previous.applied)
-        else:
-            original, applied = plan_scale(field=field_name, current=raw, wanted=spec.replicas, cap=cap)
+        original, applied = plan_scale(
+            field=field_name, current=raw, wanted=spec.replicas, cap=self._capped(spec.replicas, hpa=hpa)
+        )
         change = AppliedChange(
             action=action.name,
             kind=obj_kind,
@@ -105,84 +116,55 @@ class Scaling:
         )
         if dry_run:
             return raised
-        annotations = ledger.patch(obj, action.name, LedgerEntry.of(change))
+        # The journal first: if the operator dies after the writes below, the original count is known.
+        if intend is not None and (problem := intend(change)) is not None:
+            return outcomes.failed(action=action.name, kind=action.kind, where=f"{namespace}/{spec.name}", what=problem)
+        version = meta(obj).get("resourceVersion")
         if hpa is not None:
-            if current < wanted or previous is None:
-                self.kube.merge(
-                    path(HPA, namespace, obj_name),
-                    {
-                        "metadata": {"resourceVersion": meta(hpa).get("resourceVersion"), "annotations": annotations},
-                        "spec": {"minReplicas": max(current, wanted)},
-                    },
-                )
-        else:
-            self._raise_workload(
-                workload,
-                kind=kind,
-                namespace=namespace,
-                annotations=annotations if previous is None else None,
-                raise_to=wanted if current < wanted else None,
+            self.kube.merge(
+                path(HPA, namespace, obj_name),
+                {"metadata": {"resourceVersion": version, "annotations": owner.mark()}, "spec": {field_name: wanted}},
             )
-        return raised
-
-    def _raise_workload(
-        self, workload: JSON, *, kind: ChangeKind, namespace: str, annotations: JSON | None, raise_to: int | None
-    ) -> None:
-        """The ledger first, then the count through the scale subresource, each conditional on the version read."""
-        name = str(meta(workload).get("name"))
-        version = meta(workload).get("resourceVersion")
-        if annotations is not None:
+            return raised
+        # The mark first, then the count through the scale subresource, each conditional on the version
+        # read: a concurrent scale-up is never overwritten (scaled down), and a count written is always marked.
+        if not owner.holds(obj):
             written = self.kube.merge(
-                path(kind, namespace, name), {"metadata": {"resourceVersion": version, "annotations": annotations}}
+                path(kind, namespace, obj_name), {"metadata": {"resourceVersion": version, "annotations": owner.mark()}}
             )
             version = meta(written).get("resourceVersion")
-        if raise_to is not None:
-            # Conditional on the version read: a concurrent scale-up is never overwritten (scaled down).
-            self.kube.merge(
-                path(kind, namespace, name, "scale"),
-                {"metadata": {"resourceVersion": version}, "spec": {"replicas": raise_to}},
-            )
+        self.kube.merge(
+            path(kind, namespace, obj_name, "scale"),
+            {"metadata": {"resourceVersion": version}, "spec": {"replicas": wanted}},
+        )
+        return raised
 
-    def adopt(self, namespace: str, ledger: Ledger, action: Action, *, now: datetime) -> AppliedChange | None:
-        spec = action.scale
-        assert spec is not None
-        kind = ChangeKind(spec.kind.value)
-        obj = self.kube.get(path(kind, namespace, spec.name))
-        if not ledger.has(obj, action.name):
-            hpa = self._find_hpa(namespace, kind, spec.name)
-            if hpa is None:
-                return None
-            obj, kind = hpa, HPA
-        entry = ledger.find(obj, action.name)
-        if entry is None:
-            return None
-        return entry.change(action=action.name, kind=kind, name=str(meta(obj).get("name")), now=now)
+    def landed(self, namespace: str, owner: Ownership, change: AppliedChange) -> bool:
+        """Whether a journalled write reached its object: it is marked and holds the count set."""
+        obj = self.kube.get(path(change.kind, namespace, change.name))
+        spec = obj.get("spec") or {}
+        return owner.holds(obj) and any(str(_count(spec, f)) == v for f, v in change.applied.items())
 
     def reverted(self, namespace: str, change: AppliedChange) -> list[str]:
         spec = self.reader.read(change.kind, namespace, change.name).get("spec") or {}
         return [f for f, v in change.applied.items() if _replicas(spec, f) < int(v)]
 
-    def reapply(self, namespace: str, ledger: Ledger, change: AppliedChange, *, now: datetime) -> Outcome | None:
-        """Raise the count back, never scaling down; put the ledger entry back if a revert dropped it."""
+    def reapply(self, namespace: str, owner: Ownership, change: AppliedChange, *, now: datetime) -> Outcome | None:
+        """Raise the count back on an object this policy still marks, never scaling down, always capped."""
         obj_path = path(change.kind, namespace, change.name)
         obj = self.kube.get(obj_path)
-        entry = LedgerEntry.of(change)
-        metadata: JSON = {"resourceVersion": meta(obj).get("resourceVersion")}
-        if not ledger.holds(obj, change.action, entry):
-            metadata["annotations"] = ledger.patch(obj, change.action, entry)
+        if not owner.holds(obj):
+            return outcomes.reapply_failed(change, problem=not_held(change, policy=owner.policy))
+        version = meta(obj).get("resourceVersion")
         spec = obj.get("spec") or {}
         if change.kind == HPA:
-            wanted = int(change.applied["minReplicas"])
-            body: JSON = {"metadata": metadata}
+            # Capped again at every write: a real server refuses minReplicas > maxReplicas, and status
+            # (where this count was read) is not trusted with more than the operator's own cap.
+            wanted = self._capped(int(change.applied["minReplicas"]), hpa=obj)
             if _replicas(spec, "minReplicas") < wanted:
-                body["spec"] = {"minReplicas": wanted}
-            if "spec" in body or "annotations" in metadata:
-                self.kube.merge(obj_path, body)
+                self.kube.merge(obj_path, {"metadata": {"resourceVersion": version}, "spec": {"minReplicas": wanted}})
             return None
-        wanted = int(change.applied["replicas"])
-        version = metadata["resourceVersion"]
-        if "annotations" in metadata:
-            version = meta(self.kube.merge(obj_path, {"metadata": metadata})).get("resourceVersion")
+        wanted = self._capped(int(change.applied["replicas"]), hpa=None)
         if _replicas(spec, "replicas") < wanted:
             self.kube.merge(
                 path(change.kind, namespace, change.name, "scale"),
@@ -190,34 +172,45 @@ class Scaling:
             )
         return None
 
-    def undo(self, namespace: str, ledger: Ledger, change: AppliedChange, *, now: datetime) -> Outcome:
+    def undo(
+        self, namespace: str, owner: Ownership, change: AppliedChange, *, now: datetime, last: bool = True
+    ) -> Outcome:
         obj_path = path(change.kind, namespace, change.name)
         obj = self.kube.get(obj_path)
+        if not change.applied:  # nothing was changed: only a mark left by an attempt may need to go
+            release = owner.release(obj) if last and owner.holds(obj) else None
+            if release is not None:
+                self.kube.merge(obj_path, {"metadata": {"annotations": release}})
+            return outcomes.undo_outcome(change, restored=[], skipped=[])
+        if not owner.holds(obj):
+            return outcomes.not_rolled_back(change, why=not_held(change, policy=owner.policy))
         spec = obj.get("spec") or {}
         counts = {f: _count(spec, f) for f in change.applied}
         patch, skipped = scale_rollback(counts, change.original, change.applied)
-        body: JSON = {
-            "metadata": {
-                "resourceVersion": meta(obj).get("resourceVersion"),
-                "annotations": ledger.patch(obj, change.action, None),
-            }
-        }
-        if change.kind == HPA and patch:
-            body["spec"] = patch
-        # The ledger goes first: the scale write below changes the resourceVersion this patch checks.
         version = meta(obj).get("resourceVersion")
-        if ledger.has(obj, change.action) or "spec" in body:
-            version = meta(self.kube.merge(obj_path, body)).get("resourceVersion")
+        release = owner.release(obj) if last else None
         if change.kind != HPA and "replicas" in patch:
             restored = patch["replicas"]
-            # Conditional: someone scaling in between gets a 409 here, not their replicas overwritten.
-            self.kube.merge(
+            # Conditional: someone scaling in between gets a 409 here, not their replicas overwritten. The
+            # count goes before the mark, so a count still to restore is always on a marked object.
+            written = self.kube.merge(
                 path(change.kind, namespace, change.name, "scale"),
                 {
                     "metadata": {"resourceVersion": version},
-                    "spec": {"replicas": restored if restored is not None else 1},
+                    "spec": {"replicas": self._capped(restored if restored is not None else 1, hpa=None)},
                 },
             )
+            version = meta(written).get("resourceVersion")
+        # An HPA's minimum and the mark go in one request, conditional on the version read; a workload's
+        # mark alone goes unconditionally (a merge of one annotation overwrites nobody's change).
+        body: JSON = {"metadata": {"resourceVersion": version} if change.kind == HPA else {}}
+        if release is not None:
+            body["metadata"]["annotations"] = release
+        if change.kind == HPA and patch:
+            minimum = patch.get("minReplicas")
+            body["spec"] = {"minReplicas": self._capped(minimum, hpa=obj) if minimum is not None else None}
+        if "spec" in body or release is not None:
+            self.kube.merge(obj_path, body)
         return outcomes.undo_outcome(change, restored=list(patch), skipped=skipped)
 
     def rollout_complete(self, namespace: str, workload: WorkloadStatusRef) -> bool:
@@ -225,7 +218,7 @@ class Scaling:
 
         For an HPA (a scale change recorded on it), the workload it drives is read.
         """
-        kind, name = workload.kind, workload.name
+        kind, name = str(workload.kind.value), workload.name
         if kind == HPA:
             ref = (self.kube.get(path(HPA, namespace, name)).get("spec") or {}).get("scaleTargetRef") or {}
             kind, name = str(ref.get("kind") or ""), str(ref.get("name") or "")

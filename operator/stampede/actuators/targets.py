@@ -1,10 +1,11 @@
 """The Kubernetes actuators: one module per target kind behind one protocol, and the door to them.
 
-Each target kind (`configmaps`, `scaling` with its HPA path, `jobs`) says how to apply, adopt,
-check, re-apply and undo its changes against live objects; adding a kind is one new module and one
-line in `Actuators.__init__`. What every kind shares lives here once: turning API errors into
-outcomes, the dry-run and not-reversible answers, and binding to one policy (`bind`), which gives the
-`executing.Actuator` the poll loop hands to `execute`.
+Each target kind (`configmaps`, `scaling` with its HPA path, `jobs`) says how to apply, find a
+journalled change on its target (`landed`), check, re-apply and undo its changes against live objects;
+adding a kind is one new module and one line in `Actuators.__init__`. What every kind shares lives
+here once: turning API errors into outcomes, retrying conflicts, the dry-run and not-reversible
+answers, and binding to one policy (`bind`), which gives the `executing.Actuator` the poll loop hands
+to `execute`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from ..engine import drift, outcomes
 from ..engine.outcomes import Outcome
 from .configmaps import RESTARTED_AT, ConfigMaps, failure_text
 from .jobs import DEFAULT_JOB_TTL, INCIDENT_LABEL, POLICY_LABEL, Jobs, job_name
-from .kube import Kube, KubeError
-from .ledger import APPLIED_BY, LEDGER, Ledger
+from .kube import InvalidName, Kube, KubeError, retry_conflicts
+from .ownership import APPLIED_BY, Intend, Ownership
 from .scaling import Scaling
 from .watching import Reader
 
@@ -45,21 +46,38 @@ class TargetKind(Protocol):
     def handles(self, action: Action) -> bool: ...
 
     def apply(
-        self, namespace: str, ledger: Ledger, action: Action, *, incident: str, now: datetime, dry_run: bool
-    ) -> Outcome: ...
+        self,
+        namespace: str,
+        owner: Ownership,
+        action: Action,
+        *,
+        incident: str,
+        now: datetime,
+        dry_run: bool,
+        intend: Intend | None = None,
+    ) -> Outcome:
+        """Make the change; `intend` (when given) records it in the journal before any target write."""
 
-    def adopt(self, namespace: str, ledger: Ledger, action: Action, *, now: datetime) -> AppliedChange | None: ...
+    def landed(self, namespace: str, owner: Ownership, change: AppliedChange) -> bool:
+        """Whether a journalled change reached its target (the operator stopped before recording how it went)."""
 
     def reverted(self, namespace: str, change: AppliedChange) -> list[str]: ...
 
-    def reapply(self, namespace: str, ledger: Ledger, change: AppliedChange, *, now: datetime) -> Outcome | None:
+    def reapply(self, namespace: str, owner: Ownership, change: AppliedChange, *, now: datetime) -> Outcome | None:
         """None when the change is back in full; an outcome saying what went wrong otherwise."""
 
-    def undo(self, namespace: str, ledger: Ledger, change: AppliedChange, *, now: datetime) -> Outcome: ...
+    def undo(
+        self, namespace: str, owner: Ownership, change: AppliedChange, *, now: datetime, last: bool = True
+    ) -> Outcome:
+        """Restore the change; `last` when no other change of the policy holds the object (its mark goes)."""
 
 
 class Actuators:
-    """The operator's hands: every Kubernetes change to a target goes through here."""
+    """The operator's hands: every Kubernetes change to a target goes through here.
+
+    Every read-modify-write runs under `retry_conflicts`: a 409 from a controller's write between the
+    read and the conditional write is retried at once with a fresh read, never reported.
+    """
 
     def __init__(self, kube: Kube, *, max_replicas: int, reader: Reader | None = None) -> None:
         """`reader`: where drift checks read targets (the operator's watch cache); a GET each when None."""
@@ -69,9 +87,9 @@ class Actuators:
         self.scaling = Scaling(kube, max_replicas=max_replicas, reader=reader)
         self.kinds: tuple[TargetKind, ...] = (self.configmaps, self.scaling, Jobs(kube))
 
-    def bind(self, target: Target) -> PolicyActuator:
-        """The `executing.Actuator` of one policy."""
-        return PolicyActuator(self, target)
+    def bind(self, target: Target, *, intend: Intend | None = None) -> PolicyActuator:
+        """The `executing.Actuator` of one policy; `intend` journals each change before its target write."""
+        return PolicyActuator(self, target, intend)
 
     def _for_action(self, action: Action) -> TargetKind:
         return next(kind for kind in self.kinds if kind.handles(action))
@@ -79,22 +97,38 @@ class Actuators:
     def _for_change(self, change: AppliedChange) -> TargetKind:
         return next(kind for kind in self.kinds if change.kind in kind.kinds)
 
-    def apply(self, target: Target, action: Action, *, incident: str, now: datetime, dry_run: bool) -> Outcome:
+    def apply(
+        self,
+        target: Target,
+        action: Action,
+        *,
+        incident: str,
+        now: datetime,
+        dry_run: bool,
+        intend: Intend | None = None,
+    ) -> Outcome:
         """Make (or, in DryRun, compute) the change of one action."""
+        owner = Ownership(target.policy)
         try:
-            return self._for_action(action).apply(
-                target.namespace, Ledger(target.policy), action, incident=incident, now=now, dry_run=dry_run
+            kind = self._for_action(action)
+            return retry_conflicts(
+                lambda: kind.apply(
+                    target.namespace, owner, action, incident=incident, now=now, dry_run=dry_run, intend=intend
+                )
             )
         except KubeError as error:
             where = f"{target.namespace}/{action.target}"
             return outcomes.failed(action=action.name, kind=action.kind, where=where, what=failure_text(error))
 
-    def adopt(self, target: Target, action: Action, *, now: datetime) -> AppliedChange | None:
-        """A change of this action found in its target's ledger: made, but never recorded in status."""
+    def landed(self, target: Target, change: AppliedChange) -> bool | None:
+        """Whether a journalled change reached its target; None when that cannot be told now."""
+        kind = self._for_change(change)
+        if not kind.reversible or not change.applied:
+            return False
         try:
-            return self._for_action(action).adopt(target.namespace, Ledger(target.policy), action, now=now)
-        except KubeError:
-            return None
+            return kind.landed(target.namespace, Ownership(target.policy), change)
+        except KubeError as error:
+            return False if error.not_found or isinstance(error, InvalidName) else None
 
     def reverted(self, target: Target, change: AppliedChange) -> list[str] | None:
         """Fields of a change someone else reverted; None when the target cannot be read."""
@@ -108,24 +142,31 @@ class Actuators:
 
     def reapply(self, target: Target, change: AppliedChange, *, now: datetime) -> Outcome:
         """Put a reverted change back, keeping its recorded originals; conditional, never scaling down."""
+        owner = Ownership(target.policy)
         try:
-            problem = self._for_change(change).reapply(target.namespace, Ledger(target.policy), change, now=now)
+            kind = self._for_change(change)
+            problem = retry_conflicts(lambda: kind.reapply(target.namespace, owner, change, now=now))
         except KubeError as error:
             return outcomes.reapply_failed(change, problem=error.message)
         return problem or outcomes.reapplied(drift.reverted_once_more(change))
 
-    def undo(self, target: Target, change: AppliedChange, *, now: datetime, dry_run: bool) -> Outcome:
-        """Restore what this policy changed, only where it still holds the value it set."""
+    def undo(
+        self, target: Target, change: AppliedChange, *, now: datetime, dry_run: bool, last: bool = True
+    ) -> Outcome:
+        """Restore what this policy changed, only where it still holds the value it set and its mark."""
         kind = self._for_change(change)
+        owner = Ownership(target.policy)
         if not kind.reversible:
-            return kind.undo(target.namespace, Ledger(target.policy), change, now=now)
+            return kind.undo(target.namespace, owner, change, now=now)
         if dry_run:
             return outcomes.would_roll_back(change)
         try:
-            return kind.undo(target.namespace, Ledger(target.policy), change, now=now)
+            return retry_conflicts(lambda: kind.undo(target.namespace, owner, change, now=now, last=last))
         except KubeError as error:
             if error.not_found:
                 return outcomes.target_gone(change)
+            if isinstance(error, InvalidName):
+                return outcomes.not_rolled_back(change, why=error.message)
             return outcomes.rollback_failed(change, status=error.status, problem=error.message)
 
     def restart(self, target: Target, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
@@ -150,12 +191,15 @@ class PolicyActuator:
 
     actuators: Actuators
     target: Target
+    intend: Intend | None = None
 
     def apply(self, action: Action, *, incident: str, now: datetime, dry_run: bool) -> Outcome:
-        return self.actuators.apply(self.target, action, incident=incident, now=now, dry_run=dry_run)
+        return self.actuators.apply(
+            self.target, action, incident=incident, now=now, dry_run=dry_run, intend=self.intend
+        )
 
-    def undo(self, change: AppliedChange, *, now: datetime, dry_run: bool) -> Outcome:
-        return self.actuators.undo(self.target, change, now=now, dry_run=dry_run)
+    def undo(self, change: AppliedChange, *, now: datetime, dry_run: bool, last: bool = True) -> Outcome:
+        return self.actuators.undo(self.target, change, now=now, dry_run=dry_run, last=last)
 
     def reverted(self, change: AppliedChange) -> list[str] | None:
         return self.actuators.reverted(self.target, change)
@@ -163,9 +207,8 @@ class PolicyActuator:
     def reapply(self, change: AppliedChange, *, now: datetime) -> Outcome:
         return self.actuators.reapply(self.target, change, now=now)
 
-    def adopt(self, action: Action, *, now: datetime) -> Outcome | None:
-        change = self.actuators.adopt(self.target, action, now=now)
-        return outcomes.adopted(change) if change is not None else None
+    def landed(self, change: AppliedChange) -> bool | None:
+        return self.actuators.landed(self.target, change)
 
     def restart(self, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
         return self.actuators.restart(self.target, workload, now=now)
@@ -178,10 +221,10 @@ __all__ = [
     "APPLIED_BY",
     "DEFAULT_JOB_TTL",
     "INCIDENT_LABEL",
-    "LEDGER",
     "POLICY_LABEL",
     "RESTARTED_AT",
     "Actuators",
+    "Intend",
     "Outcome",
     "PolicyActuator",
     "Target",

@@ -11,10 +11,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    model_serializer,
+    model_validator,
+)
 
 from .kinds import ChangeKind
-from .spec import Model, Severity
+from .spec import LabelName, Model, Name, Severity, WorkloadKind
 
 
 def parse_time(value: Any) -> datetime:
@@ -76,12 +84,23 @@ class Breach(Model):
     """First poll of the current unbroken run in which the condition held."""
 
 
-class WorkloadStatusRef(Model):
-    """A workload restarted with a ConfigMap change."""
+class RolloutKind(StrEnum):
+    """Kinds whose rollout is restarted or awaited: the workload kinds, and an HPA for the workload it drives."""
 
-    kind: str
+    DEPLOYMENT = WorkloadKind.DEPLOYMENT.value
+    STATEFUL_SET = WorkloadKind.STATEFUL_SET.value
+    DAEMON_SET = WorkloadKind.DAEMON_SET.value
+    HORIZONTAL_POD_AUTOSCALER = ChangeKind.HORIZONTAL_POD_AUTOSCALER.value
+
+
+class WorkloadStatusRef(Model):
+    """A workload restarted with a ConfigMap change, or whose rollout a rollback step waits for."""
+
+    # A restart list is re-derived from the spec before it is used (`engine/trust.py`); a rollout wait
+    # may also name the HPA a scale change was recorded on, whose rollout is that of the workload it drives.
+    kind: RolloutKind
     """Workload kind."""
-    name: str
+    name: Name
     """Workload name."""
 
 
@@ -136,18 +155,30 @@ class IncidentStatus(Model):
 class AppliedChange(Model):
     """One change made to a target, with what is needed to undo it exactly."""
 
-    action: str
+    # Status is not trusted for targets: kind and name carry the spec's own patterns, and are checked
+    # against the spec action of the same name (`engine/trust.py`) before anything is written.
+    # A key that did not exist before the change is listed in `absent`, never kept as a `null` in
+    # `original`: a real API server's merge patch drops `null` members of objects inside arrays. In
+    # Python, `original` still maps such a key to None; only the wire form splits it out (and older
+    # statuses with nulls still read).
+
+    action: LabelName
     """Action name from the spec."""
-    kind: Annotated[ChangeKind, WithJsonSchema({"type": "string"})]
+    kind: ChangeKind
     """Kind of the changed object (ConfigMap, Deployment, StatefulSet, HorizontalPodAutoscaler, Job)."""
-    name: str
+    name: Name
     """Name of the changed object."""
     incident: str = ""
     """Incident the change was made for."""
     applied_at: Timestamp
     """When it was applied."""
-    original: dict[str, str | None] = Field(default_factory=dict)
-    """Values before the change; null means the key or field did not exist and is removed on rollback."""
+    original: Annotated[
+        dict[str, str | None],
+        WithJsonSchema({"type": "object", "additionalProperties": {"type": "string"}}),
+    ] = Field(default_factory=dict)
+    """Values before the change, for keys or fields that existed."""
+    absent: list[str] = Field(default_factory=list)
+    """Keys or fields that did not exist before the change: removed again on rollback."""
     applied: dict[str, str] = Field(default_factory=dict)
     """Values this policy set."""
     restart: list[WorkloadStatusRef] = Field(default_factory=list)
@@ -159,6 +190,34 @@ class AppliedChange(Model):
     def reversible(self) -> bool:
         """Whether undoing this change restores its object (not so for Jobs, which are left to finish)."""
         return self.kind.reversible
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_as_none(cls, data: Any) -> Any:
+        """`absent` (and an older status's nulls) become None in `original`, the one form the code reads."""
+        if not isinstance(data, dict):
+            return data
+        absent = data.get("absent") or []
+        if not absent:
+            return data
+        original = dict(data.get("original") or {})
+        for key in absent:
+            if isinstance(key, str):
+                original.setdefault(key, None)
+        return {**data, "original": original, "absent": []}
+
+    @model_serializer(mode="wrap")
+    def _none_as_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        original = self.original
+        missing = sorted(k for k, v in original.items() if v is None)
+        if missing:
+            key = "original"
+            out[key] = {k: v for k, v in original.items() if v is not None}
+            out["absent"] = missing
+        else:
+            out.pop("absent", None)
+        return out
 
 
 class KPI(Model):
@@ -245,6 +304,10 @@ class PolicyStatus(Model):
     """Changes applied and not yet rolled back, oldest first."""
     planned: list[AppliedChange] = Field(default_factory=list)
     """DryRun only: the changes that would have been made."""
+    journal: list[AppliedChange] = Field(default_factory=list)
+    """Changes about to be written to their targets: recorded here before the target write and gone with
+    the status write that records how it went. A restarted operator reads only these targets to find
+    whether a write landed (then it is held in `applied` and rolled back) or not (then it is dropped)."""
     history: list[HistoryEntry] = Field(default_factory=list)
     """The last 10 incidents."""
     conditions: list[StatusCondition] = Field(default_factory=list)

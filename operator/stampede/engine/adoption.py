@@ -1,8 +1,9 @@
 """Runbook rule: a change found on a target but not in status is recorded and rolled back like any other.
 
 It happens when the operator dies between a target write and the status write recording it; the
-target's ledger holds the true originals. Found on an idle policy, the change belongs to an incident
-status no longer knows, so one is made up, already recovered: the policy starts rolling back at once.
+policy's `status.journal`, written before the target, holds the true originals. Found on an idle
+policy, the change belongs to an incident status no longer knows, so one is made up, already
+recovered: the policy starts rolling back at once.
 """
 
 from __future__ import annotations
@@ -10,15 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from ..api.spec import Action, PolicySpec, Severity
+from ..api.spec import Severity
 from ..api.status import AppliedChange, IncidentStatus, PolicyStatus, State
 from .decide import incident_id_for
-
-
-def adoptable(spec: PolicySpec, status: PolicyStatus) -> list[Action]:
-    """Actions whose change could be on a target without status knowing: reversible ones not yet held."""
-    known = {c.action for c in status.applied + status.planned}
-    return [action for _, action in spec.actions() if action.name not in known and action.kind.reversible]
 
 
 def adopt(status: PolicyStatus, found: Sequence[AppliedChange], *, now: datetime) -> PolicyStatus:
@@ -40,4 +35,4 @@ def adopt(status: PolicyStatus, found: Sequence[AppliedChange], *, now: datetime
     return status.model_copy(update={"state": State.ROLLING_BACK, "incident": incident})
 
 
-__all__ = ["adopt", "adoptable"]
+__all__ = ["adopt"]

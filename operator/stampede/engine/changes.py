@@ -123,6 +123,10 @@ def label_value(text: str) -> str:
 
 
 def job_name(cronjob: str, *, policy: str, incident: str) -> str:
-    """One deterministic Job name per (policy, incident): a restarted operator finds, not duplicates, it."""
+    """One deterministic Job name per (policy, incident): a restarted operator finds, not duplicates, it.
+
+    At most 63 characters (a Job's name is also its pods' `job-name` label value), and a valid DNS-1123
+    name: the CronJob's name is cut so that no `.` or `-` ends up before the suffix.
+    """
     digest = hashlib.sha256(f"{policy}/{incident}".encode()).hexdigest()[:8]
-    return f"{cronjob[: 63 - 13]}-stp-{digest}"
+    return f"{cronjob[: 63 - 13].rstrip('.-')}-stp-{digest}"

@@ -309,6 +309,16 @@ def target_gone(change: AppliedChange) -> Outcome:
     )
 
 
+def not_rolled_back(change: AppliedChange, *, why: str) -> Outcome:
+    """An undo refused because the record is not to be trusted with a write; the record is dropped."""
+    return Outcome(
+        True,
+        Reason.ROLLBACK_SKIPPED,
+        f"Action {change.action} not rolled back on {change.kind} {change.name}: {why}.",
+        warning=True,
+    )
+
+
 def rollback_failed(change: AppliedChange, *, status: int, problem: str) -> Outcome:
     return Outcome(
         False,

@@ -6,11 +6,12 @@ needed to continue lives in `status`; the only memory kept here is what must not
 (event de-duplication, the last status written) and is rebuilt harmlessly after a restart.
 
 One tick, in order: skip a policy being deleted (its deletion handler rolls back), resolve the spec,
-adopt unrecorded changes (first tick only), read, `decide`, `execute` in a worker thread, post the
-events, keep the incident's StampedeIncident record current (`incidents.track`, which can never cost
-the tick its status write), then `after_tick` (metrics first, then notifications to every target, sent
-in the background), and only then write status and release the finalizer, so nothing a scrape sees
-contradicts a status already written.
+settle the journal (only when status holds one: a write was under way when the operator stopped),
+read, `decide`, `execute` in a worker thread (each change journalled in status before its target
+write), post the events, keep the incident's StampedeIncident record current (`incidents.track`, which
+can never cost the tick its status write), then `after_tick` (metrics first, then notifications to every
+target, sent in the background), and only then write status and release the finalizer, so nothing a
+scrape sees contradicts a status already written.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from ..actuators.watching import TargetKey, TargetWatches
 from ..api.reasons import Reason
 from ..api.spec import PolicySpec
 from ..api.status import AppliedChange, PolicyStatus, State
-from ..engine import Decision, decide, drift, outcomes, set_condition
+from ..engine import Decision, decide, drift, journal, outcomes, set_condition
 from ..engine.decide import Controls, awaited_workloads
 from ..engine.outcomes import Outcome
-from ..executing import Execution, adopt, execute, read_rollouts, roll_back_all
+from ..executing import Execution, execute, read_rollouts, reconcile, roll_back_all
 from ..sources.allowlist import redact_url
 from ..sources.prometheus import Auth, Endpoint, PrometheusSource, Reading, ReadingKind
 from . import incidents, metrics
@@ -78,8 +79,8 @@ class PolicyRunner:
     schedule: Schedule = field(default_factory=Schedule)
     invalid_generation: int | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
-    adopted: bool = False
-    """Whether this loop has looked for changes made but never recorded (first valid tick only)."""
+    intents: list[AppliedChange] = field(default_factory=list)
+    """The changes this tick journalled in status before writing their targets."""
     current: PolicyStatus | None = None
     """The status as this loop last computed it (written or still to be written)."""
     problems: Problems = field(init=False)
@@ -118,7 +119,7 @@ class PolicyRunner:
 
     @property
     def actuator(self) -> PolicyActuator:
-        return self.shared.actuators.bind(self.target)
+        return self.shared.actuators.bind(self.target, intend=self._intend)
 
     # -- the tick -------------------------------------------------------------------------------
     async def tick(self, body: Mapping[str, Any], *, now: datetime | None = None) -> float:
@@ -138,12 +139,9 @@ class PolicyRunner:
             return 5.0  # the live body picks up a fixed spec; look again soon
         self.invalid_generation = None
         self.spec, self.generation = spec, generation
-        if not self.adopted:
-            # The rollback finalizer is taken before a policy's first change and released only once none is
-            # held (`_hold`): without it no change can be on a target, and adoption need not read any.
-            if FINALIZER in _finalizers(body):
-                status = await self._adopt(body, spec, status, now=now)
-            self.adopted = True
+        if status.journal:  # a write under way when the operator stopped (or a target unreadable since)
+            status = await self._reconcile(body, spec, status, now=now)
+        self.intents = []
 
         readings, errors = await self._read(spec, now=now)
         rollouts = await asyncio.to_thread(read_rollouts, status, self.actuator) if awaited_workloads(status) else {}
@@ -169,7 +167,7 @@ class PolicyRunner:
             execute, decision, self.actuator, spec=spec, now=now, hold=self._hold
         )
         self.problems.record(body, execution)
-        new = self.problems.conditions(spec, execution.status, generation=generation, now=now)
+        new = self.problems.conditions(spec, self._settled(execution.status), generation=generation, now=now)
         new = await incidents.track(self.shared.policies.kube, body, spec, decision, new, readings=readings, now=now)
         self.current = new
         self.watch_targets(spec, new)
@@ -375,14 +373,48 @@ class PolicyRunner:
             ca = await self._call(read, self.namespace, p.ca_secret_ref.name, p.ca_secret_ref.key)
         return Auth(bearer_token=token, basic=basic, ca_pem=ca, insecure_skip_verify=p.insecure_skip_verify)
 
-    async def _adopt(
+    async def _reconcile(
         self, body: Mapping[str, Any], spec: PolicySpec, status: PolicyStatus, *, now: datetime
     ) -> PolicyStatus:
-        """Record changes found in targets' ledgers that status does not know (the engine's adoption rule)."""
-        execution = await asyncio.to_thread(adopt, spec, status, self.actuator, now=now)
+        """Hold the journalled changes that reached their targets, drop the others (the adoption rule)."""
+        execution = await asyncio.to_thread(reconcile, spec, status, self.actuator, now=now)
         self.problems.record(body, execution)
         self.current = execution.status
         return execution.status
+
+    def _settled(self, status: PolicyStatus) -> PolicyStatus:
+        """The journal as the tick leaves it: the entries of applies that did not end in `applied`.
+
+        A write reported failed may still have landed (a timeout after the server took it), or an apply
+        was dropped because its restart failed; its entry stays, so the next tick finds out before anything
+        is re-planned against the values it set. Entries `reconcile` kept (a target it could not read) stay too.
+        """
+        held = {c.action for c in status.applied}
+        fresh = {e.action for e in self.intents}
+        entries = [*(e for e in status.journal if e.action not in fresh), *self.intents]
+        return status.model_copy(update={"journal": [e for e in entries if e.action not in held]})
+
+    def _intend(self, change: AppliedChange) -> str | None:
+        """Journal a change in status before its target is written (runs in execute's worker thread).
+
+        Returns why it could not be, and then the target is not written: a change whose originals are
+        not recorded first could not be rolled back exactly after a crash.
+        """
+        if change in self.intents:  # a retry (after a 409) of a write already journalled as it is
+            return None
+        entries = [*(e for e in self.intents if e.action != change.action), change]
+        problem = journal.too_large(self.current or PolicyStatus(), entries)
+        if problem is not None:
+            return problem
+        wire = [e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in entries]
+        try:
+            self.shared.policies.write_journal(self.namespace, self.name, wire)
+        except KubeError as error:
+            return f"its originals could not be recorded in status first ({error.message}); nothing was changed"
+        self.intents = entries
+        # The tick's own status write then clears the journal as a difference from what was written.
+        self.writes.last_written = {**(self.writes.last_written or {}), "journal": wire}
+        return None
 
     # -- notifications --------------------------------------------------------------------------
     def _notify(self, report: TickReport) -> None:
@@ -407,7 +439,11 @@ class PolicyRunner:
         """
         status = _parse_status(dict(body.get("status") or {}))
         now = now or datetime.now(UTC)
-        execution = await asyncio.to_thread(roll_back_all, status, self.actuator, now=now)
+        try:
+            spec: PolicySpec | None = resolve_spec(body, self.shared.config)
+        except InvalidSpec:
+            spec = None  # the records' own (pattern-checked) names, on targets that must carry the mark
+        execution = await asyncio.to_thread(roll_back_all, status, self.actuator, now=now, spec=spec)
         self.problems.record(body, execution)
         count_outcomes(self.namespace, self.name, execution.done)
         if self.writes.last_written is None:

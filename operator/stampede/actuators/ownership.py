@@ -1,0 +1,71 @@
+"""Which policy holds a target: the one small annotation the operator leaves on what it changed.
+
+`stampede.aurum.io/applied-by: <policy>` is written with (or before) a change and removed with the last
+rollback of that policy's changes to the object. It is what a second policy sees as a conflict, and
+what an undo or a re-apply requires on the target itself: status alone never makes the operator write
+to an object.
+
+Crash safety no longer lives on the target. The originals of a change are recorded first in the
+policy's `status.journal` (see `handlers/runner.py`), so no annotation grows with the values a policy
+overrides. A target still carrying the older ledger annotation has it removed by the next rollback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..api.status import AppliedChange
+from .kube import JSON
+
+APPLIED_BY = "stampede.aurum.io/applied-by"
+LEGACY_LEDGER = "stampede.aurum.io/originals"
+"""The per-target ledger of earlier versions (originals and applied values); removed, never written."""
+
+Intend = Callable[[AppliedChange], str | None]
+"""Records a change in the policy's journal before its target is written; returns why it could not."""
+
+
+def meta(obj: JSON) -> JSON:
+    found: JSON = obj.get("metadata") or {}
+    return found
+
+
+def annotations_of(obj: JSON) -> dict[str, str]:
+    return dict(meta(obj).get("annotations") or {})
+
+
+class Ownership:
+    """The `applied-by` mark of one policy."""
+
+    def __init__(self, policy: str) -> None:
+        self.policy = policy
+
+    def owner(self, obj: JSON) -> str | None:
+        """Another policy holding this object, if any."""
+        owner = annotations_of(obj).get(APPLIED_BY)
+        return owner if owner and owner != self.policy else None
+
+    def holds(self, obj: JSON) -> bool:
+        """Whether this policy's mark is on the object."""
+        return annotations_of(obj).get(APPLIED_BY) == self.policy
+
+    def mark(self) -> JSON:
+        """Annotations patch marking the object as held by this policy."""
+        return {APPLIED_BY: self.policy}
+
+    def release(self, obj: JSON) -> JSON | None:
+        """Annotations patch removing the mark (and an older ledger); None when there is nothing to remove."""
+        present = annotations_of(obj)
+        patch: JSON = {key: None for key in (APPLIED_BY, LEGACY_LEDGER) if key in present}
+        return patch or None
+
+
+def not_held(change: AppliedChange, *, policy: str) -> str:
+    """Why an undo or a re-apply is refused: the target does not carry this policy's mark."""
+    return (
+        f"{change.kind} {change.name} is not marked {APPLIED_BY}={policy}: "
+        "status alone never makes the operator write to an object"
+    )
+
+
+__all__ = ["APPLIED_BY", "LEGACY_LEDGER", "Intend", "Ownership", "annotations_of", "meta", "not_held"]
