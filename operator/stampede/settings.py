@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Final
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails, InitErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     max_concurrent_incidents: int = Field(default=0, ge=0, le=10_000)
     """Storm breaker: with this many policies already acting on an incident, a further policy that fires opens
     its incident but applies nothing until fewer are open (0: off)."""
+
+    journal_namespace: str = Field(
+        default="stampede-system",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        validation_alias=AliasChoices("STAMPEDE_JOURNAL_NAMESPACE", "POD_NAMESPACE", "journal_namespace"),
+    )
+    """Where the originals of ConfigMap changes are kept, one Secret per policy and action (never in a policy's
+    status): STAMPEDE_JOURNAL_NAMESPACE, else the operator pod's own namespace (POD_NAMESPACE, set by the
+    Deployment), else stampede-system."""
 
     deletion_attempts: ClassVar[int] = 10
     """Rollback attempts on deletion before the finalizer is released with the changes left in place."""

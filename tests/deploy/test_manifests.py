@@ -109,7 +109,8 @@ def test_overlay_builds_with_the_expected_objects(overlay: str) -> None:
     assert not {"KopfPeering", "ClusterKopfPeering"} & set(kinds)
     if overlay == "cluster":
         assert {"ClusterRole", "ClusterRoleBinding"} <= set(kinds)
-        assert not {"Role", "RoleBinding"} & set(kinds)
+        # One namespaced Role only: the journal Secrets in the operator's own namespace.
+        assert [r["metadata"]["name"] for r in objects(overlay, "Role")] == ["stampede-operator-journal"]
     else:
         assert {"Role", "RoleBinding"} <= set(kinds)
         assert not {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"} & set(kinds), (
@@ -306,7 +307,21 @@ class RecordingKube:
         return {}
 
     def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        from stampede.actuators.kube import KubeError
+
         self.calls.append(("POST", path))
+        named = f"{path}/{body['metadata']['name']}"
+        if named in self.objects:
+            raise KubeError(409, "already exists")
+        self.objects[named] = copy.deepcopy(body)
+        return body
+
+    def delete(self, path: str) -> dict[str, Any]:
+        return self.request("DELETE", path)
+
+    def replace(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("PUT", path))
+        self.objects[path] = copy.deepcopy(body)
         return body
 
     def request(self, method: str, path: str, **_: Any) -> dict[str, Any]:
@@ -327,6 +342,7 @@ def _requests(calls: list[tuple[str, str]]) -> set[tuple[str, str, str]]:
             "GET": "get" if len(rest) > 1 else "list",
             "PATCH": "patch",
             "POST": "create",
+            "PUT": "update",
             "DELETE": "delete",
             "WATCH": "watch",
         }[method]
@@ -358,6 +374,7 @@ def operator_requests(namespace: str) -> set[tuple[str, str, str]]:
                 },
             }
         ),
+        Action.model_validate({"name": "override-existing", "configMap": {"name": "cfg2", "data": {"EXISTING": "2"}}}),
         Action.model_validate({"name": "scale-sts", "scale": {"kind": "StatefulSet", "name": "db", "replicas": 5}}),
     ]
     now = datetime(2025, 1, 1, tzinfo=UTC)
@@ -366,7 +383,7 @@ def operator_requests(namespace: str) -> set[tuple[str, str, str]]:
     scale_targets = [(a.scale.kind.value, a.scale.name) for a in actions if a.scale is not None]
     for hpa_for in ([], scale_targets):  # scale actions without and with an HPA on the workload
         kube = RecordingKube(namespace, hpa_for=hpa_for)
-        actuators = Actuators(kube, max_replicas=50)  # type: ignore[arg-type]
+        actuators = Actuators(kube, max_replicas=50, journal_namespace=namespace)  # type: ignore[arg-type]
         changes = []
         for action in actions:
             outcome = actuators.apply(target, action, incident="inc-1", now=now, dry_run=False)
@@ -379,6 +396,15 @@ def operator_requests(namespace: str) -> set[tuple[str, str, str]]:
                 kube.calls += [("GET", path(change.kind, namespace)), ("WATCH", path(change.kind, namespace))]
             if change.kind != "Job" and change.applied:  # what the runner re-applies after a revert
                 actuators.reapply(target, change, now=now)
+        # A later change of the same action replaces its journal Secret (create answers 409, then PUT).
+        override = next(c for c in changes if c.action == "override-existing")
+        actuators.journals.write(
+            namespace=namespace,
+            policy="aurum-cache",
+            action=override.action,
+            configmap="cfg",
+            originals={"EXISTING": "1"},
+        )
         for change in reversed(changes):
             outcome = actuators.undo(target, change, now=now, dry_run=False)
             assert outcome.ok, outcome.message
@@ -470,7 +496,16 @@ def test_rbac_covers_every_call_and_nothing_more(overlay: str) -> None:
         main = granted(one(overlay, "ClusterRole", "stampede-operator")["rules"])
         secret_reader = granted(one(overlay, "ClusterRole", "stampede-operator-secret-reader")["rules"])
         assert secret_reader == secrets, "Secrets come from a separate, per-namespace bound ClusterRole"
-        have = main | secret_reader
+        journal = one(overlay, "Role", "stampede-operator-journal")
+        assert journal["metadata"]["namespace"] == OPERATOR_NAMESPACE[overlay], "journal Secrets: own namespace only"
+        assert granted(journal["rules"]) == {("", "secrets", v) for v in ("get", "create", "update", "delete")}
+        journal_binding = one(overlay, "RoleBinding", "stampede-operator-journal")
+        assert journal_binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": journal["metadata"]["name"],
+        }
+        have = main | secret_reader | granted(journal["rules"])
         binding = one(overlay, "ClusterRoleBinding")
         assert binding["roleRef"]["name"] == "stampede-operator"
     else:

@@ -115,6 +115,8 @@ def replica(
     for var in container.get("env", []):
         if "value" in var:
             environ[var["name"]] = var["value"]
+        elif (var.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
+            environ[var["name"]] = deployment["metadata"]["namespace"]  # the downward API, as the kubelet sets it
     environ.update(env)
     log_dir.mkdir(parents=True, exist_ok=True)
 

@@ -85,6 +85,10 @@ class Operator:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("operator-*.log")))
 
 
+JOURNAL_NAMESPACE = "stampede-system"
+"""The operator's namespace in these stacks (settings.journal_namespace's default)."""
+
+
 class Stack:
     """Harness + Prometheus + exporter + operator; a context manager that cleans up everything."""
 
@@ -112,6 +116,9 @@ class Stack:
     def __enter__(self) -> Self:
         try:
             self.harness.__enter__()
+            # The operator's own namespace, where it keeps the originals of ConfigMap changes (journal Secrets):
+            # `stampede run` here has no POD_NAMESPACE, so it uses the default, as a Deployment in it would.
+            self.harness.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": JOURNAL_NAMESPACE}}])
             self.exporter = Exporter()
             self.prometheus = PrometheusServer(exporters=[self.exporter])
             env = {"STAMPEDE_PROMETHEUS_URL": self.prometheus.url, **self._operator_env}

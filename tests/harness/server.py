@@ -269,6 +269,18 @@ def _status_success(info: ResourceInfo, obj: Obj) -> Obj:
 # -- the handler ----------------------------------------------------------------------------------
 
 
+MAX_REQUEST_BODY_BYTES = 3 * 1024 * 1024
+"""The API server's request body limit: DefaultMaxRequestBodyBytes (k8s.io/apiserver/pkg/server/config.go),
+`--max-request-body-bytes`. aiohttp's own default (1 MiB) would refuse a Secret holding a ConfigMap's 1 MiB
+as base64, which a real server stores (etcd's 1.5 MiB object limit is enforced in store.py)."""
+
+
+def _request_factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> aiohttp.web.BaseRequest:
+    return aiohttp.web.BaseRequest(
+        message, payload, protocol, writer, task, protocol._loop, client_max_size=MAX_REQUEST_BODY_BYTES
+    )
+
+
 @attrs.define(kw_only=True)
 class HarnessHandler(kmock.RawHandler):
     store: Store
@@ -834,7 +846,9 @@ class Harness:
     async def __aenter__(self) -> Self:
         await self.handler.__aenter__()
         self._runner = aiohttp.web.ServerRunner(
-            aiohttp.web.Server(self.handler), handle_signals=False, shutdown_timeout=1.0
+            aiohttp.web.Server(self.handler, request_factory=_request_factory),
+            handle_signals=False,
+            shutdown_timeout=1.0,
         )
         await self._runner.setup()
         site = aiohttp.web.TCPSite(self._runner, self.host, self.port)

@@ -38,6 +38,7 @@ from stampede.api.kinds import ChangeKind
 from stampede.api.spec import Action
 from stampede.api.status import AppliedChange, WorkloadStatusRef, format_time
 from stampede.engine.changes import apply_merge_patch, configmap_apply_patch, configmap_rollback, plan_configmap
+from stampede.engine.digests import digest
 from tests.harness.server import HarnessThread
 from tests.support.kube import harness_with_namespace, make_kube
 
@@ -70,7 +71,7 @@ def kube(h: HarnessThread) -> Kube:
 
 @pytest.fixture
 def act(kube: Kube) -> Actuators:
-    return Actuators(kube, max_replicas=MAX_REPLICAS)
+    return Actuators(kube, max_replicas=MAX_REPLICAS, journal_namespace=NS)
 
 
 TARGET = Target(namespace=NS, policy=POLICY)
@@ -193,7 +194,7 @@ def test_configmap_apply_merges_keys_and_records_originals_with_none_for_absent_
     assert change.kind == "ConfigMap"
     assert change.name == "cache-config"
     assert change.incident == INCIDENT
-    assert change.original == {"ttl": "60", "coalesce": None}  # `mode` already held the value: not a change
+    assert change.original == {"ttl": digest("60"), "coalesce": None}  # `mode` already held the value: not a change
     assert change.applied == {"ttl": "600", "coalesce": "true"}
     cm = read(kube, "ConfigMap", "cache-config")
     assert cm["data"] == {"ttl": "600", "coalesce": "true", "mode": "normal", "untouched": "x"}
@@ -238,22 +239,24 @@ def test_each_change_is_journalled_before_its_target_is_written_and_a_refusal_wr
     h: HarnessThread, kube: Kube, act: Actuators
 ) -> None:
     h.apply([configmap(data={"ttl": "60"}), workload("Deployment", "api", replicas=2)])
-    journalled: list[tuple[AppliedChange, int]] = []
+    journalled: list[tuple[AppliedChange, list[str]]] = []
 
     def intend(change: AppliedChange) -> str | None:
-        journalled.append((change, len(writes(h))))
+        journalled.append((change, [r.resource for r in writes(h)]))
         return None
 
     made = ok(act.apply(TARGET, cm_action({"ttl": "600"}), incident=INCIDENT, now=T0, dry_run=False, intend=intend))
     scaled = ok(act.apply(TARGET, scale_action(5), incident=INCIDENT, now=T0, dry_run=False, intend=intend))
 
-    assert [(c, n) for c, n in journalled] == [(made, 0), (scaled, 1)], "journalled before any target write"
+    # The originals' journal Secret first, then the intent in status, then the target.
+    assert journalled == [(made, ["secrets"]), (scaled, ["secrets", "configmaps"])], "journalled before the target"
     mark = h.log.last_id
     refused = act.apply(
         TARGET, cm_action({"ttl": "900"}, name="more"), incident=INCIDENT, now=T0, dry_run=False, intend=lambda c: "no"
     )
     assert (refused.ok, refused.reason) == (False, "ActionFailed")
-    assert writes(h, since=mark) == [], "a change that cannot be journalled is not made"
+    assert [r.resource for r in writes(h, since=mark)] == ["secrets", "secrets"], "a refused change is not made"
+    assert [r.verb for r in writes(h, since=mark)] == ["create", "delete"], "and its originals are not kept"
 
 
 def test_a_journalled_change_is_found_on_its_target_only_if_its_write_landed(
@@ -409,7 +412,7 @@ def test_configmap_two_actions_of_one_policy_share_the_target_and_roll_back_newe
             TARGET, cm_action({"ttl": "900", "extra": "1"}, name="second"), incident=INCIDENT, now=T0, dry_run=False
         )
     )
-    assert second.original == {"ttl": "600", "extra": None}
+    assert second.original == {"ttl": digest("600"), "extra": None}
 
     assert act.undo(TARGET, second, now=T1, dry_run=False, last=False).reason == "ActionRolledBack"
     middle = read(kube, "ConfigMap", "cache-config")
@@ -731,7 +734,7 @@ def test_drift_reverted_configmap_keys_are_listed_and_reapplied_keeping_original
     assert (outcome.ok, outcome.reason) == (True, "DriftCorrected")
     assert outcome.change is not None
     assert outcome.change.reverts == 1
-    assert outcome.change.original == {"ttl": "60", "size": "1Gi"}
+    assert outcome.change.original == {"ttl": digest("60"), "size": digest("1Gi")}
     assert outcome.change.applied == change.applied
     cm = read(kube, "ConfigMap", "cache-config")
     assert cm["data"] == {"ttl": "600", "size": "4Gi"}
@@ -950,8 +953,10 @@ def test_fault_500_on_the_configmap_patch_fails_cleanly_and_a_later_apply_succee
 
     change = ok(act.apply(TARGET, action, incident=INCIDENT, now=T0, dry_run=False))
 
-    assert change.original == {"ttl": "60", "coalesce": None}
-    assert [r.status for r in writes(h, since=mark)] == [200]
+    assert change.original == {"ttl": digest("60"), "coalesce": None}
+    assert [r.status for r in writes(h, since=mark, resource="configmaps")] == [200]
+    # The first attempt's journal Secret is found (409 on create) and replaced in place.
+    assert [(r.verb, r.status) for r in writes(h, since=mark, resource="secrets")] == [("create", 409), ("update", 200)]
     assert read(kube, "ConfigMap", "cache-config")["data"] == {"ttl": "600", "coalesce": "true"}
 
 
@@ -979,7 +984,7 @@ def racing_actuators(
     racing = make_kube(h, ConcurrentKube)
     assert isinstance(racing, ConcurrentKube)
     racing.victim, racing.interfere, racing.times = victim, interfere, times
-    return Actuators(racing, max_replicas=MAX_REPLICAS)
+    return Actuators(racing, max_replicas=MAX_REPLICAS, journal_namespace=NS)
 
 
 def race(act: Actuators, victim: tuple[str, str], interfere: Callable[[], None], *, times: int = 1) -> None:
@@ -1000,7 +1005,7 @@ def test_fault_409_from_a_concurrent_writer_between_get_and_patch_is_retried_at_
 
     # The concurrent writer's PATCH (200), ours with the resourceVersion it read (409), ours again (200).
     assert [r.status for r in writes(h, resource="configmaps")] == [200, 409, 200]
-    assert change.original == {"ttl": "60"}
+    assert change.original == {"ttl": digest("60")}
     assert read(kube, "ConfigMap", "cache-config")["data"] == {"ttl": "600", "size": "2Gi"}
 
 
@@ -1142,7 +1147,7 @@ def shared_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[H
     kubeconfig = tmp_path_factory.mktemp("actuators") / "kubeconfig"
     with HarnessThread(crds=[REPO / "crds"], kubeconfig=kubeconfig) as harness:
         harness.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}])
-        yield harness, Actuators(make_kube(harness), max_replicas=MAX_REPLICAS)
+        yield harness, Actuators(make_kube(harness), max_replicas=MAX_REPLICAS, journal_namespace=NS)
 
 
 # Keys a real API server accepts in a ConfigMap (IsConfigMapKey: not `.`, `..`, or a leading `..`).

@@ -120,7 +120,7 @@ def runner_for(
 
     shared = Shared(
         config=OperatorConfig(),
-        actuators=Actuators(kube, max_replicas=10),
+        actuators=Actuators(kube, max_replicas=10, journal_namespace=NS),
         policies=policies,
         source=source,  # type: ignore[arg-type]
         emit=emit,
@@ -206,7 +206,7 @@ def _restarted(h: HarnessThread, name: str, source: Source) -> tuple[PolicyRunne
     policies = WatchedPolicies(kube, namespace=NS, name=name)
     shared = Shared(
         config=OperatorConfig(),
-        actuators=Actuators(kube, max_replicas=10),
+        actuators=Actuators(kube, max_replicas=10, journal_namespace=NS),
         policies=policies,
         source=source,  # type: ignore[arg-type]
         emit=lambda *_: None,

@@ -118,7 +118,7 @@ async def test_a_revert_during_an_incident_is_reapplied_from_the_watch_event_and
     policies = WatchedPolicies(kube, namespace=NS, name="p")
     shared = Shared(
         config=OperatorConfig(),
-        actuators=Actuators(kube, max_replicas=10, reader=watches),
+        actuators=Actuators(kube, max_replicas=10, journal_namespace=NS, reader=watches),
         policies=policies,
         source=source,  # type: ignore[arg-type]
         emit=lambda *_: None,
@@ -179,7 +179,7 @@ async def test_a_policy_that_holds_nothing_starts_without_reading_its_targets(h:
     policies = WatchedPolicies(kube, namespace=NS, name="fresh")
     shared = Shared(
         config=OperatorConfig(),
-        actuators=Actuators(kube, max_replicas=10),
+        actuators=Actuators(kube, max_replicas=10, journal_namespace=NS),
         policies=policies,
         source=Source(),  # type: ignore[arg-type]
         emit=lambda *_: None,

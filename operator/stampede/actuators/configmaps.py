@@ -6,10 +6,13 @@ An apply or undo only names the workloads to restart: the caller (`executing.exe
 once for all the changes of a poll (every restart is a burst of cold caches), and drops the record of
 an apply whose restart failed, so the next poll retries it. A drift re-apply restarts at once.
 Only `stampede.aurum.io/applied-by` is added to the ConfigMap, however large the values it overrides.
+The values it replaces go to a journal Secret in the operator's namespace before anything else is
+written (`journals.py`); the change's record (status) keeps their digests only.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import ClassVar
 
@@ -18,7 +21,9 @@ from ..api.spec import Action
 from ..api.status import AppliedChange, WorkloadStatusRef, format_time
 from ..engine import outcomes
 from ..engine.changes import configmap_rollback, plan_configmap
+from ..engine.digests import digested
 from ..engine.outcomes import Outcome
+from .journals import JournalProblem, Journals
 from .kube import JSON, Kube, KubeError, path
 from .ownership import Intend, Ownership, meta, not_held
 from .watching import ApiReader, Reader
@@ -37,8 +42,10 @@ class ConfigMaps:
     reversible: ClassVar[bool] = True
     kinds: ClassVar[frozenset[ChangeKind]] = frozenset({ChangeKind.CONFIG_MAP})
 
-    def __init__(self, kube: Kube, *, reader: Reader | None = None) -> None:
+    def __init__(self, kube: Kube, *, journals: Journals, reader: Reader | None = None) -> None:
         self.kube = kube
+        self.journals = journals
+        """Where the originals of each change are kept (status keeps their digests)."""
         self.reader = reader or ApiReader(kube)
         """Where drift checks read the target: the watch cache in the operator, the API otherwise."""
 
@@ -70,15 +77,37 @@ class ConfigMaps:
             name=spec.name,
             incident=incident,
             applied_at=now,
-            original=original,
+            original=digested(original),
             applied=applied,
             restart=restart,
         )
         if dry_run:
             return outcomes.configmap_set(change, configmap=spec.name, dry_run=True)
         if applied:
-            # The journal first: if the operator dies after the write below, the originals are known.
+            # The originals first, then their digests in status: if the operator dies after the target
+            # write below, status says what to restore and the Secret holds it.
+            present = {key: value for key, value in original.items() if value is not None}
+            if present:
+                try:
+                    self.journals.write(
+                        namespace=namespace,
+                        policy=owner.policy,
+                        action=action.name,
+                        configmap=spec.name,
+                        originals=present,
+                    )
+                except KubeError as error:
+                    where = self.journals.where(namespace=namespace, policy=owner.policy, action=action.name)
+                    what = f"originals could not be kept in journal Secret {where} ({failure_text(error)})"
+                    return outcomes.failed(
+                        action=action.name,
+                        kind=action.kind,
+                        where=f"{namespace}/{spec.name}",
+                        what=f"not changed: its {what}",
+                    )
             if intend is not None and (problem := intend(change)) is not None:
+                if present:  # nothing in status points at the originals just kept: they go again
+                    self._forget(namespace, owner, change)
                 return outcomes.failed(
                     action=action.name, kind=action.kind, where=f"{namespace}/{spec.name}", what=problem
                 )
@@ -117,12 +146,21 @@ class ConfigMaps:
         self, namespace: str, owner: Ownership, change: AppliedChange, *, now: datetime, last: bool = True
     ) -> Outcome:
         cm_path = path("ConfigMap", namespace, change.name)
-        cm = self.kube.get(cm_path)
+        try:
+            cm = self.kube.get(cm_path)
+        except KubeError as error:
+            if error.not_found:  # nothing to restore the originals to: their journal goes too
+                self._forget(namespace, owner, change)
+            raise
         if not change.applied:  # nothing was changed: only a mark left by an attempt may need to go
             return self._release_only(cm_path, cm, owner, change, last=last)
         if not owner.holds(cm):
             return outcomes.not_rolled_back(change, why=not_held(change, policy=owner.policy))
-        patch, skipped = configmap_rollback(dict(cm.get("data") or {}), change.original, change.applied)
+        try:
+            originals = self.journals.originals(change, namespace=namespace, policy=owner.policy)
+        except JournalProblem as refused:
+            return outcomes.originals_unavailable(change, why=str(refused))
+        patch, skipped = configmap_rollback(dict(cm.get("data") or {}), originals, change.applied)
         metadata: JSON = {"resourceVersion": meta(cm).get("resourceVersion")}
         release = owner.release(cm) if last else None
         if release is not None:
@@ -132,9 +170,20 @@ class ConfigMaps:
             body["data"] = patch
         if patch or release is not None:
             self.kube.merge(cm_path, body)
-        return outcomes.undo_outcome(
+        outcome = outcomes.undo_outcome(
             change, restored=list(patch), skipped=skipped, restarts=change.restart if patch else []
         )
+        problem = self._forget(namespace, owner, change)
+        return replace(outcome, warnings=(*outcome.warnings, problem)) if problem else outcome
+
+    def _forget(self, namespace: str, owner: Ownership, change: AppliedChange) -> str | None:
+        """Delete the change's journal Secret once it is rolled back; a clause when that failed (it stays)."""
+        try:
+            self.journals.forget(namespace=namespace, policy=owner.policy, action=change.action)
+        except KubeError as error:
+            where = self.journals.where(namespace=namespace, policy=owner.policy, action=change.action)
+            return f"journal Secret {where} of action {change.action} could not be deleted ({failure_text(error)})"
+        return None
 
     def _release_only(
         self, obj_path: str, obj: JSON, owner: Ownership, change: AppliedChange, *, last: bool

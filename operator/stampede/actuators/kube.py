@@ -161,6 +161,13 @@ class Kube:
     def create(self, path: str, body: JSON) -> JSON:
         return self.request("POST", path, body=body)
 
+    def replace(self, path: str, body: JSON) -> JSON:
+        """PUT: the whole object, conditional on the `metadata.resourceVersion` it carries."""
+        return self.request("PUT", path, body=body)
+
+    def delete(self, path: str) -> JSON:
+        return self.request("DELETE", path)
+
 
 def _reason(error: ApiException) -> str:
     return _reason_text(error.body) if error.body else str(error.reason or error.status)

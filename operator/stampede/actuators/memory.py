@@ -5,7 +5,8 @@ replay records, rolls back and words each change as the operator would. Without 
 None, as in a replay, where no cluster is read) it knows nothing about current values: it invents no
 originals and says so ("restored to the values before the incident"). With targets, as the tests use
 it, ConfigMap data and replica counts change and roll back through the same pure functions the
-Kubernetes actuators use.
+Kubernetes actuators use, and a ConfigMap's originals are kept beside the targets (as the operator keeps
+them in journal Secrets) while the change's record holds their digests.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..engine.changes import (
     plan_scale,
     scale_rollback,
 )
+from ..engine.digests import digested, matches
 from ..engine.outcomes import Outcome
 
 REPLICAS = "replicas"
@@ -43,6 +45,8 @@ class MemoryTargets:
     """(kind, name) of every rollout restart, in order."""
     rollouts_pending: set[str] = field(default_factory=set)
     """Workload names whose rollout is not complete (every other rollout is)."""
+    journals: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    """The originals of each ConfigMap change by (policy, action): the operator's journal Secrets."""
 
     def snapshot(self) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
         """A copy of the ConfigMaps and replica counts, to compare before and after."""
@@ -81,7 +85,9 @@ class MemoryActuator:
         else:
             current = self.targets.configmaps.get(spec.name, {})
             original, applied = plan_configmap(current, spec.data)
-            if not dry_run:
+            if not dry_run and applied:
+                present = {key: value for key, value in original.items() if value is not None}
+                self.targets.journals[(self.policy, action.name)] = present
                 self.targets.configmaps[spec.name] = apply_merge_patch(current, applied)
         change = _change(
             action,
@@ -89,7 +95,7 @@ class MemoryActuator:
             name=spec.name,
             incident=incident,
             now=now,
-            original=original,
+            original=digested(original),
             applied=applied,
             restart=restart,
         )
@@ -133,8 +139,13 @@ class MemoryActuator:
             return replace(outcomes.rolled_back(change, restored=None), restarts=tuple(change.restart))
         if change.kind == ChangeKind.CONFIG_MAP:
             current = self.targets.configmaps.get(change.name, {})
-            patch, skipped = configmap_rollback(current, change.original, change.applied)
+            kept = self.targets.journals.get((self.policy, change.action), {})
+            originals = {key: kept.get(key) for key in change.original}
+            if any(not matches(recorded, originals[key]) for key, recorded in change.original.items()):
+                return outcomes.originals_unavailable(change, why="the journal does not hold the originals recorded")
+            patch, skipped = configmap_rollback(current, originals, change.applied)
             self.targets.configmaps[change.name] = apply_merge_patch(current, patch)
+            self.targets.journals.pop((self.policy, change.action), None)
             return outcomes.undo_outcome(
                 change, restored=list(patch), skipped=skipped, restarts=change.restart if patch else []
             )

@@ -21,6 +21,7 @@ from ..engine import drift, outcomes
 from ..engine.outcomes import Outcome
 from .configmaps import RESTARTED_AT, ConfigMaps, failure_text
 from .jobs import DEFAULT_JOB_TTL, INCIDENT_LABEL, POLICY_LABEL, Jobs, job_name
+from .journals import Journals
 from .kube import InvalidName, Kube, KubeError, retry_conflicts
 from .ownership import APPLIED_BY, Intend, Ownership
 from .scaling import Scaling
@@ -79,11 +80,15 @@ class Actuators:
     read and the conditional write is retried at once with a fresh read, never reported.
     """
 
-    def __init__(self, kube: Kube, *, max_replicas: int, reader: Reader | None = None) -> None:
-        """`reader`: where drift checks read targets (the operator's watch cache); a GET each when None."""
+    def __init__(self, kube: Kube, *, max_replicas: int, journal_namespace: str, reader: Reader | None = None) -> None:
+        """`reader`: where drift checks read targets (the operator's watch cache); a GET each when None.
+
+        `journal_namespace`: where the originals of ConfigMap changes are kept (the operator's own namespace).
+        """
         self.kube = kube
         self.max_replicas = max_replicas
-        self.configmaps = ConfigMaps(kube, reader=reader)
+        self.journals = Journals(kube, namespace=journal_namespace)
+        self.configmaps = ConfigMaps(kube, journals=self.journals, reader=reader)
         self.scaling = Scaling(kube, max_replicas=max_replicas, reader=reader)
         self.kinds: tuple[TargetKind, ...] = (self.configmaps, self.scaling, Jobs(kube))
 

@@ -1,9 +1,13 @@
-"""How much of the values a policy overrides its status may keep, and the sentence when that is exceeded.
+"""How much of the values a policy sets its status may keep, and the sentence when that is exceeded.
 
-A change's originals live in the policy's status (first in `journal`, then in `applied`), never on the
-target, so the target's annotations do not grow with them. The policy object itself is bounded (etcd
-keeps objects up to 1.5 MiB, spec included), so the values kept in status are bounded too: a change
-that would exceed the bound is refused before anything is written, with a message naming the key.
+A change's record lives in the policy's status (first in `journal`, then in `applied`), never on the
+target, so the target's annotations do not grow with it. The original values of a ConfigMap change are
+not in status at all: status keeps a 71-byte digest per key, the values a journal Secret per change in
+the operator's namespace (`actuators/journals.py`), so how large a value a policy may override is
+bounded only by the ConfigMap itself. The values a policy *sets* are kept in status for drift checks and
+exact rollback. They are in the policy's spec too, and spec and status share one object, which etcd
+keeps up to 1.5 MiB: so the values status keeps are bounded, and a change that would exceed the bound
+is refused before anything is written, with a message naming the key.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ from collections.abc import Iterable
 from ..api.status import AppliedChange, PolicyStatus
 
 STATUS_VALUES_LIMIT = 640 * 1024
-"""Bytes of original and applied values a policy's status keeps at most, all changes together."""
+"""Bytes of keys, set values and recorded originals (digests) a policy's status keeps at most, all changes together."""
 
 
 def values_size(changes: Iterable[AppliedChange]) -> int:
-    """UTF-8 bytes of the keys and values the changes keep."""
+    """UTF-8 bytes of the keys and values the changes keep (a ConfigMap's originals as digests)."""
     total = 0
     for change in changes:
         for key, value in (*change.original.items(), *change.applied.items()):
@@ -33,14 +37,10 @@ def too_large(status: PolicyStatus, journal: list[AppliedChange]) -> str | None:
     if size <= STATUS_VALUES_LIMIT:
         return None
     newest = journal[-1]
-    key = max(
-        newest.applied,
-        key=lambda k: len(newest.applied[k].encode()) + len((newest.original.get(k) or "").encode()),
-        default="",
-    )
+    key = max(newest.applied, key=lambda k: len(newest.applied[k].encode()), default="")
     return (
-        f"the original and new values of key {key} of {newest.kind} {newest.name} cannot be kept for an exact "
-        f"rollback: the policy's status keeps at most {STATUS_VALUES_LIMIT // 1024} KiB of values "
+        f"the new value of key {key} of {newest.kind} {newest.name} cannot be kept for drift checks and an exact "
+        f"rollback: the policy's status keeps at most {STATUS_VALUES_LIMIT // 1024} KiB of the values it sets "
         f"({size // 1024} KiB needed); nothing was changed"
     )
 

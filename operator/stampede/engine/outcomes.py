@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from ..api.reasons import Reason
 from ..api.status import AppliedChange, WorkloadStatusRef
+from .digests import shown
 
 CAPPED = " (capped by STAMPEDE_MAX_REPLICAS)"
 
@@ -53,8 +54,12 @@ class Outcome:
 
 
 def values_text(values: Mapping[str, str | None]) -> str:
-    """`k=v, k2=(absent)`: originals as a rollback restores them."""
-    return ", ".join(f"{k}={'(absent)' if v is None else v}" for k, v in values.items()) or "nothing"
+    """`k=v, k2=(absent)`: originals as a rollback restores them (a ConfigMap's by digest, `k=sha256:0123…`).
+
+    A ConfigMap's originals were read with the operator's rights, not the author's: events name them by
+    the short digest of `engine/digests.py`, never by value.
+    """
+    return ", ".join(f"{k}={'(absent)' if v is None else shown(v)}" for k, v in values.items()) or "nothing"
 
 
 def keys_text(values: Mapping[str, str]) -> str:
@@ -316,6 +321,20 @@ def not_rolled_back(change: AppliedChange, *, why: str) -> Outcome:
         Reason.ROLLBACK_SKIPPED,
         f"Action {change.action} not rolled back on {change.kind} {change.name}: {why}.",
         warning=True,
+    )
+
+
+def originals_unavailable(change: AppliedChange, *, why: str) -> Outcome:
+    """A ConfigMap rollback refused: its journal Secret is missing or does not match the digests in status.
+
+    The change stays held and is retried at each poll: the target keeps the policy's values and mark, and an
+    admin can restore the Secret or the values by hand (docs/reading-incident-state.md).
+    """
+    return Outcome(
+        False,
+        Reason.ACTION_FAILED,
+        f"Action {change.action} not rolled back on {change.kind} {change.name}: {why}; nothing was written, "
+        "retrying at the next poll.",
     )
 
 

@@ -47,6 +47,7 @@ from ..api.incident import (
 from ..api.spec import Mode, PolicySpec, Severity
 from ..api.status import KPI, AppliedChange, HistoryEntry, IncidentStatus, PolicyStatus, State
 from .decide import Decision, Event
+from .digests import shown
 
 KPI_NAMES = ("detection", "mitigation", "stabilization", "mttr", "fullRecovery")
 """In the order the milestones are normally reached."""
@@ -231,7 +232,7 @@ def _track_escalations(
 
 
 def _values(values: Mapping[str, str | None]) -> dict[str, str]:
-    return {key: cut(value, MAX_VALUE) if value is not None else "(absent)" for key, value in values.items()}
+    return {key: cut(shown(value), MAX_VALUE) if value is not None else "(absent)" for key, value in values.items()}
 
 
 def describe_change(change: AppliedChange, *, after: str | None = None) -> str:
