@@ -9,15 +9,18 @@ tests/faults/test_operator_kills.py.)
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from stampede.actuators.journals import COMPONENT_LABEL, JOURNAL_OF
 from tests.e2e import policies
 from tests.e2e.conftest import HEALTHY_HIT_RATE, Case, condition
-from tests.e2e.stack import Stack
+from tests.e2e.stack import JOURNAL_NAMESPACE, Stack
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -172,3 +175,54 @@ def test_scaling_under_an_hpa_controller_and_during_rollout_churn_never_fails(hp
     assert {k: after[k] for k in restored} == {k: before[k] for k in restored}
     # The rollout controller never touches replicas; the worker's are the HPA controller's to keep.
     assert after[f"Deployment/{policies.API}"]["replicas"] == before[f"Deployment/{policies.API}"]["replicas"]
+
+
+def journal_secrets(stack: Stack, policy: str) -> list[Any]:
+    """The journal Secrets of one policy, in the operator's namespace (found by their annotation)."""
+    items = stack.core.list_namespaced_secret(JOURNAL_NAMESPACE, label_selector=f"{COMPONENT_LABEL}=journal").items
+    return [s for s in items if (s.metadata.annotations or {}).get(JOURNAL_OF) == policy]
+
+
+def test_a_900_kib_original_is_never_shown_to_the_policy_and_is_rolled_back_byte_exactly(
+    case: Case, stack: Stack, tmp_path: Path
+) -> None:
+    # Near the ConfigMap's 1 MiB: applied server-side (a client-side apply would copy it into an annotation,
+    # over the 256 KiB a real server allows). The marker stands for a value the policy's author may not read.
+    marker = "ORIGINAL-VALUE-THE-AUTHOR-CANNOT-READ"
+    original = marker + "o" * (900 * 1024)
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "banner-config", "namespace": case.ns},
+        "data": {"BANNER": original, "OTHER": "kept"},
+    }
+    (tmp_path / "cm.json").write_text(json.dumps(manifest))
+    case.kubectl("apply", "--server-side", "-f", str(tmp_path / "cm.json"))
+    before = case.configmap("banner-config")
+    case.create_ready(
+        "huge",
+        phases=one_phase({"name": "banner", "configMap": {"name": "banner-config", "data": {"BANNER": "be patient"}}}),
+    )
+
+    case.set(hit_rate=UNHEALTHY)
+    held = case.wait_status(
+        "huge", "banner applied", lambda s: [c["action"] for c in s.get("applied") or []] == ["banner"], timeout=90
+    )
+    assert held["applied"][0]["original"] == {"BANNER": "sha256:" + hashlib.sha256(original.encode()).hexdigest()}
+    assert marker not in json.dumps(held), "status shows a digest, never the original"
+    (secret,) = journal_secrets(stack, f"{case.ns}/huge")
+    assert base64.b64decode(secret.data["BANNER"]).decode() == original, "the journal Secret holds it, whole"
+    assert case.configmap("banner-config")["data"]["BANNER"] == "be patient"
+
+    case.set(hit_rate=HEALTHY_HIT_RATE)
+    idle = case.wait_status(
+        "huge", "rolled back", lambda s: s.get("state") == "Idle" and not s.get("applied"), timeout=90
+    )
+
+    assert case.configmap("banner-config")["data"] == before["data"]
+    assert journal_secrets(stack, f"{case.ns}/huge") == [], "rolled back: its journal Secret is gone"
+    assert marker not in json.dumps(idle)
+    events = stack.core.list_namespaced_event(case.ns).items
+    assert any(e.reason == "ActionRolledBack" for e in events)
+    assert not [e.message for e in events if marker in (e.message or "")], "no event names the original"
+    assert not case.events("huge", "ActionFailed"), [e.message for e in case.events("huge", "ActionFailed")]

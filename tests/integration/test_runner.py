@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from stampede.actuators.journals import journal_name
 from stampede.actuators.kube import JSON, Kube, KubeError, path
 from stampede.actuators.policies import FINALIZER, Policies, policy_path
 from stampede.actuators.targets import APPLIED_BY, Actuators
@@ -408,3 +409,19 @@ async def test_an_apply_whose_restart_failed_is_held_next_tick_with_its_true_ori
     assert (change["original"], change["absent"]) == ({}, ["F"]), "the true originals, not the values set"
     template = kube.get(path("Deployment", NS, "api"))["spec"]["template"]
     assert "kubectl.kubernetes.io/restartedAt" in (template["metadata"].get("annotations") or {})
+
+
+async def test_a_journal_secret_without_a_status_entry_goes_with_the_policy(h: HarnessThread) -> None:
+    source = Source()
+    runner, policies = runner_for(h, "crashed", source)
+    journals = runner.shared.actuators.journals
+    # The operator stopped between keeping the originals and recording their digests in status.
+    journals.write(namespace=NS, policy="crashed", action="flag", configmap="cfg", originals={"F": "off"})
+    secret = path("Secret", NS, journal_name(namespace=NS, policy="crashed", action="flag"))
+    assert runner.shared.actuators.kube.get(secret)["data"] == {"F": "b2Zm"}
+
+    await runner.roll_back_all(policies.read(NS, "crashed"), now=T0)
+
+    with pytest.raises(KubeError) as gone:
+        runner.shared.actuators.kube.get(secret)
+    assert gone.value.not_found

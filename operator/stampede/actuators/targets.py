@@ -10,6 +10,7 @@ to `execute`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar, Protocol
@@ -173,6 +174,21 @@ class Actuators:
             if isinstance(error, InvalidName):
                 return outcomes.not_rolled_back(change, why=error.message)
             return outcomes.rollback_failed(change, status=error.status, problem=error.message)
+
+    def forget_journals(self, target: Target, actions: Iterable[str]) -> list[str]:
+        """Delete the journal Secrets of these actions (the policy is going, nothing of theirs is held).
+
+        A Secret whose status entry never was written (the operator stopped between the two) is found only
+        this way: it is read by exact name, never listed. Returns a clause per Secret that could not go.
+        """
+        problems = []
+        for action in actions:
+            try:
+                self.journals.forget(namespace=target.namespace, policy=target.policy, action=action)
+            except KubeError as error:
+                where = self.journals.where(namespace=target.namespace, policy=target.policy, action=action)
+                problems.append(f"journal Secret {where} could not be deleted ({failure_text(error)})")
+        return problems
 
     def restart(self, target: Target, workload: WorkloadStatusRef, *, now: datetime) -> str | None:
         """One rollout restart; None when done, else the clause saying why not."""

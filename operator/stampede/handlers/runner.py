@@ -444,6 +444,16 @@ class PolicyRunner:
         except InvalidSpec:
             spec = None  # the records' own (pattern-checked) names, on targets that must carry the mark
         execution = await asyncio.to_thread(roll_back_all, status, self.actuator, now=now, spec=spec)
+        if spec is not None and not execution.status.applied:
+            # Everything is rolled back: no original is needed any more. Journal entries that were never
+            # settled keep theirs (their write may have landed on a target that could not be read).
+            pending = {e.action for e in execution.status.journal}
+            names = [a.name for p in spec.phases for a in p.actions if a.config_map is not None]
+            left = await asyncio.to_thread(
+                self.shared.actuators.forget_journals, self.target, [n for n in names if n not in pending]
+            )
+            for problem in left:
+                log.warning("%s/%s: %s", self.namespace, self.name, problem)
         self.problems.record(body, execution)
         count_outcomes(self.namespace, self.name, execution.done)
         if self.writes.last_written is None:
