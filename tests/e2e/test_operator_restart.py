@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stampede.engine.digests import digest
 from tests.e2e import policies
 from tests.e2e.conftest import Case
 from tests.e2e.stack import Stack
@@ -61,7 +62,7 @@ def test_sigkill_mid_incident_continues_the_same_incident_without_a_duplicate_jo
     assert case.snapshot()["Deployment/aurum-worker"]["replicas"] == 4
     assert case.snapshot()[f"Deployment/{policies.API}"]["replicas"] == 6
     applied = {c["action"]: c for c in status["applied"]}
-    assert applied["cache-lazy"]["original"] == {"CACHE_REFRESH_STRATEGY": "eager"}
+    assert applied["cache-lazy"]["original"] == {"CACHE_REFRESH_STRATEGY": digest("eager")}
     assert applied["scale-api"]["original"] == {"replicas": "3"}
 
     case.set(hit_rate=0.95)

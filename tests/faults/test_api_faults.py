@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from stampede.engine.digests import digest
 from tests.e2e import policies
 from tests.e2e.stack import Stack
 from tests.faults.helpers import HEALTHY, UNHEALTHY, Case, assert_restored, parse_time, phases
@@ -63,11 +64,11 @@ def test_500s_409s_and_slow_writes_never_lose_or_double_a_change_and_rollback_st
         assert during["ConfigMap/cache-config"]["data"]["CACHE_REFRESH_STRATEGY"] == "lazy"
         assert during[f"Deployment/{policies.API}"]["replicas"] == 6
         originals = {c["action"]: c["original"] for c in applied["applied"]}
-        assert originals["api-config"] == {"AURUM_API_CIRCUIT_BREAKER_ENABLED": "false"}
+        assert originals["api-config"] == {"AURUM_API_CIRCUIT_BREAKER_ENABLED": digest("false")}
         absent = {c["action"]: c.get("absent") for c in applied["applied"]}
         assert absent["api-config"] == [policies.NEW_KEY], "an absent key is named, never a null inside an array"
         assert originals["scale-api"] == {"replicas": "3"}
-        assert originals["cache-lazy"] == {"CACHE_REFRESH_STRATEGY": "eager"}
+        assert originals["cache-lazy"] == {"CACHE_REFRESH_STRATEGY": digest("eager")}
 
         # The same guaranteed faults again, now hitting the rollback's writes.
         sure += [
