@@ -176,7 +176,8 @@ class AppliedChange(Model):
         dict[str, str | None],
         WithJsonSchema({"type": "object", "additionalProperties": {"type": "string"}}),
     ] = Field(default_factory=dict)
-    """Values before the change, for keys or fields that existed."""
+    """Values before the change, for keys or fields that existed. A ConfigMap's as `sha256:<64 hex>` digests:
+    the values are kept in a journal Secret in the operator's namespace, never in status."""
     absent: list[str] = Field(default_factory=list)
     """Keys or fields that did not exist before the change: removed again on rollback."""
     applied: dict[str, str] = Field(default_factory=dict)
