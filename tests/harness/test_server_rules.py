@@ -474,3 +474,17 @@ def test_an_event_message_cut_by_the_operator_is_accepted_where_the_uncut_one_is
     message = "ConfigMap web/banner: text '" + "メンテナンス中です。" * 60 + "'"
     assert "message" in refused(s, event(message=message))
     create(s, event(message=fit_event_message(message)))
+
+
+async def test_request_bodies_are_taken_up_to_the_api_servers_3_mib_and_refused_beyond() -> None:
+    """A Secret holding a ConfigMap's near 1 MiB as base64 is a ~1.2 MiB body: a real server takes it."""
+    path = "/api/v1/namespaces/default/secrets"
+
+    def secret(name: str, size: int) -> Obj:
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": {"k": "QUFB" * (size // 4)}}
+
+    async with Harness(crds=[]) as harness, aiohttp.ClientSession(harness.url) as api:
+        async with api.post(path, json=secret("journal", 1200 * KiB)) as rsp:
+            assert rsp.status == 201, await rsp.text()
+        async with api.post(path, json=secret("over", 3 * 1024 * KiB + 4)) as rsp:
+            assert rsp.status == 413, await rsp.text()
