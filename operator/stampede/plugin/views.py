@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ..engine.digests import shown
+
 NONE = "<none>"
 WRAP_WIDTH = 30
 TEMPLATE_KIND_SHORT = {"ClusterStampedePolicyTemplate": "cstpt", "StampedePolicyTemplate": "stpt"}
@@ -333,7 +335,7 @@ def _change_rows(changes: Iterable[Mapping[str, Any]], *, incident: str) -> Tabl
         original = change.get("original") or {}
         applied = change.get("applied") or {}
         parts = [
-            f"{key}: {original.get(key) if original.get(key) is not None else '∅'} → {value}"
+            f"{key}: {shown(str(original[key])) if original.get(key) is not None else '∅'} → {value}"
             for key, value in applied.items()
         ]
         table.rows.append(
