@@ -425,3 +425,30 @@ async def test_a_journal_secret_without_a_status_entry_goes_with_the_policy(h: H
     with pytest.raises(KubeError) as gone:
         runner.shared.actuators.kube.get(secret)
     assert gone.value.not_found
+
+
+async def test_a_journal_secret_no_status_entry_refers_to_goes_when_the_incident_closes(h: HarnessThread) -> None:
+    source = Source()
+    runner, policies = runner_for(h, "swept", source)
+    # Left by an operator that stopped between keeping the originals and recording their digests.
+    runner.shared.actuators.journals.write(
+        namespace=NS, policy="swept", action="flag", configmap="cfg", originals={"F": "stale"}
+    )
+    secret = path("Secret", NS, journal_name(namespace=NS, policy="swept", action="flag"))
+    source.load = 50.0
+    t = T0
+    states = []
+    for _ in range(12):  # breach long enough to open, then calm long enough to recover and close
+        if t >= T0 + timedelta(seconds=60):
+            source.load = 1.0
+        await runner.tick(policies.read(NS, "swept"), now=t)
+        states.append(runner.current.state if runner.current else None)
+        if states[-1] == "Incident":
+            assert runner.shared.actuators.kube.get(secret), "kept while the incident may still need it"
+        t += timedelta(seconds=15)
+
+    assert "Incident" in states and states[-1] == "Idle", states
+    assert _cm(runner.shared.actuators.kube).get("data") in (None, {})
+    with pytest.raises(KubeError) as gone:
+        runner.shared.actuators.kube.get(secret)
+    assert gone.value.not_found

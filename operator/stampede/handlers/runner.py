@@ -189,6 +189,7 @@ class PolicyRunner:
             await self._call(self.shared.policies.remove_annotation, self.namespace, self.name, ROLLBACK_NOW_ANNOTATION)
             self.rollback_now_consumed = True
         if not new.applied and new.state == State.IDLE and FINALIZER in _finalizers(body):
+            await self._forget_journals(spec, new)  # once per incident, as its last change is rolled back
             await asyncio.to_thread(self.shared.policies.set_finalizer, self.namespace, self.name, present=False)
         metrics.POLL_DURATION.labels(self.namespace, self.name).observe(time.monotonic() - started)
         return self.schedule.plan(spec, decision, now=now)
@@ -394,6 +395,19 @@ class PolicyRunner:
         entries = [*(e for e in status.journal if e.action not in fresh), *self.intents]
         return status.model_copy(update={"journal": [e for e in entries if e.action not in held]})
 
+    async def _forget_journals(self, spec: PolicySpec, status: PolicyStatus) -> None:
+        """Nothing is held any more: delete the journal Secrets of the policy's configMap actions.
+
+        Each is deleted with its rollback already; this finds the ones no status entry refers to (the operator
+        stopped between writing one and recording the intent), by exact name, once per incident and at
+        deletion. Journal entries not yet settled keep theirs (their write may have landed on a target that
+        could not be read).
+        """
+        pending = {e.action for e in status.journal}
+        names = [a.name for p in spec.phases for a in p.actions if a.config_map is not None and a.name not in pending]
+        for problem in await asyncio.to_thread(self.shared.actuators.forget_journals, self.target, names):
+            log.warning("%s/%s: %s", self.namespace, self.name, problem)
+
     def _intend(self, change: AppliedChange) -> str | None:
         """Journal a change in status before its target is written (runs in execute's worker thread).
 
@@ -445,15 +459,7 @@ class PolicyRunner:
             spec = None  # the records' own (pattern-checked) names, on targets that must carry the mark
         execution = await asyncio.to_thread(roll_back_all, status, self.actuator, now=now, spec=spec)
         if spec is not None and not execution.status.applied:
-            # Everything is rolled back: no original is needed any more. Journal entries that were never
-            # settled keep theirs (their write may have landed on a target that could not be read).
-            pending = {e.action for e in execution.status.journal}
-            names = [a.name for p in spec.phases for a in p.actions if a.config_map is not None]
-            left = await asyncio.to_thread(
-                self.shared.actuators.forget_journals, self.target, [n for n in names if n not in pending]
-            )
-            for problem in left:
-                log.warning("%s/%s: %s", self.namespace, self.name, problem)
+            await self._forget_journals(spec, execution.status)
         self.problems.record(body, execution)
         count_outcomes(self.namespace, self.name, execution.done)
         if self.writes.last_written is None:
