@@ -21,7 +21,7 @@ from ..api.spec import Action
 from ..api.status import AppliedChange, WorkloadStatusRef, format_time
 from ..engine import outcomes
 from ..engine.changes import configmap_rollback, plan_configmap
-from ..engine.digests import digested
+from ..engine.digests import digested, is_digest
 from ..engine.outcomes import Outcome
 from .journals import JournalProblem, Journals
 from .kube import JSON, Kube, KubeError, path
@@ -177,7 +177,13 @@ class ConfigMaps:
         return replace(outcome, warnings=(*outcome.warnings, problem)) if problem else outcome
 
     def _forget(self, namespace: str, owner: Ownership, change: AppliedChange) -> str | None:
-        """Delete the change's journal Secret once it is rolled back; a clause when that failed (it stays)."""
+        """Delete the change's journal Secret once it is rolled back; a clause when that failed (it stays).
+
+        Only a change that kept originals has one (every key absent before it, or a status from before
+        journal Secrets, has none): the others cost no request.
+        """
+        if not any(is_digest(value) for value in change.original.values()):
+            return None
         try:
             self.journals.forget(namespace=namespace, policy=owner.policy, action=change.action)
         except KubeError as error:
