@@ -98,3 +98,12 @@ def test_the_memory_actuator_keeps_originals_aside_and_refuses_a_record_it_did_n
     assert targets.configmaps["cfg"] == {"ttl": SECRET}
     assert SECRET not in undone.message
     assert targets.journals == {}
+
+
+def test_kubectl_stampede_describe_prints_a_configmap_original_as_its_short_digest() -> None:
+    from stampede.plugin.views import _change_rows
+
+    change = {"action": "banner", "kind": "ConfigMap", "name": "cfg", "original": {"k": digest(SECRET)}}
+    table = _change_rows([{**change, "applied": {"k": "v", "new": "x"}}], incident="")
+    (row,) = table.rows
+    assert row[2] == f"k: {shown(digest(SECRET))} → v; new: ∅ → x"
