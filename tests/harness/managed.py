@@ -76,6 +76,9 @@ def _relevant(obj: Obj, *, subresource: str | None, has_status: bool) -> Obj:
     """The part of an object a write through this endpoint may own (fieldmanager's reset fields)."""
     result = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
     meta = {k: v for k, v in (result.get("metadata") or {}).items() if k not in _SYSTEM_METADATA}
+    # ObjectMeta's maps are `omitempty` (k8s.io/apimachinery/pkg/apis/meta/v1/types.go): a real server never
+    # stores an empty `labels` or `annotations`, so removing the last key removes the field from every set.
+    meta = {k: v for k, v in meta.items() if not (k in ("labels", "annotations") and not v)}
     result["metadata"] = meta
     if subresource == "status":
         return {"status": result["status"]} if "status" in result else {}
