@@ -31,6 +31,7 @@ POLICY = "cache-policy"
 INCIDENT = "20250101-120000"
 ARGOCD = "argocd-controller"
 APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
 TARGET = Target(namespace=NS, policy=POLICY)
@@ -235,14 +236,14 @@ class _Failing(Kube):
     mode = "fail"
     attempts = 0
 
-    def merge(self, path: str, patch: JSON) -> JSON:
-        if "managedFields" in (patch.get("metadata") or {}):
+    def json_patch(self, path: str, ops: list[JSON]) -> JSON:
+        if any(op["path"] == "/metadata/managedFields" for op in ops):
             type(self).attempts += 1
             if self.mode == "fail":
                 raise KubeError(500, "etcdserver: request timed out")
             if type(self).attempts == 1:  # someone writes between the hand-back's read and its write
-                super().merge(path, {"metadata": {"labels": {"touched": "yes"}}})
-        return super().merge(path, patch)
+                self.merge(path, {"metadata": {"labels": {"touched": "yes"}}})
+        return super().json_patch(path, ops)
 
 
 def test_a_hand_back_that_fails_is_logged_and_never_fails_or_repeats_the_rollback(
@@ -259,7 +260,7 @@ def test_a_hand_back_that_fails_is_logged_and_never_fails_or_repeats_the_rollbac
         rolled_back(act.undo(TARGET, change, now=T1, dry_run=False))
 
     assert kube.get(path("ConfigMap", NS, "cache-config"))["data"] == {"ttl": "60"}
-    restores = [r for r in h.log.entries(since=before) if r.verb == "patch"]
+    restores = [r for r in h.log.entries(since=before) if r.verb == "patch" and r.content_type == MERGE]
     assert len(restores) == 1, "the rollback itself was written once"
     assert _Failing.attempts == 1  # only a 409 is retried
     assert "could not give up field ownership of data" in caplog.text

@@ -91,9 +91,15 @@ def hand_back(kube: Kube, obj_path: str, fields: Iterable[FieldPath]) -> None:
         entries = released(list(meta(obj).get("managedFields") or []), fields)
         if entries is None:
             return
+        # The resourceVersion read makes the write conditional (409 when the object changed since). A JSON patch
+        # so it reads as what it is in audit logs: a write of managedFields alone, no field's value changes.
         # `[]` would reset every entry (fieldmanager.go isResetManagedFields): only sent when none is left anyway.
-        kube.merge(
-            obj_path, {"metadata": {"resourceVersion": meta(obj).get("resourceVersion"), "managedFields": entries}}
+        kube.json_patch(
+            obj_path,
+            [
+                {"op": "replace", "path": "/metadata/resourceVersion", "value": meta(obj).get("resourceVersion")},
+                {"op": "add", "path": "/metadata/managedFields", "value": entries},
+            ],
         )
 
     try:
