@@ -236,3 +236,20 @@ def test_managed_fields_given_on_create_are_kept_with_the_creators_fields_added(
     assert ("f:data", "f:y") in sets[("a", "Update", None)]
     assert ("f:data", "f:x") in sets[("a", "Update", None)]  # the creator changed data.x too: it takes it
     assert ("argocd", "Update", None) not in sets
+
+
+def test_managed_fields_sent_in_a_put_replace_them_as_given_and_absent_ones_keep_the_live_entries(s: Store) -> None:
+    create(s)
+    obj = merge(s, {"data": {"x": "9"}}, manager="b")
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    body["metadata"] = {**obj["metadata"], "managedFields": [e for e in entries_of(obj) if e["manager"] == "a"]}
+    obj = s.replace(cms(s), namespace=NS, name="c", body=body, field_manager="b")
+    assert set(owners(obj)) == {("a", "Update", None)}
+
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    body["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+    body["data"] = {**body["data"], "y": "3"}
+    obj = s.replace(cms(s), namespace=NS, name="c", body=body, field_manager="b")
+    sets = owners(obj)
+    assert sets[("b", "Update", None)] == {("f:data", "f:y")}
+    assert ("a", "Update", None) in sets  # a client that does not send managedFields never deletes them
