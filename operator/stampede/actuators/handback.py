@@ -8,13 +8,14 @@ included: without this module the operator would own a restored ConfigMap key, `
 When the last change of a policy on an object is undone (the undo that removes its `applied-by` mark), the
 fields the operator changes on that kind of object are removed from every entry of the operator's manager
 (Argo CD matches entries by manager name alone): a ConfigMap's `data`, a workload's `spec.replicas`, an
-HPA's `spec.minReplicas`; an entry left holding nothing is dropped. Only then: while another change of the
-policy holds the object, a key restored by a newer change's undo may hold the older change's value, still
-a mitigation. Every such field on the object was the policy's (a second policy cannot hold the object at
-the same time), and a key someone else changed meanwhile is already theirs. What the operator owns for
-other reasons stays: a restart's `restartedAt` stamp in a pod template, the `applied-by` mark of another
-change of the policy. The previous owner is not restored (it is not recorded), so a restored field is
-owned by nobody until its next writer, which is what a GitOps tool needs to see a difference.
+HPA's `spec.minReplicas`; an entry left holding nothing is dropped. Not before: while another change of
+the policy holds the object, a key restored by a newer change's undo may hold the older change's value,
+still a mitigation. At the last undo every such field the operator owns there was the policy's (a second
+policy cannot hold the object at the same time), and a key someone else changed meanwhile is theirs.
+What the operator owns for other reasons stays: a restart's `restartedAt` stamp in a pod template, the
+`applied-by` mark of another change of the policy. The previous owner is not restored (it is not
+recorded), so a restored field is owned by nobody until its next writer, which is what a GitOps tool needs
+to see a difference.
 
 A real API server takes `metadata.managedFields` sent in an update or patch as the new entries (see
 k8s.io/apimachinery/pkg/util/managedfields/internal/fieldmanager.go, `decodeLiveOrNew`); a request with no
