@@ -201,3 +201,37 @@ async def test_the_webhook_allow_list_matches_parsed_urls_like_the_prometheus_on
     assert problem is not None
     assert "STAMPEDE_ALLOWED_WEBHOOK_URLS" in problem
     assert "pw" not in problem
+
+
+async def test_an_answer_with_endless_headers_is_cut_short() -> None:
+    sent = 0
+    done = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+            for i in range(1_000_000):
+                line = f"X-Junk-{i}: {MARKER * 100}\r\n".encode()
+                writer.write(line)
+                await writer.drain()
+                sent += len(line)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            done.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        problem = await post_json(f"http://127.0.0.1:{port}/hook", {"text": "incident"}, seconds=30)
+        await asyncio.wait_for(done.wait(), 30)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert problem is not None
+    assert problem.startswith("the target could not be reached (")
+    assert MARKER not in problem
+    assert sent < 16 * 1024 * 1024

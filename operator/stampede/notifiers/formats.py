@@ -115,6 +115,10 @@ def pagerduty(notice: Notice, *, routing_key: str, severity: str | None) -> dict
 
 
 WEBHOOK_ALLOWED_URLS_ENV: Final = "STAMPEDE_ALLOWED_WEBHOOK_URLS"
+MAX_ANSWER_HEADERS: Final = 64
+"""Headers an answer may carry (aiohttp's default is 32768, each up to 8 KiB)."""
+ANSWER_READ_BUFFER: Final = 1024
+"""Bytes of an answer's body aiohttp may buffer before it stops reading the socket (default 64 KiB)."""
 
 
 def webhook_url_problem(url: str, allowed_prefixes: Sequence[str]) -> str | None:
@@ -146,7 +150,13 @@ async def post_json(
         return refused
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session,
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=seconds),
+                # What a hostile answer can make us hold: a few headers, and a small read buffer for the
+                # body we never read (aiohttp stops reading the socket when it is full).
+                max_headers=MAX_ANSWER_HEADERS,
+                read_bufsize=ANSWER_READ_BUFFER,
+            ) as session,
             session.post(url, json=payload, allow_redirects=False) as response,
         ):
             if 300 <= response.status < 400:
