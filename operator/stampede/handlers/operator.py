@@ -129,7 +129,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     metrics.watch_cache(watches.stats)
     memo["shared"] = Shared(
         config=config,
-        actuators=Actuators(kube, max_replicas=config.max_replicas, reader=watches),
+        actuators=Actuators(
+            kube, max_replicas=config.max_replicas, reader=watches, require_opt_in=config.require_target_opt_in
+        ),
         policies=Policies(kube),
         source=PrometheusSource(max_workers=32),
         emit=incidents.capture(_emit),
