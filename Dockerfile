@@ -1,9 +1,12 @@
 # syntax=docker/dockerfile:1
 # stampede-operator image: a virtualenv built in one stage, copied alone into a clean one.
 #   docker build -t ghcr.io/aurum/stampede-operator:0.1.0 .
-# Pin the base images by digest in your registry mirror for reproducible builds.
+# Pin the base image by digest for reproducible builds (docs/security.md, "Supply chain"):
+#   docker build --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest> -t ... .
+# Both stages use it, so the venv runs on the interpreter it was built with.
+ARG PYTHON_IMAGE=python:3.11-slim
 
-FROM python:3.11-slim AS builder
+FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -24,7 +27,7 @@ RUN /opt/venv/bin/pip install --no-deps --no-build-isolation --no-index . \
  && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
  && /opt/venv/bin/stampede --version
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="stampede-operator" \
       org.opencontainers.image.description="Detects cache stampedes from Prometheus and runs the mitigation runbook (StampedePolicy)" \
       org.opencontainers.image.licenses="Apache-2.0"

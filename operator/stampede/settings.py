@@ -18,8 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .linting import validation_lines
 from .notifiers.formats import PAGERDUTY_DEFAULT_URL
-from .sources import url_problem
-from .sources.allowlist import redact_url
+from .urls import redact_url, url_problem
 
 ENV_PREFIX: Final = "STAMPEDE_"
 
@@ -42,6 +41,13 @@ class Settings(BaseSettings):
     allowed_prometheus_urls: Annotated[tuple[str, ...], NoDecode] = Field(default=(), max_length=100)
     """Comma-separated URL prefixes a policy's Prometheus must be under. Closed by default: unset, only
     `prometheus_url` may be queried; `*` (alone) opens it to any URL on purpose. Empty after loading: any."""
+    allowed_webhook_urls: Annotated[tuple[str, ...], NoDecode] = Field(default=(), max_length=100)
+    """Comma-separated URL prefixes a webhook target's URL (from its Secret) must be under, matched like
+    `allowed_prometheus_urls`. Open by default, so existing webhooks keep working: unset or `*` (alone), any
+    URL. Empty after loading: any."""
+    require_target_opt_in: bool = False
+    """Stricter mode for clusters without the admission policies: the operator writes to a target only if
+    the target's `stampede.aurum.io/allowed-policies` annotation names the policy (undo is always allowed)."""
     max_replicas: int = Field(default=50, ge=1, le=10_000)
     """Cap of every scale action (replicas or an HPA's minReplicas)."""
     status_refresh_seconds: float = Field(default=60.0, ge=0.1, le=3600)
@@ -95,6 +101,13 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("allowed_webhook_urls", mode="before")
+    @classmethod
+    def _star_is_any(cls, value: object) -> object:
+        # `*` says "any URL" on purpose, the same word as the Prometheus list; stored as the empty list.
+        parts = cls._comma_separated(value)
+        return () if isinstance(parts, tuple | list) and tuple(parts) == ("*",) else parts
+
     @model_validator(mode="before")
     @classmethod
     def _closed_by_default(cls, data: object) -> object:
@@ -112,7 +125,7 @@ class Settings(BaseSettings):
             return {**data, "allowed_prometheus_urls": (default.strip(),)}
         return data
 
-    @field_validator("allowed_prometheus_urls")
+    @field_validator("allowed_prometheus_urls", "allowed_webhook_urls")
     @classmethod
     def _plain_prefixes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         # An unparseable prefix would silently admit nothing (or, worse, be mistaken for a restriction).
@@ -149,7 +162,7 @@ def _renamed(detail: ErrorDetails) -> InitErrorDetails:
     return renamed
 
 
-_URL_FIELDS: Final = {"prometheus_url", "allowed_prometheus_urls", "pagerduty_url"}
+_URL_FIELDS: Final = {"prometheus_url", "allowed_prometheus_urls", "allowed_webhook_urls", "pagerduty_url"}
 
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings", "settings_lines"]

@@ -91,9 +91,17 @@ def parse(text: str) -> list[Stage]:
         instructions.append(Instruction(keyword.upper(), args.strip(), start))
     assert not pending, "Dockerfile ends inside a line continuation"
     stages: list[Stage] = []
+    defaults: dict[str, str] = {}
     for instruction in instructions:
+        if instruction.keyword == "ARG" and not stages:
+            # A global ARG (before the first FROM) may only parametrise FROM lines: its default is the image.
+            name, _, default = instruction.args.partition("=")
+            defaults[name.strip()] = default.strip()
+            continue
         if instruction.keyword == "FROM":
             words = instruction.args.split()
+            if words and words[0].startswith("${") and words[0].endswith("}"):
+                words[0] = defaults[words[0][2:-1]]
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             assert len(words) in (1, 3), f"Dockerfile:{instruction.line}: FROM image [AS name]"
             stages.append(Stage(words[0], name, []))
@@ -111,6 +119,11 @@ def stages() -> list[Stage]:
 def test_two_stages_on_python_311_slim(stages: list[Stage]) -> None:
     assert [s.base for s in stages] == ["python:3.11-slim", "python:3.11-slim"]
     assert stages[0].name == "builder"
+
+
+def test_both_stages_take_the_base_image_from_one_build_argument_so_a_digest_pins_both() -> None:
+    froms = [line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("FROM ")]
+    assert froms == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
 
 
 def _steps(stage: Stage) -> list[str]:

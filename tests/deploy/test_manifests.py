@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import itertools
 import json
 import re
 from datetime import UTC, datetime
@@ -266,6 +267,8 @@ class RecordingKube:
         parts = path.strip("/").split("/")
         plural, name = parts[-2], parts[-1]
         meta = {"name": name, "namespace": self.namespace, "resourceVersion": "1", "uid": f"uid-{name}"}
+        # Every target has opted in to every policy, so the stricter mode's reads are replayed too.
+        meta["annotations"] = {"stampede.aurum.io/allowed-policies": "*"}
         if plural == "configmaps":
             return {"metadata": meta, "data": {"EXISTING": "1"}}
         if plural in ("deployments", "statefulsets", "daemonsets"):
@@ -381,9 +384,12 @@ def operator_requests(namespace: str) -> set[tuple[str, str, str]]:
     target = Target(namespace=namespace, policy="aurum-cache")
     calls: list[tuple[str, str]] = []
     scale_targets = [(a.scale.kind.value, a.scale.name) for a in actions if a.scale is not None]
-    for hpa_for in ([], scale_targets):  # scale actions without and with an HPA on the workload
+    # Scale actions without and with an HPA on the workload; without and with STAMPEDE_REQUIRE_TARGET_OPT_IN.
+    for hpa_for, strict in itertools.product(([], scale_targets), (False, True)):
         kube = RecordingKube(namespace, hpa_for=hpa_for)
-        actuators = Actuators(kube, max_replicas=50, journal_namespace=namespace)  # type: ignore[arg-type]
+        actuators = Actuators(  # type: ignore[arg-type]
+            kube, max_replicas=50, journal_namespace=namespace, require_opt_in=strict
+        )
         changes = []
         for action in actions:
             outcome = actuators.apply(target, action, incident="inc-1", now=now, dry_run=False)

@@ -6,7 +6,10 @@ egress semantics (peers are ORed, a peer's namespace and pod selectors are ANDed
 `ports` matches everything, ipBlock matches addresses outside the cluster's pods) answers whether one
 connection is allowed. The destinations are the ones the issue named: kube-dns, NodeLocal DNSCache's
 169.254.20.10, OpenShift's openshift-dns, Prometheus on 9090, Thanos 10902, Mimir 8080,
-VictoriaMetrics 8428, the API server, and the internet.
+VictoriaMetrics 8428, the API server, and the internet. Ingress is evaluated the same way (a `from` peer
+instead of a `to` peer): /metrics only from the monitoring namespace (issue 17), widened by the
+networkpolicy-metrics-* components or the patch docs/install.md shows. The node's own traffic (the
+kubelet's probes), which NetworkPolicy always admits, is not modelled.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from tests.deploy.rendering import DEPLOY, needs_kubectl, only, render, render_u
 pytestmark = needs_kubectl
 
 COMPONENTS = sorted(path.name for path in (DEPLOY / "components").glob("networkpolicy-*"))
+INGRESS_COMPONENTS = [name for name in COMPONENTS if name.startswith("networkpolicy-metrics-")]
+"""Components that widen who may scrape /metrics; every other one adds an egress rule."""
+EGRESS_COMPONENTS = [name for name in COMPONENTS if name not in INGRESS_COMPONENTS]
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,20 @@ def _peer_matches(peer: dict[str, Any], dest: Pod | Address, *, own_namespace: s
     else:
         in_namespace = dest.namespace == own_namespace
     return in_namespace and _selects(peer.get("podSelector"), dest.labels)
+
+
+def admitted(policy: dict[str, Any], source: Pod | Address, port: int, protocol: str = "TCP") -> bool:
+    """Whether the policy lets `source` open this connection to the operator pod."""
+    own = policy["metadata"]["namespace"]
+    for rule in policy["spec"].get("ingress", []):
+        peers = rule.get("from")
+        if peers and not any(_peer_matches(peer, source, own_namespace=own) for peer in peers):
+            continue
+        ports = rule.get("ports")
+        if ports and not any(p.get("port") == port and p.get("protocol", "TCP") == protocol for p in ports):
+            continue
+        return True
+    return False
 
 
 def allowed(policy: dict[str, Any], dest: Pod | Address, port: int, protocol: str = "TCP") -> bool:
@@ -180,15 +200,72 @@ def test_every_component_combines_with_the_others_in_one_policy() -> None:
         (SLACK, 443, "TCP"),
     ]:
         assert allowed(policy, dest, port, protocol), (dest, port)
-    assert len(policy["spec"]["egress"]) == len(policy_with()["spec"]["egress"]) + len(COMPONENTS)
+    assert len(policy["spec"]["egress"]) == len(policy_with()["spec"]["egress"]) + len(EGRESS_COMPONENTS)
+    assert admitted(policy, PROMETHEUS, 9102)
+    assert admitted(policy, OPENSHIFT_PROMETHEUS, 9102)
+    assert not admitted(policy, TENANT_POD, 9102)
 
 
-@pytest.mark.parametrize("component", COMPONENTS)
-def test_each_component_adds_one_rule_and_leaves_ingress_alone(component: str) -> None:
+@pytest.mark.parametrize("component", EGRESS_COMPONENTS)
+def test_each_egress_component_adds_one_rule_and_leaves_ingress_alone(component: str) -> None:
     base, with_component = policy_with(), policy_with(component)
     assert with_component["spec"]["ingress"] == base["spec"]["ingress"]
     assert with_component["spec"]["egress"][: len(base["spec"]["egress"])] == base["spec"]["egress"]
     assert len(with_component["spec"]["egress"]) == len(base["spec"]["egress"]) + 1
+
+
+TENANT_POD = Pod("aurum-dev", {"app": "curious"})
+OPERATOR_NEIGHBOUR = Pod("stampede-system", {"app.kubernetes.io/name": "prometheus"})
+OPENSHIFT_PROMETHEUS = Pod("openshift-user-workload-monitoring", {"app.kubernetes.io/name": "prometheus"})
+OPENSHIFT_PLATFORM = Pod("openshift-monitoring", {"app.kubernetes.io/name": "prometheus"})
+OUTSIDE = Address("203.0.113.7")
+OBSERVABILITY_PATCH = """
+patches:
+  - target: {kind: NetworkPolicy, name: stampede-operator}
+    patch: |-
+      - op: replace
+        path: /spec/ingress/0/from
+        value: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: observability}}}]
+"""
+"""The patch docs/install.md gives for a Prometheus in another namespace (kept verbatim there)."""
+
+
+@pytest.mark.parametrize("overlay", ["cluster", "namespaced"])
+def test_by_default_metrics_are_reachable_from_the_monitoring_namespace_only(overlay: str) -> None:
+    policy = policy_with(overlay=overlay)
+    assert admitted(policy, PROMETHEUS, 9102)
+    assert admitted(policy, Pod("monitoring", {"app": "anything"}), 9102)
+    for source in (TENANT_POD, OPERATOR_NEIGHBOUR, OPENSHIFT_PROMETHEUS, OUTSIDE):
+        assert not admitted(policy, source, 9102), source
+    assert not admitted(policy, PROMETHEUS, 9103)
+    assert not admitted(policy, PROMETHEUS, 9102, "UDP")
+
+
+def test_the_liveness_port_stays_reachable_from_anywhere() -> None:
+    policy = policy_with()
+    for source in (PROMETHEUS, TENANT_POD, OUTSIDE):
+        assert admitted(policy, source, 8080)
+    assert len(policy["spec"]["ingress"]) == 2, "no other ingress than /metrics and /healthz"
+
+
+def test_openshift_monitoring_may_scrape_with_its_component() -> None:
+    policy = policy_with("networkpolicy-metrics-openshift")
+    for source in (OPENSHIFT_PROMETHEUS, OPENSHIFT_PLATFORM, PROMETHEUS):
+        assert admitted(policy, source, 9102), source
+    assert not admitted(policy, TENANT_POD, 9102)
+    base = policy_with()
+    assert policy["spec"]["egress"] == base["spec"]["egress"]
+    assert policy["spec"]["ingress"][1:] == base["spec"]["ingress"][1:]
+
+
+def test_the_documented_patch_names_another_namespace_instead_of_monitoring() -> None:
+    rendered = render_user_overlay("cluster", extra=OBSERVABILITY_PATCH)
+    policy = only(rendered, "NetworkPolicy")
+    kubernetes_validate.validate(policy, "1.31", strict=True)
+    assert admitted(policy, Pod("observability", {"app": "vmagent"}), 9102)
+    assert not admitted(policy, PROMETHEUS, 9102)
+    assert not admitted(policy, TENANT_POD, 9102)
+    assert OBSERVABILITY_PATCH.strip() in (DEPLOY.parent / "docs" / "install.md").read_text()
 
 
 def test_the_evaluator_can_tell_allowed_from_denied() -> None:
@@ -202,3 +279,6 @@ def test_the_evaluator_can_tell_allowed_from_denied() -> None:
     assert not allowed(policy, Pod("ns", {"a": "c"}), 1)
     assert not allowed(policy, Pod("ns", {"a": "b"}), 2)
     assert not allowed(policy, Pod("ns", {"a": "b"}), 1, "UDP")
+    ingress = {"metadata": {"namespace": "ns"}, "spec": {"ingress": [{"from": [{"namespaceSelector": {}}]}]}}
+    assert admitted(ingress, Pod("other"), 1)
+    assert not admitted(ingress, Address("203.0.113.7"), 1)

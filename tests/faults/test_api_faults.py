@@ -105,8 +105,12 @@ def test_500s_409s_and_slow_writes_never_lose_or_double_a_change_and_rollback_st
     assert all(rule.hits == 1 for rule in sure), f"a guaranteed fault did not fire: {fired}"
     assert sum(fired.values()) >= 10, f"too few faults fired for the test to prove much: {fired}"
 
-    # Never applied twice: exactly one successful write to apply and one to undo, per target.
-    successful = Counter((r.resource, r.name, r.subresource) for r in log if r.method == "PATCH" and _ok(r.status))
+    # Never applied twice: exactly one successful write to apply and one to undo, per target (the JSON patch
+    # handing the restored fields' ownership back after the undo writes no value: actuators/handback.py).
+    values = [
+        r for r in log if r.method == "PATCH" and _ok(r.status) and r.content_type != "application/json-patch+json"
+    ]
+    successful = Counter((r.resource, r.name, r.subresource) for r in values)
     assert successful[("configmaps", policies.API_CONFIG, None)] == 2, successful
     assert successful[("configmaps", policies.CACHE_CONFIG, None)] == 2, successful
     assert successful[("deployments", policies.API, "scale")] == 2, successful

@@ -13,6 +13,9 @@ What is approximated, without the Go types' schemas: which lists are associative
 are atomic) and which objects are maps whose own node is owned (`labels`, `annotations`, `data`,
 ...); structs own only their leaves, as in the real sets. Apply does not delete fields its manager
 stops applying.
+
+Writing `metadata.managedFields` follows k8s.io/apimachinery/pkg/util/managedfields/internal/fieldmanager.go
+(`decodeLiveOrNew`, `isResetManagedFields`) and managedfields.go (`DecodeManagedFields`): see `requested_entries`.
 """
 
 from __future__ import annotations
@@ -73,6 +76,9 @@ def _relevant(obj: Obj, *, subresource: str | None, has_status: bool) -> Obj:
     """The part of an object a write through this endpoint may own (fieldmanager's reset fields)."""
     result = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
     meta = {k: v for k, v in (result.get("metadata") or {}).items() if k not in _SYSTEM_METADATA}
+    # ObjectMeta's maps are `omitempty` (k8s.io/apimachinery/pkg/apis/meta/v1/types.go): a real server never
+    # stores an empty `labels` or `annotations`, so removing the last key removes the field from every set.
+    meta = {k: v for k, v in meta.items() if not (k in ("labels", "annotations") and not v)}
     result["metadata"] = meta
     if subresource == "status":
         return {"status": result["status"]} if "status" in result else {}
@@ -155,6 +161,43 @@ def from_fields_v1(tree: Obj, prefix: Path = ()) -> set[Path]:
     return result
 
 
+def _identifier(entry: Obj) -> tuple[Any, ...]:
+    # managedfields.go BuildManagerIdentifier: all but fieldsType, fieldsV1 and time; appliers without apiVersion.
+    rest = {k: v for k, v in entry.items() if k not in ("fieldsType", "fieldsV1", "time")}
+    if entry.get("operation") == "Apply":
+        rest.pop("apiVersion", None)
+    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in rest.items()))
+
+
+def requested_entries(requested: Any, *, live: list[Obj]) -> tuple[list[Obj], bool]:
+    """The managedFields an Update-style write starts from, and whether the request reset them.
+
+    k8s.io/apimachinery/pkg/util/managedfields/internal/fieldmanager.go `decodeLiveOrNew`: a write through a
+    subresource, or one whose managedFields are absent, undecodable or hold no entry, keeps the live object's
+    (callers pass `None` for subresources and absent fields); `[]` or `[{}]` (`isResetManagedFields`) resets them to
+    none; any other list replaces them as given. managedfields.go `DecodeManagedFields`: each entry needs operation
+    `Apply` or `Update`, a non-empty apiVersion and fieldsType `FieldsV1`, or the whole list is ignored; entries with
+    the same identifier collapse into the last one. Entries that own nothing are dropped later, as
+    sigs.k8s.io/structured-merge-diff merge/update.go deletes every manager whose set is empty.
+    """
+    if not isinstance(requested, list):
+        return live, False
+    if requested == [] or requested == [{}]:
+        return [], True
+    decoded: dict[tuple[Any, ...], Obj] = {}
+    for entry in requested:
+        if (
+            not isinstance(entry, dict)
+            or entry.get("operation") not in ("Apply", "Update")
+            or not entry.get("apiVersion")
+            or entry.get("fieldsType") != "FieldsV1"
+            or not isinstance(entry.get("fieldsV1") or {}, dict)
+        ):
+            return live, False
+        decoded[_identifier(entry)] = entry
+    return list(decoded.values()), False
+
+
 def update_entries(
     entries: list[Obj],
     *,
@@ -181,7 +224,7 @@ def update_entries(
     if operation == "Apply":
         wanted = set(paths(_relevant(applied or {}, subresource=subresource, has_status=has_status)))
         conflicts = [
-            (entry["manager"], p)
+            (entry.get("manager", ""), p)
             for entry, owned in sets
             if not mine(entry) and entry.get("manager") != manager
             for p in sorted(owned & changed & wanted)

@@ -404,11 +404,22 @@ class Store:
         subresource: str | None,
         applied: Any = None,
         force: bool = False,
+        requested: Any = None,
     ) -> None:
-        """Record the write in `metadata.managedFields` (managed.py); a lenient harness only names the manager."""
+        """Record the write in `metadata.managedFields` (managed.py); a lenient harness only names the manager.
+
+        `requested` is the managedFields the request's object carried (None when absent, or through a subresource).
+        """
         if not manager:
             return
         meta = obj["metadata"]
+        if (
+            operation == "Apply"
+            and isinstance(applied, dict)
+            and (applied.get("metadata") or {}).get("managedFields") is not None
+        ):
+            # structuredmerge.go (Apply): an applied configuration may not name managedFields.
+            raise ApiError(400, "BadRequest", "metadata.managedFields must be nil")
         if not self.strictness.managed_fields:
             kept = [
                 e
@@ -421,9 +432,16 @@ class Store:
                 entry["subresource"] = subresource
             meta["managedFields"] = [*kept, entry]
             return
+        live = list((old or {}).get("metadata", {}).get("managedFields") or [])
+        base, reset = managed.requested_entries(requested, live=live) if operation == "Update" else (live, False)
+        if reset and old is not None:
+            # skipnonapplied.go: an update of an object whose managedFields are empty (here: just reset) is not
+            # tracked, so the object is left with none. (Objects the harness seeds without a manager stay tracked.)
+            meta.pop("managedFields", None)
+            return
         try:
             entries = managed.update_entries(
-                list((old or {}).get("metadata", {}).get("managedFields") or []),
+                base,
                 manager=manager,
                 operation=operation,
                 subresource=subresource,
@@ -494,6 +512,7 @@ class Store:
             else:
                 raise invalid(info, "", "metadata.name: Required value: name or generateName is required")
         name = meta["name"]
+        requested = meta.get("managedFields")
         self._check_namespace(info, namespace)
         if (namespace or "", name) in self._bucket(info):
             raise ApiError(
@@ -524,7 +543,14 @@ class Store:
         obj = self._admit(info, obj, old=None)
         meta = obj["metadata"]
         self._managed(
-            info, obj, old=None, manager=field_manager, operation=operation, subresource=None, applied=applied
+            info,
+            obj,
+            old=None,
+            manager=field_manager,
+            operation=operation,
+            subresource=None,
+            applied=applied,
+            requested=requested,
         )
         if dry_run:
             meta["resourceVersion"] = self.resource_version
@@ -618,6 +644,8 @@ class Store:
                 f"the name of the object ({new['metadata']['name']}) does not match the name on the URL ({name})",
             )
 
+        # fieldmanager.go decodeLiveOrNew: managedFields sent through a subresource are ignored.
+        requested = None if subresource else new.get("metadata", {}).get("managedFields")
         if subresource == "status":
             result = copy.deepcopy(old)
             if "status" in new:
@@ -668,6 +696,7 @@ class Store:
             subresource=subresource,
             applied=applied,
             force=force,
+            requested=requested,
         )
         # A no-op write (no new RV, no watch event) unless the field sets moved, as an Apply of
         # unchanged values does; the timestamps of managedFields alone do not count.
@@ -902,11 +931,13 @@ class Store:
             node = node.setdefault(part, {})
         node[leaf] = replicas
         new["metadata"].pop("resourceVersion", None)
+        # The write is recorded under `subresource: scale` (apiserver handlers/fieldmanager/scalehandler.go maps the
+        # Scale's spec.replicas onto the parent's replicas path and keeps the scale updater's own entry).
         result = self._write(
             info,
             old=old,
             new=new,
-            subresource=None,
+            subresource="scale",
             field_manager=field_manager,
             operation="Update",
             dry_run=dry_run,

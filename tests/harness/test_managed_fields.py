@@ -133,3 +133,123 @@ async def test_without_a_field_manager_the_user_agent_names_the_manager_and_appl
 def test_field_sets_round_trip_through_fields_v1() -> None:
     owned = {("f:data", "f:x"), ("f:data",), ("f:spec", 'k:{"name":"web"}'), ("f:spec", 'k:{"name":"web"}', "f:image")}
     assert managed.from_fields_v1(managed.to_fields_v1(owned)) == owned
+
+
+# -- writing metadata.managedFields (fieldmanager.go decodeLiveOrNew, isResetManagedFields) ---------------------
+
+
+def entries_of(obj: Obj) -> list[Obj]:
+    return list(obj["metadata"].get("managedFields") or [])
+
+
+def test_an_update_by_another_manager_takes_an_applied_field_from_its_applier(s: Store) -> None:
+    create(s)
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"x": "9"}}
+    s.patch(cms(s), namespace=NS, name="c", body=body, content_type=APPLY, field_manager="argocd", force=True)
+    obj = merge(s, {"data": {"x": "10"}}, manager="b")
+    sets = owners(obj)
+    assert ("f:data", "f:x") not in sets[("argocd", "Apply", None)]
+    assert sets[("b", "Update", None)] == {("f:data", "f:x")}
+
+
+def test_managed_fields_sent_in_a_patch_replace_them_as_given(s: Store) -> None:
+    create(s)
+    obj = merge(s, {"data": {"x": "9"}}, manager="b")
+    kept = [e for e in entries_of(obj) if e["manager"] == "a"]
+    obj = merge(
+        s, {"metadata": {"managedFields": kept, "resourceVersion": obj["metadata"]["resourceVersion"]}}, manager="b"
+    )
+    assert set(owners(obj)) == {("a", "Update", None)}  # b's entry is gone and b's own request changed no field
+    assert ("f:data", "f:x") not in owners(obj)[("a", "Update", None)]
+
+
+def test_the_requests_own_changes_are_added_to_the_requester_over_the_managed_fields_it_sent(s: Store) -> None:
+    create(s)
+    obj = merge(s, {"data": {"x": "9"}}, manager="b")
+    kept = [e for e in entries_of(obj) if e["manager"] == "a"]
+    obj = merge(s, {"metadata": {"managedFields": kept}, "data": {"y": "7"}}, manager="b")
+    sets = owners(obj)
+    assert sets[("b", "Update", None)] == {("f:data", "f:y")}
+    assert ("f:data", "f:y") not in sets[("a", "Update", None)]
+
+
+def test_an_entry_sent_with_an_empty_field_set_is_dropped(s: Store) -> None:
+    obj = create(s)
+    empty = {"manager": "ghost", "operation": "Update", "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {}}
+    obj = merge(s, {"metadata": {"managedFields": [*entries_of(obj), empty]}}, manager="a")
+    assert [e["manager"] for e in entries_of(obj)] == ["a"]
+
+
+@pytest.mark.parametrize("reset", [[], [{}]], ids=["an empty list", "one empty entry"])
+def test_managed_fields_reset_by_an_update_leave_the_object_untracked(s: Store, reset: list[Obj]) -> None:
+    create(s)
+    obj = merge(s, {"metadata": {"managedFields": reset}, "data": {"x": "9"}}, manager="b")
+    assert "managedFields" not in obj["metadata"]
+    assert obj["data"]["x"] == "9"
+
+
+def test_undecodable_managed_fields_leave_the_live_ones_in_place(s: Store) -> None:
+    before = entries_of(create(s))
+    bad = {"manager": "x", "operation": "Patch", "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {}}
+    obj = merge(s, {"metadata": {"managedFields": [bad]}}, manager="a")
+    assert owners(obj) == owners({"metadata": {"managedFields": before}})
+
+
+def test_managed_fields_sent_through_the_scale_subresource_are_ignored(s: Store) -> None:
+    info = s.info("apps", "v1", "deployments")
+    body = {"metadata": {"name": "d"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "d"}}}}
+    body["spec"]["template"] = {
+        "metadata": {"labels": {"app": "d"}},
+        "spec": {"containers": [{"name": "c", "image": "i"}]},
+    }
+    s.create(info, namespace=NS, body=body, field_manager="a")
+    obj = s.patch(
+        info,
+        namespace=NS,
+        name="d",
+        body={"metadata": {"managedFields": [{}]}, "spec": {"replicas": 5}},
+        content_type=MERGE,
+        subresource="scale",
+        field_manager="op",
+    )
+    d = s.get(info, namespace=NS, name="d")
+    sets = owners(d)
+    assert sets[("op", "Update", "scale")] == {("f:spec", "f:replicas")}
+    assert ("a", "Update", None) in sets
+    assert obj["spec"]["replicas"] == 5
+
+
+def test_an_applied_configuration_may_not_carry_managed_fields(s: Store) -> None:
+    create(s)
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "managedFields": []}, "data": {"x": "1"}}
+    with pytest.raises(ApiError) as caught:
+        s.patch(cms(s), namespace=NS, name="c", body=body, content_type=APPLY, field_manager="ssa")
+    assert (caught.value.code, caught.value.message) == (400, "metadata.managedFields must be nil")
+
+
+def test_managed_fields_given_on_create_are_kept_with_the_creators_fields_added(s: Store) -> None:
+    given = {"manager": "argocd", "operation": "Update", "apiVersion": "v1", "fieldsType": "FieldsV1"}
+    given["fieldsV1"] = {"f:data": {"f:x": {}}}
+    body = {"metadata": {"name": "c", "managedFields": [given]}, "data": {"x": "1", "y": "2"}}
+    obj = s.create(cms(s), namespace=NS, body=body, field_manager="a")
+    sets = owners(obj)
+    assert ("f:data", "f:y") in sets[("a", "Update", None)]
+    assert ("f:data", "f:x") in sets[("a", "Update", None)]  # the creator changed data.x too: it takes it
+    assert ("argocd", "Update", None) not in sets
+
+
+def test_managed_fields_sent_in_a_put_replace_them_as_given_and_absent_ones_keep_the_live_entries(s: Store) -> None:
+    create(s)
+    obj = merge(s, {"data": {"x": "9"}}, manager="b")
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    body["metadata"] = {**obj["metadata"], "managedFields": [e for e in entries_of(obj) if e["manager"] == "a"]}
+    obj = s.replace(cms(s), namespace=NS, name="c", body=body, field_manager="b")
+    assert set(owners(obj)) == {("a", "Update", None)}
+
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    body["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+    body["data"] = {**body["data"], "y": "3"}
+    obj = s.replace(cms(s), namespace=NS, name="c", body=body, field_manager="b")
+    sets = owners(obj)
+    assert sets[("b", "Update", None)] == {("f:data", "f:y")}
+    assert ("a", "Update", None) in sets  # a client that does not send managedFields never deletes them

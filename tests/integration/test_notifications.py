@@ -56,13 +56,13 @@ async def test_a_payload_is_posted_as_json(receiver: tuple[Receiver, str]) -> No
     assert state.received == [{"text": "hello"}]
 
 
-async def test_a_rejected_message_is_reported_with_the_http_status(receiver: tuple[Receiver, str]) -> None:
+async def test_a_rejected_message_is_reported_with_the_http_status_but_not_the_body(
+    receiver: tuple[Receiver, str],
+) -> None:
     state, url = receiver
     state.status = 403
     problem = await post_json(url, {"text": "hello"})
-    assert problem is not None
-    assert "403" in problem
-    assert "invalid_token" in problem
+    assert problem == "the target answered HTTP 403 (Forbidden)"
 
 
 async def test_a_slow_webhook_is_given_up_after_the_timeout(receiver: tuple[Receiver, str]) -> None:

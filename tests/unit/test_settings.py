@@ -162,3 +162,27 @@ def test_the_storm_breaker_is_off_by_default_and_bounded(monkeypatch: pytest.Mon
     assert load_settings().max_concurrent_incidents == 2
     lines = problems(monkeypatch, STAMPEDE_MAX_CONCURRENT_INCIDENTS="-1")
     assert lines == ["STAMPEDE_MAX_CONCURRENT_INCIDENTS: Input should be greater than or equal to 0 (got '-1')"]
+
+
+def test_webhook_urls_are_open_unless_listed_and_star_says_so_on_purpose(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().allowed_webhook_urls == ()
+    monkeypatch.setenv("STAMPEDE_ALLOWED_WEBHOOK_URLS", "*")
+    assert load_settings().allowed_webhook_urls == ()
+    monkeypatch.setenv("STAMPEDE_ALLOWED_WEBHOOK_URLS", " https://hooks.slack.com/services , http://hooks.local:8080")
+    assert load_settings().allowed_webhook_urls == ("https://hooks.slack.com/services", "http://hooks.local:8080")
+
+
+def test_a_webhook_prefix_that_is_no_plain_http_url_is_refused_without_its_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = problems(monkeypatch, STAMPEDE_ALLOWED_WEBHOOK_URLS="https://hooks.ok,http://u:hunter2@evil.example")
+    assert len(lines) == 1
+    assert lines[0].startswith("STAMPEDE_ALLOWED_WEBHOOK_URLS: ")
+    assert "must not contain user information" in lines[0]
+    assert "hunter2" not in lines[0]
+
+
+def test_target_opt_in_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().require_target_opt_in is False
+    monkeypatch.setenv("STAMPEDE_REQUIRE_TARGET_OPT_IN", "true")
+    assert load_settings().require_target_opt_in is True

@@ -23,6 +23,7 @@ from ..engine import outcomes
 from ..engine.changes import configmap_rollback, plan_configmap
 from ..engine.digests import digested, is_digest
 from ..engine.outcomes import Outcome
+from .handback import CONFIGMAP_DATA, hand_back
 from .journals import JournalProblem, Journals
 from .kube import JSON, Kube, KubeError, path
 from .ownership import Intend, Ownership, meta, not_held
@@ -170,6 +171,8 @@ class ConfigMaps:
             body["data"] = patch
         if patch or release is not None:
             self.kube.merge(cm_path, body)
+        if last:  # no change of the policy holds a key any more: the operator's keys go back (handback.py)
+            hand_back(self.kube, cm_path, CONFIGMAP_DATA)
         outcome = outcomes.undo_outcome(
             change, restored=list(patch), skipped=skipped, restarts=change.restart if patch else []
         )
@@ -197,6 +200,7 @@ class ConfigMaps:
         release = owner.release(obj) if last and owner.holds(obj) else None
         if release is not None:
             self.kube.merge(obj_path, {"metadata": {"annotations": release}})
+            hand_back(self.kube, obj_path, CONFIGMAP_DATA)
         return outcomes.undo_outcome(change, restored=[], skipped=[])
 
     def restart(self, namespace: str, workload: WorkloadStatusRef, *, now: datetime) -> None:

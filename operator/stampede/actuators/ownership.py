@@ -5,6 +5,10 @@ rollback of that policy's changes to the object. It is what a second policy sees
 what an undo or a re-apply requires on the target itself: status alone never makes the operator write
 to an object.
 
+In the stricter mode (`STAMPEDE_REQUIRE_TARGET_OPT_IN`, for clusters without the admission policies) the
+object's owner opts in too: `stampede.aurum.io/allowed-policies: "aurum-cache,other"` (or `*`) on each
+object a policy names is required before the operator writes to it; `Actuators` checks it here.
+
 Crash safety no longer lives on the target. The originals of a change are recorded first in the
 policy's `status.journal` (see `handlers/runner.py`), so no annotation grows with the values a policy
 overrides. A target still carrying the older ledger annotation has it removed by the next rollback.
@@ -18,6 +22,9 @@ from ..api.status import AppliedChange
 from .kube import JSON
 
 APPLIED_BY = "stampede.aurum.io/applied-by"
+ALLOWED_POLICIES = "stampede.aurum.io/allowed-policies"
+"""Set by the target's owner: the comma-separated policies (or `*`, any policy of the namespace) that may
+write to it when `STAMPEDE_REQUIRE_TARGET_OPT_IN` is on."""
 LEGACY_LEDGER = "stampede.aurum.io/originals"
 """The per-target ledger of earlier versions (originals and applied values); removed, never written."""
 
@@ -60,6 +67,20 @@ class Ownership:
         return patch or None
 
 
+def opted_in(obj: JSON, *, policy: str) -> bool:
+    """Whether the object's `allowed-policies` annotation names `policy` (or is `*`)."""
+    names = {part.strip() for part in annotations_of(obj).get(ALLOWED_POLICIES, "").split(",")}
+    return policy in names or "*" in names
+
+
+def not_opted_in(policy: str) -> str:
+    """Why a write is refused in the stricter mode (a clause after the object's kind and name)."""
+    return (
+        f"does not allow policy {policy}: its annotation {ALLOWED_POLICIES} must name it "
+        "(STAMPEDE_REQUIRE_TARGET_OPT_IN is on); nothing written"
+    )
+
+
 def not_held(change: AppliedChange, *, policy: str) -> str:
     """Why an undo or a re-apply is refused: the target does not carry this policy's mark."""
     return (
@@ -68,4 +89,15 @@ def not_held(change: AppliedChange, *, policy: str) -> str:
     )
 
 
-__all__ = ["APPLIED_BY", "LEGACY_LEDGER", "Intend", "Ownership", "annotations_of", "meta", "not_held"]
+__all__ = [
+    "ALLOWED_POLICIES",
+    "APPLIED_BY",
+    "LEGACY_LEDGER",
+    "Intend",
+    "Ownership",
+    "annotations_of",
+    "meta",
+    "not_held",
+    "not_opted_in",
+    "opted_in",
+]

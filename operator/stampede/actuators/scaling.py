@@ -17,6 +17,7 @@ from ..api.status import AppliedChange, WorkloadStatusRef
 from ..engine import outcomes
 from ..engine.changes import plan_scale, scale_rollback
 from ..engine.outcomes import Outcome
+from .handback import COUNTS, hand_back
 from .kube import JSON, Kube, path
 from .ownership import Intend, Ownership, meta, not_held
 from .watching import ApiReader, Reader
@@ -181,6 +182,7 @@ class Scaling:
             release = owner.release(obj) if last and owner.holds(obj) else None
             if release is not None:
                 self.kube.merge(obj_path, {"metadata": {"annotations": release}})
+                hand_back(self.kube, obj_path, COUNTS)
             return outcomes.undo_outcome(change, restored=[], skipped=[])
         if not owner.holds(obj):
             return outcomes.not_rolled_back(change, why=not_held(change, policy=owner.policy))
@@ -211,6 +213,8 @@ class Scaling:
             body["spec"] = {"minReplicas": self._capped(minimum, hpa=obj) if minimum is not None else None}
         if "spec" in body or release is not None:
             self.kube.merge(obj_path, body)
+        if last:  # no change of the policy holds a count any more: the operator's counts go back (handback.py)
+            hand_back(self.kube, obj_path, COUNTS)
         return outcomes.undo_outcome(change, restored=list(patch), skipped=skipped)
 
     def rollout_complete(self, namespace: str, workload: WorkloadStatusRef) -> bool:

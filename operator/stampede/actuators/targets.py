@@ -23,10 +23,13 @@ from ..engine.outcomes import Outcome
 from .configmaps import RESTARTED_AT, ConfigMaps, failure_text
 from .jobs import DEFAULT_JOB_TTL, INCIDENT_LABEL, POLICY_LABEL, Jobs, job_name
 from .journals import Journals
-from .kube import InvalidName, Kube, KubeError, retry_conflicts
-from .ownership import APPLIED_BY, Intend, Ownership
+from .kube import InvalidName, Kube, KubeError, path, retry_conflicts
+from .ownership import ALLOWED_POLICIES, APPLIED_BY, Intend, Ownership, not_opted_in, opted_in
 from .scaling import Scaling
 from .watching import Reader
+
+_NAMED_BY_SPEC = frozenset({ChangeKind.CONFIG_MAP, ChangeKind.DEPLOYMENT, ChangeKind.STATEFUL_SET})
+"""Change kinds whose object the spec names (an HPA is found through its workload; a Job is created)."""
 
 
 @dataclass(frozen=True)
@@ -81,13 +84,21 @@ class Actuators:
     read and the conditional write is retried at once with a fresh read, never reported.
     """
 
-    def __init__(self, kube: Kube, *, max_replicas: int, journal_namespace: str, reader: Reader | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        max_replicas: int,
+        journal_namespace: str,
+        reader: Reader | None = None,
+        require_opt_in: bool = False,
+    ) -> None:
         """`reader`: where drift checks read targets (the operator's watch cache); a GET each when None.
-
         `journal_namespace`: where the originals of ConfigMap changes are kept (the operator's own namespace).
-        """
+        `require_opt_in`: the stricter mode (`STAMPEDE_REQUIRE_TARGET_OPT_IN`), see `_refusal`."""
         self.kube = kube
         self.max_replicas = max_replicas
+        self.require_opt_in = require_opt_in
         self.journals = Journals(kube, namespace=journal_namespace)
         self.configmaps = ConfigMaps(kube, journals=self.journals, reader=reader)
         self.scaling = Scaling(kube, max_replicas=max_replicas, reader=reader)
@@ -103,6 +114,33 @@ class Actuators:
     def _for_change(self, change: AppliedChange) -> TargetKind:
         return next(kind for kind in self.kinds if change.kind in kind.kinds)
 
+    def _refusal(self, target: Target, objects: list[tuple[str, str]]) -> tuple[str, str, str] | None:
+        """In the stricter mode, the first object (kind, name) that has not opted in to the policy, and the clause.
+
+        The one place the opt-in is checked: before an apply (DryRun too, which reads values) and a re-apply,
+        on every object the spec names for that write (an action's ConfigMap and its restarts, a scale's
+        workload, which also stands for the HPA that drives it, a job's CronJob). The restarts that follow
+        belong to a checked apply, or to an undo. Undo is never checked: it only takes back the operator's
+        own change, which needs the applied-by mark anyway.
+        """
+        if not self.require_opt_in:
+            return None
+        for kind, name in objects:
+            obj = self.kube.get(path(kind, target.namespace, name))
+            if not opted_in(obj, policy=target.policy):
+                return kind, name, not_opted_in(target.policy)
+        return None
+
+    @staticmethod
+    def _named_by(action: Action) -> list[tuple[str, str]]:
+        if action.config_map is not None:
+            restarts = [(ref.kind.value, ref.name) for ref in action.config_map.restart]
+            return [("ConfigMap", action.config_map.name), *restarts]
+        if action.scale is not None:
+            return [(action.scale.kind.value, action.scale.name)]
+        assert action.job is not None
+        return [("CronJob", action.job.from_cron_job)]
+
     def apply(
         self,
         target: Target,
@@ -116,6 +154,10 @@ class Actuators:
         """Make (or, in DryRun, compute) the change of one action."""
         owner = Ownership(target.policy)
         try:
+            refused = self._refusal(target, self._named_by(action))
+            if refused is not None:
+                kind_name, name, why = refused
+                return outcomes.failed(action=action.name, kind=kind_name, where=f"{target.namespace}/{name}", what=why)
             kind = self._for_action(action)
             return retry_conflicts(
                 lambda: kind.apply(
@@ -149,7 +191,14 @@ class Actuators:
     def reapply(self, target: Target, change: AppliedChange, *, now: datetime) -> Outcome:
         """Put a reverted change back, keeping its recorded originals; conditional, never scaling down."""
         owner = Ownership(target.policy)
+        # An HPA's change stands on its workload's opt-in, which the apply checked; the rest is checked again,
+        # so an owner who withdraws the annotation mid-incident stops further writes (not the undo).
+        named = [(change.kind.value, change.name)] if change.kind in _NAMED_BY_SPEC else []
         try:
+            refused = self._refusal(target, [*named, *((ref.kind.value, ref.name) for ref in change.restart)])
+            if refused is not None:
+                kind_name, name, why = refused
+                return outcomes.reapply_failed(change, problem=f"{kind_name} {name} {why}")
             kind = self._for_change(change)
             problem = retry_conflicts(lambda: kind.reapply(target.namespace, owner, change, now=now))
         except KubeError as error:
@@ -239,6 +288,7 @@ class PolicyActuator:
 
 
 __all__ = [
+    "ALLOWED_POLICIES",
     "APPLIED_BY",
     "DEFAULT_JOB_TTL",
     "INCIDENT_LABEL",

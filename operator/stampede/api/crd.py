@@ -320,55 +320,69 @@ def _schema_of(model: type[BaseModel], *, keep_defaults: bool) -> Schema:
     return _Converter(schema, keep_defaults=keep_defaults).root
 
 
+def object_schema(*, description: str, spec: Schema, status: Schema | None = None, spec_required: bool) -> Schema:
+    """The structural `openAPIV3Schema` of a whole object of one of our kinds: the envelope every CRD shares."""
+    properties: Schema = {
+        "apiVersion": {
+            "type": "string",
+            "description": "APIVersion defines the versioned schema of this representation of an object.",
+        },
+        "kind": {
+            "type": "string",
+            "description": "Kind is a string value representing the REST resource this object represents.",
+        },
+        # Exactly `{type: object}`: apiextensions' validateStructuralMetadataInvariants refuses anything
+        # else at the root `metadata` (a description too), and the CRD would not install.
+        "metadata": {"type": "object"},
+        "spec": spec,
+    }
+    if status is not None:
+        properties["status"] = status
+    schema: Schema = {"type": "object", "description": description, "properties": properties}
+    if spec_required:
+        schema["required"] = ["spec"]
+    return schema
+
+
 def open_api_schema() -> Schema:
     """The structural `openAPIV3Schema` of a whole StampedePolicy object."""
-    return {
-        "type": "object",
-        "description": "StampedePolicy detects a cache stampede from Prometheus signals and runs a phased "
+    return object_schema(
+        description="StampedePolicy detects a cache stampede from Prometheus signals and runs a phased "
         "mitigation runbook against workloads in its own namespace, rolling it back after recovery.",
-        "properties": {
-            "apiVersion": {
-                "type": "string",
-                "description": "APIVersion defines the versioned schema of this representation of an object.",
-            },
-            "kind": {
-                "type": "string",
-                "description": "Kind is a string value representing the REST resource this object represents.",
-            },
-            # Exactly `{type: object}`: apiextensions' validateStructuralMetadataInvariants refuses anything
-            # else at the root `metadata` (a description too), and the CRD would not install.
-            "metadata": {"type": "object"},
-            "spec": templatable_spec_schema(_schema_of(PolicySpec, keep_defaults=True)),
-            "status": _schema_of(PolicyStatus, keep_defaults=False),
-        },
-        "required": ["spec"],
-    }
+        spec=templatable_spec_schema(_schema_of(PolicySpec, keep_defaults=True)),
+        status=_schema_of(PolicyStatus, keep_defaults=False),
+        spec_required=True,
+    )
 
 
 def incident_open_api_schema() -> Schema:
     """The structural `openAPIV3Schema` of a whole StampedeIncident object."""
-    return {
-        "type": "object",
-        "description": "StampedeIncident records one incident of a StampedePolicy: its timeline, changes, "
+    return object_schema(
+        description="StampedeIncident records one incident of a StampedePolicy: its timeline, changes, "
         "phases, escalations, peaks, KPIs and notifications. Written by the operator; `kubectl get stpi -A` "
         "is the cluster's incident log.",
-        "properties": {
-            "apiVersion": {
-                "type": "string",
-                "description": "APIVersion defines the versioned schema of this representation of an object.",
-            },
-            "kind": {
-                "type": "string",
-                "description": "Kind is a string value representing the REST resource this object represents.",
-            },
-            "metadata": {"type": "object"},
-            "spec": _schema_of(IncidentSpec, keep_defaults=False),
-            "status": _schema_of(IncidentRecordStatus, keep_defaults=False),
-        },
-    }
+        spec=_schema_of(IncidentSpec, keep_defaults=False),
+        status=_schema_of(IncidentRecordStatus, keep_defaults=False),
+        spec_required=False,
+    )
 
 
-def _crd(*, kind: str, plural: str, singular: str, short_name: str, columns: list[Schema], schema: Schema) -> Schema:
+def crd_envelope(
+    *,
+    kind: str,
+    plural: str,
+    singular: str,
+    short_name: str,
+    columns: list[Schema],
+    schema: Schema,
+    cluster: bool = False,
+) -> Schema:
+    """A CustomResourceDefinition of ours around an object schema; kinds with a `status` get the subresource."""
+    version: Schema = {"name": VERSION, "served": True, "storage": True}
+    if "status" in schema.get("properties", {}):
+        version["subresources"] = {"status": {}}
+    version["additionalPrinterColumns"] = copy.deepcopy(columns)
+    version["schema"] = {"openAPIV3Schema": schema}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -383,17 +397,8 @@ def _crd(*, kind: str, plural: str, singular: str, short_name: str, columns: lis
                 "shortNames": [short_name],
                 "categories": [CATEGORY],
             },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": copy.deepcopy(columns),
-                    "schema": {"openAPIV3Schema": schema},
-                }
-            ],
+            "scope": "Cluster" if cluster else "Namespaced",
+            "versions": [version],
         },
     }
 
@@ -401,7 +406,7 @@ def _crd(*, kind: str, plural: str, singular: str, short_name: str, columns: lis
 def render_crd(kind: str = KIND) -> Schema:
     """A CustomResourceDefinition as a plain dict (what `stampede crd PLURAL` prints as YAML)."""
     if kind == INCIDENT_KIND:
-        return _crd(
+        return crd_envelope(
             kind=INCIDENT_KIND,
             plural=INCIDENT_PLURAL,
             singular=INCIDENT_SINGULAR,
@@ -411,7 +416,7 @@ def render_crd(kind: str = KIND) -> Schema:
         )
     if kind != KIND:
         raise ValueError(f"no CRD for kind {kind!r}")
-    return _crd(
+    return crd_envelope(
         kind=KIND,
         plural=PLURAL,
         singular=SINGULAR,

@@ -7,10 +7,7 @@ have no status: a template is data, and each policy reports the template generat
 
 from __future__ import annotations
 
-import copy
-
-from . import CATEGORY, GROUP, VERSION
-from .crd import Schema, _schema_of
+from .crd import Schema, _schema_of, crd_envelope, object_schema
 from .templates import (
     CLUSTER_TEMPLATE_KIND,
     CLUSTER_TEMPLATE_PLURAL,
@@ -42,51 +39,21 @@ def render_template_crd(*, cluster: bool) -> Schema:
         else (TEMPLATE_KIND, TEMPLATE_PLURAL, TEMPLATE_SINGULAR, TEMPLATE_SHORT_NAME)
     )
     where = "any namespace" if cluster else "its own namespace"
-    schema: Schema = {
-        "type": "object",
-        "description": f"{kind} is a runbook shared by many StampedePolicies: policies in {where} name it in "
+    schema = object_schema(
+        description=f"{kind} is a runbook shared by many StampedePolicies: policies in {where} name it in "
         "spec.templateRef and fill its parameters with spec.arguments.",
-        "properties": {
-            "apiVersion": {
-                "type": "string",
-                "description": "APIVersion defines the versioned schema of this representation of an object.",
-            },
-            "kind": {
-                "type": "string",
-                "description": "Kind is a string value representing the REST resource this object represents.",
-            },
-            # Exactly `{type: object}`: the API server refuses anything else at the root `metadata`.
-            "metadata": {"type": "object"},
-            "spec": _schema_of(PolicyTemplateSpec, keep_defaults=True),
-        },
-        "required": ["spec"],
-    }
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "names": {
-                "kind": kind,
-                "listKind": f"{kind}List",
-                "plural": plural,
-                "singular": singular,
-                "shortNames": [short],
-                "categories": [CATEGORY],
-            },
-            "scope": "Cluster" if cluster else "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "additionalPrinterColumns": copy.deepcopy(_PRINTER_COLUMNS),
-                    "schema": {"openAPIV3Schema": schema},
-                }
-            ],
-        },
-    }
+        spec=_schema_of(PolicyTemplateSpec, keep_defaults=True),
+        spec_required=True,
+    )
+    return crd_envelope(
+        kind=kind,
+        plural=plural,
+        singular=singular,
+        short_name=short,
+        columns=_PRINTER_COLUMNS,
+        schema=schema,
+        cluster=cluster,
+    )
 
 
 __all__ = ["render_template_crd"]

@@ -117,6 +117,8 @@ class Notifier:
     note: Noter
     pagerduty_url: str
     """Where PagerDuty targets send (the `STAMPEDE_PAGERDUTY_URL` setting)."""
+    allowed_webhook_urls: tuple[str, ...]
+    """Prefixes webhook URLs from Secrets must be under (`STAMPEDE_ALLOWED_WEBHOOK_URLS`; empty: any)."""
     background: set[asyncio.Task[None]]
     """The loop's background tasks (kept referenced until done, so none is garbage-collected mid-send)."""
 
@@ -188,7 +190,7 @@ class Notifier:
                 if fmt == WebhookFormat.JSON
                 else formats.slack(notice)
             )
-            return await formats.post_json(secret, payload)
+            return await formats.post_json(secret, payload, allowed_prefixes=self.allowed_webhook_urls)
         assert target.pagerduty is not None
         severity = target.pagerduty.severity.value if target.pagerduty.severity else None
         event = formats.pagerduty(notice, routing_key=secret, severity=severity)

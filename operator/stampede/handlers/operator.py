@@ -130,7 +130,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo["shared"] = Shared(
         config=config,
         actuators=Actuators(
-            kube, max_replicas=config.max_replicas, journal_namespace=config.journal_namespace, reader=watches
+            kube,
+            max_replicas=config.max_replicas,
+            journal_namespace=config.journal_namespace,
+            reader=watches,
+            require_opt_in=config.require_target_opt_in,
         ),
         policies=Policies(kube),
         source=PrometheusSource(max_workers=32),

@@ -109,6 +109,7 @@ class PolicyRunner:
             emit=self.shared.emit,
             note=functools.partial(incidents.note, self.shared.policies.kube),
             pagerduty_url=self.shared.config.pagerduty_url,
+            allowed_webhook_urls=self.shared.config.allowed_webhook_urls,
             background=self.background,
         )
         self.listeners = [update_metrics, self._notify]

@@ -1,106 +1,35 @@
-"""The URL allow-list: which Prometheus URLs a policy may make the operator query (no SSRF through policies).
+"""The Prometheus URL allow-list: which Prometheus URLs a policy may make the operator query.
 
-A StampedePolicy names its own Prometheus, so without a check anyone who may create a policy could make the
-operator send requests anywhere, with its network position. URLs are compared as parsed URLs, never as strings.
-Pure: the list itself comes from the operator's settings (`STAMPEDE_ALLOWED_PROMETHEUS_URLS`).
+The matching itself (parsed URLs, whole path segments) is `stampede.urls`, shared with the webhook
+allow-list; this module adds the Prometheus wording. The list comes from the operator's settings
+(`STAMPEDE_ALLOWED_PROMETHEUS_URLS`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
-from urllib.parse import unquote, urlsplit
+
+from ..urls import is_allowed, redact_url, url_problem
 
 ALLOWED_URLS_ENV: Final = "STAMPEDE_ALLOWED_PROMETHEUS_URLS"
-
-
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-
-
-@dataclass(frozen=True)
-class _UrlParts:
-    scheme: str
-    host: str
-    port: int
-    segments: tuple[str, ...]
-
-
-def _split_url(url: str) -> tuple[_UrlParts | None, str | None]:
-    if any(ch.isspace() or ord(ch) < 0x20 or ch == "\\" for ch in url):
-        return None, "contains whitespace, control characters or backslashes"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        return None, f"cannot be parsed ({exc})"
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
-        return None, "must use http or https"
-    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
-        # Credentials belong in a Secret, and "@" is the classic way to disguise the real host.
-        return None, "must not contain user information (user:password@); put credentials in a Secret"
-    if not parts.hostname:
-        return None, "has no host"
-    path = parts.path
-    raw_segments = [segment for segment in path.split("/") if segment]
-    decoded = [unquote(segment) for segment in raw_segments]
-    if any(segment in {".", ".."} or "/" in segment or "\\" in segment for segment in decoded):
-        return None, "contains dot segments or encoded slashes in its path"
-    return (
-        _UrlParts(
-            scheme=scheme,
-            host=parts.hostname.lower(),
-            port=port if port is not None else _DEFAULT_PORTS[scheme],
-            segments=tuple(raw_segments),
-        ),
-        None,
-    )
 
 
 def check_url_allowed(url: str, allowed_prefixes: Sequence[str]) -> str | None:
     """None when `url` may be queried, otherwise the reason it may not.
 
-    Prefixes are compared as parsed URLs (scheme, host, effective port, then whole path segments), never
-    as strings, so "http://prom.ok:9090" does not admit "http://prom.ok:9090.evil.com",
-    "http://prom.ok:9090@evil.com" or "http://prom.ok:90901". An empty allow-list means no restriction,
-    but a URL must still be a plain http(s) URL without credentials.
+    An empty allow-list means no restriction, but a URL must still be a plain http(s) URL without
+    credentials (see `stampede.urls.is_allowed` for how prefixes match).
     """
-    target, problem = _split_url(url)
-    if target is None:
+    problem = url_problem(url)
+    if problem is not None:
         return f"Prometheus URL {redact_url(url)!r} {problem}."
-    if not allowed_prefixes:
+    if not allowed_prefixes or is_allowed(url, allowed_prefixes):
         return None
-    for prefix in allowed_prefixes:
-        allowed, _ = _split_url(prefix.strip())
-        if allowed is None:
-            continue
-        if (allowed.scheme, allowed.host, allowed.port) == (
-            target.scheme,
-            target.host,
-            target.port,
-        ) and target.segments[: len(allowed.segments)] == allowed.segments:
-            return None
     return (
         f"Prometheus URL {redact_url(url)!r} is not under any prefix allowed by {ALLOWED_URLS_ENV} "
         f"({', '.join(allowed_prefixes)})."
     )
-
-
-def redact_url(url: str) -> str:
-    """The URL without any user information, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
-
-
-def url_problem(url: str) -> str | None:
-    """Why `url` is not a plain http(s) URL without credentials, or None when it is."""
-    return _split_url(url)[1]
 
 
 __all__ = ["ALLOWED_URLS_ENV", "check_url_allowed", "redact_url", "url_problem"]
