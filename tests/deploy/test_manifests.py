@@ -221,7 +221,19 @@ def test_deployment_is_hardened(overlay: str) -> None:
     assert ports == {"metrics": 9102, "healthz": 8080}
     assert one(overlay, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
     env = one(overlay, "ConfigMap", container["envFrom"][0]["configMapRef"]["name"])
-    assert set(env["data"]) == {"STAMPEDE_PROMETHEUS_URL", "STAMPEDE_ALLOWED_PROMETHEUS_URLS", "STAMPEDE_MAX_REPLICAS"}
+    assert set(env["data"]) == {
+        "STAMPEDE_PROMETHEUS_URL",
+        "STAMPEDE_ALLOWED_PROMETHEUS_URLS",
+        "STAMPEDE_ALLOWED_WEBHOOK_URLS",
+        "STAMPEDE_REQUIRE_TARGET_OPT_IN",
+        "STAMPEDE_MAX_REPLICAS",
+    }
+    # What the shipped ConfigMap says loads with the operator's own settings model, as shipped.
+    from stampede.settings import Settings
+
+    shipped = Settings.model_validate({key.removeprefix("STAMPEDE_").lower(): v for key, v in env["data"].items()})
+    assert shipped.require_target_opt_in is False
+    assert shipped.allowed_webhook_urls == ()
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
