@@ -34,6 +34,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import pathlib
+import signal
+import subprocess
 import time
 import urllib.parse
 from collections import Counter
@@ -143,6 +147,39 @@ def policy_for(i: int) -> dict[str, Any]:
             "rollback": {"stepDelay": "15s"},
         },
     }
+
+
+class Profiler:
+    """py-spy sampling the operator process (`--profile DIR`): one collapsed-stack file per phase.
+
+    py-spy runs outside the operator (no hook in its code); `bench/profile_top.py` summarises a file.
+    """
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory = pathlib.Path(directory) if directory else None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, pid: int, phase: str) -> None:
+        if self.directory is None:
+            return
+        self.stop()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        spy = pathlib.Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin" / "py-spy"
+        out = self.directory / f"{phase}.txt"
+        self.process = subprocess.Popen(
+            [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "50", "--nonblocking", "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(60)
+        self.process = None
+
+
+PROFILER = Profiler(None)
 
 
 class Bench:
@@ -308,10 +345,12 @@ class Bench:
         mark = self.stack.harness.log.last_id
         prom_before = self.prometheus_query_total()
         hist_before = histogram_totals(scrape(self.metrics_url), "stampede_poll_duration_seconds")
+        PROFILER.start(int(self.pids["operator"]), f"steady-{self.count}")
         sample = Sample.take(self.pids)
         t0 = time.time()
         time.sleep(max(0.0, t0 + rounds * POLL - time.time()))
         t1 = time.time()
+        PROFILER.stop()
         cpu = Sample.take(self.pids).minus(sample)
         hist = histogram_delta(
             histogram_totals(scrape(self.metrics_url), "stampede_poll_duration_seconds"), hist_before
@@ -568,9 +607,11 @@ def run(
             started = time.monotonic()
             stack.operator.start()
             bench = Bench(stack, proxy, f"http://127.0.0.1:{metrics_port}/metrics")
+            PROFILER.start(int(bench.pids["operator"]), "startup")
             if preload:
                 bench.count = max(levels)
                 result["startup"] = bench.start_loaded(started)
+                PROFILER.stop()
             else:
                 time.sleep(2)
                 idle = {"operator_rss_mb": round(memory_kb(bench.pids["operator"]).get("VmRSS", 0) / 1024, 1)}
@@ -606,6 +647,7 @@ def run(
             result["operator_log_warnings"] = len(warnings)
             result["operator_log_warning_samples"] = sorted({w[24:200] for w in warnings})[:5]
         finally:
+            PROFILER.stop()
             proxy.close()
     result["machine"]["after"] = machine()
     return result
@@ -620,7 +662,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespaces", type=int, default=50, help="namespaces the policies are spread over")
     parser.add_argument("--preload", action="store_true", help="create every policy before the operator starts")
     parser.add_argument("--reverts", type=int, default=20, help="reverts during the incident (drift latency)")
+    parser.add_argument(
+        "--profile", default=None, help="directory for py-spy profiles of the operator (startup, steady)"
+    )
     args = parser.parse_args(argv)
+    PROFILER.directory = pathlib.Path(args.profile) if args.profile else None
     levels = [int(x) for x in args.levels.split(",")]
     result = run(
         levels=levels,

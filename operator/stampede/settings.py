@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     """Storm breaker: with this many policies already acting on an incident, a further policy that fires opens
     its incident but applies nothing until fewer are open (0: off)."""
 
+    metrics_per_policy_poll_duration: bool = True
+    """`stampede_poll_duration_seconds` per policy (14 series each); false: per namespace only (policy="")."""
+    metrics_signal_values: bool = True
+    """`stampede_signal_value`, one series per policy and signal; false: not exported (status.signals keeps them)."""
+
     deletion_attempts: ClassVar[int] = 10
     """Rollback attempts on deletion before the finalizer is released with the changes left in place."""
 

@@ -190,7 +190,7 @@ class PolicyRunner:
             self.rollback_now_consumed = True
         if not new.applied and new.state == State.IDLE and FINALIZER in _finalizers(body):
             await asyncio.to_thread(self.shared.policies.set_finalizer, self.namespace, self.name, present=False)
-        metrics.POLL_DURATION.labels(self.namespace, self.name).observe(time.monotonic() - started)
+        metrics.observe_poll(self.namespace, self.name, time.monotonic() - started)
         return self.schedule.plan(spec, decision, now=now)
 
     # -- drift, seen by the watches --------------------------------------------------------------
