@@ -48,7 +48,7 @@ from .problems import EventSink, Problems
 from .reporting import Listener, TickReport, count_outcomes, update_metrics
 from .scheduling import Schedule
 from .specs import InvalidSpec, resolve_spec, spec_error_text
-from .status_writes import StatusWrites
+from .status_writes import StatusWrites, refresh_offset
 from .storm import Incidents
 
 log = logging.getLogger("stampede")
@@ -139,6 +139,11 @@ class PolicyRunner:
             return 5.0  # the live body picks up a fixed spec; look again soon
         self.invalid_generation = None
         self.spec, self.generation = spec, generation
+        self.writes.first_refresh_early = refresh_offset(
+            f"{self.namespace}/{self.name}",
+            interval=spec.poll_interval.total_seconds(),
+            refresh=self.shared.config.status_refresh_seconds,
+        )
         if status.journal:  # a write under way when the operator stopped (or a target unreadable since)
             status = await self._reconcile(body, spec, status, now=now)
         self.intents = []
@@ -291,8 +296,9 @@ class PolicyRunner:
             # Only the first tick trusts the body's status: kopf's live body lags behind this loop's
             # own status writes, and this loop is the status's only writer while it runs.
             raw_status = dict(body.get("status") or {})
-            self.writes.last_written = raw_status
             self.current = _parse_status(raw_status)
+            # The refresh clock resumes from the last write (its lastPollTime): a restart rewrites no unchanged status.
+            self.writes.resume(raw_status, last_poll_time=self.current.last_poll_time)
         return self.current
 
     def _hold(self) -> Outcome | None:
