@@ -230,7 +230,13 @@ _registry._spawning._handlers[:] = [  # pinned kopf==1.45.2: the registry has no
 ]
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
+def _is_deletion(type: str, **_: Any) -> bool:
+    # kopf checks this filter before invoking the handler; every status write comes back as a MODIFIED event,
+    # and invoking the handler for each cost a few per cent of the operator's steady-state CPU (py-spy).
+    return type == "DELETED"
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_is_deletion)
 async def forget_deleted(*, type: str, uid: str, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     """Stop the loop of a policy that is gone (no finalizer means kopf may not stop the daemon itself)."""
     if type == "DELETED":
