@@ -592,6 +592,7 @@ def run(
     namespaces: int = 50,
     preload: bool = False,
     reverts: int = 20,
+    restart: bool = True,
 ) -> dict[str, Any]:
     """`preload`: create the last level's policies before the operator starts, and time it to all Ready."""
     set_shard_size(incident_size or 100)
@@ -659,8 +660,9 @@ def run(
                 log(f"scale: {level} policies: {json.dumps(entry['steady'])[:300]}")
             else:
                 try:
-                    result["restart"] = bench.restart(levels[-1])
-                    log(f"scale: restart: {json.dumps(result['restart'])}")
+                    if restart:
+                        result["restart"] = bench.restart(levels[-1])
+                        log(f"scale: restart: {json.dumps(result['restart'])}")
                 except TimeoutError as error:
                     result["restart"] = {"error": str(error)}
                 if incident_size:

@@ -141,6 +141,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         source=PrometheusSource(max_workers=32),
         emit=incidents.capture(_emit),
         watches=watches,
+        status_pool=concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="stampede-status"),
     )
 
 
@@ -149,6 +150,8 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     if "shared" in memo:
         shared = _shared(memo)
         shared.source.close()
+        if shared.status_pool is not None:
+            shared.status_pool.shutdown(wait=False, cancel_futures=True)
         if shared.watches is not None:
             shared.watches.close()
 

@@ -17,6 +17,7 @@ scrape sees contradicts a status already written.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import math
@@ -69,6 +70,9 @@ class Shared:
     """The watch cache of held targets: events on them wake `PolicyRunner.correct_drift` (None: no watches)."""
     incidents: Incidents = field(default_factory=Incidents)
     """Every served policy's incident state, for the storm breaker."""
+    status_pool: concurrent.futures.Executor | None = None
+    """Threads for status writes alone (None: the loop's default executor). With a slow API server, thousands of
+    pending status writes would otherwise hold every thread the ticks' reads and target writes need."""
 
 
 @dataclass
@@ -429,7 +433,8 @@ class PolicyRunner:
 
     async def _write(self, status: PolicyStatus, *, now: datetime, force: bool) -> None:
         async def patch(old: dict[str, Any], new: dict[str, Any]) -> object:
-            return await self._call(self.shared.policies.write_status, self.namespace, self.name, old=old, new=new)
+            write = functools.partial(self.shared.policies.write_status, self.namespace, self.name, old=old, new=new)
+            return await asyncio.get_running_loop().run_in_executor(self.shared.status_pool, write)
 
         await self.writes.write(status, patch, now=now, force=force, who=f"{self.namespace}/{self.name}")
 
