@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--levels", help="scale steps, e.g. 100,250,500,1000 (default by mode)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--skip-restart", action="store_true", help="scale10k: no restart over the loaded policies")
+    parser.add_argument("--profile", help="directory for py-spy profiles of the operator in the scale parts")
     parser.add_argument(
         "--rederive",
         action="store_true",
@@ -320,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     if "scale10k" in parts:  # 10,000 policies over 200 namespaces, all there when the operator starts
         import scale
 
+        scale.PROFILER.directory = Path(args.profile) if args.profile else None
+
         results["scale10k"] = scale.run(
             levels=[1000 if args.quick else 10_000],
             rounds=2,
@@ -328,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             namespaces=20 if args.quick else 200,
             preload=True,
             reverts=5 if args.quick else 20,
+            restart=not args.skip_restart,
         )
         results["scale10k"]["goals"] = goals_10k(results["scale10k"])
     if "takeover" in parts:  # failover after SIGKILL of the active replica, at the default peering lifetime

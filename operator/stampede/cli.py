@@ -163,6 +163,8 @@ def run(
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if all_namespaces:  # cluster-scoped templates need a cluster-wide watch, which -n NS does not grant
         templates.serve_cluster_templates()
+    if settings.max_concurrent_incidents:  # the index costs a quadratic startup; only the storm breaker reads it
+        _handlers.serve_storm_index()
     if metrics_port:
         metrics.serve(metrics_port)
     if priority is None:

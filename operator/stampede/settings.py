@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     """Where the originals of ConfigMap changes are kept, one Secret per policy and action (never in a policy's
     status): STAMPEDE_JOURNAL_NAMESPACE, else the operator pod's own namespace (POD_NAMESPACE, set by the
     Deployment), else stampede-system."""
+    metrics_per_policy_poll_duration: bool = True
+    """`stampede_poll_duration_seconds` per policy (14 series each); false: per namespace only (policy="")."""
+    metrics_signal_values: bool = True
+    """`stampede_signal_value`, one series per policy and signal; false: not exported (status.signals keeps them)."""
 
     deletion_attempts: ClassVar[int] = 10
     """Rollback attempts on deletion before the finalizer is released with the changes left in place."""

@@ -38,3 +38,43 @@ def test_forgetting_a_policy_drops_its_error_series() -> None:
     )
     metrics.forget("metrics-test", "gone")
     assert errors("gone", "db", "connection") is None
+
+
+def exposition() -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(metrics.REGISTRY).decode()
+
+
+def test_no_created_series_are_exported_beside_counters_and_histograms() -> None:
+    metrics.observe_poll("metrics-test", "created", 0.1)
+    metrics.ROLLBACKS_TOTAL.labels("metrics-test", "created").inc()
+    text = exposition()
+    assert 'stampede_poll_duration_seconds_count{namespace="metrics-test",policy="created"} 1.0' in text
+    assert "_created{" not in text
+
+
+def test_poll_durations_are_per_policy_by_default_and_per_namespace_when_turned_down() -> None:
+    try:
+        metrics.observe_poll("metrics-detail", "a", 0.1)
+        metrics.configure(per_policy_poll_duration=False, signal_values=True)
+        metrics.observe_poll("metrics-detail", "b", 0.2)
+        metrics.observe_poll("metrics-detail", "c", 0.3)
+    finally:
+        metrics.configure(per_policy_poll_duration=True, signal_values=True)
+    count = "stampede_poll_duration_seconds_count"
+    assert metrics.REGISTRY.get_sample_value(count, {"namespace": "metrics-detail", "policy": "a"}) == 1
+    assert metrics.REGISTRY.get_sample_value(count, {"namespace": "metrics-detail", "policy": ""}) == 2
+    assert metrics.REGISTRY.get_sample_value(count, {"namespace": "metrics-detail", "policy": "b"}) is None
+
+
+def test_signal_values_are_not_exported_when_turned_off() -> None:
+    labels = {"namespace": "metrics-detail", "policy": "signals"}
+    try:
+        metrics.set_signal_value("metrics-detail", "signals", "kept", 0.5)
+        metrics.configure(per_policy_poll_duration=True, signal_values=False)
+        metrics.set_signal_value("metrics-detail", "signals", "dropped", 0.7)
+    finally:
+        metrics.configure(per_policy_poll_duration=True, signal_values=True)
+    assert metrics.REGISTRY.get_sample_value("stampede_signal_value", {**labels, "signal": "kept"}) == 0.5
+    assert metrics.REGISTRY.get_sample_value("stampede_signal_value", {**labels, "signal": "dropped"}) is None

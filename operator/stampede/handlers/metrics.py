@@ -1,14 +1,42 @@
-"""The operator's own metrics on `/metrics` (names from the API contract), per namespace and policy."""
+"""The operator's own metrics on `/metrics` (names from the API contract), per namespace and policy.
+
+At 10,000 policies the exposition is most of the operator's series: each policy's poll-duration histogram
+is 14 series and its signal values one per signal. Both can be turned down (`Detail`, from the
+STAMPEDE_METRICS_* settings); `bench/metrics_bench.py` measures the size and the scrape's CPU.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import prometheus_client
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ..sources import Reading, ReadingKind
+
+# prometheus-client's text format adds a `*_created` gauge beside every counter and histogram series: one more
+# series per policy and metric that no dashboard or alert here reads (Prometheus ingests it as its own series).
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+@dataclass
+class Detail:
+    """Which per-policy series are exported (the STAMPEDE_METRICS_* settings)."""
+
+    per_policy_poll_duration: bool = True
+    signal_values: bool = True
+
+
+DETAIL = Detail()
+
+
+def configure(*, per_policy_poll_duration: bool, signal_values: bool) -> None:
+    DETAIL.per_policy_poll_duration = per_policy_poll_duration
+    DETAIL.signal_values = signal_values
+
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _LABELS = ("namespace", "policy")
@@ -84,6 +112,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         """Probes and scrapes every few seconds would flood the log."""
+
+
+def observe_poll(namespace: str, policy: str, seconds: float) -> None:
+    """One poll's duration, per policy or (STAMPEDE_METRICS_PER_POLICY_POLL_DURATION=false) per namespace."""
+    POLL_DURATION.labels(namespace, policy if DETAIL.per_policy_poll_duration else "").observe(seconds)
+
+
+def set_signal_value(namespace: str, policy: str, signal: str, value: float) -> None:
+    """A signal's last known value, unless STAMPEDE_METRICS_SIGNAL_VALUES=false."""
+    if DETAIL.signal_values:
+        SIGNAL_VALUE.labels(namespace, policy, signal).set(value)
 
 
 def count_unknown(readings: Mapping[str, Reading], *, namespace: str, policy: str) -> None:

@@ -110,6 +110,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # kopf calls on.delete handlers only while *its* finalizer blocks the deletion, so the rollback
     # finalizer must be kopf's finalizer; `roll_back_on_delete`'s `when` filter keeps kopf from adding
     # it to (or stripping it from) policies on its own: only the runner adds and removes it.
+    metrics.configure(
+        per_policy_poll_duration=config.metrics_per_policy_poll_duration, signal_values=config.metrics_signal_values
+    )
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -127,6 +130,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Drift is seen by watches on the held targets, not by a GET per target per poll.
     watches = TargetWatches.connect()
     metrics.watch_cache(watches.stats)
+    if config.max_concurrent_incidents and not _storm_index_served:
+        # Run other than by `stampede run` (which serves the index when the breaker is on): the count then
+        # holds only what the loops decided since this start, not incidents opened before it.
+        log.warning("storm breaker on without the policy index: incidents open before this start are not counted")
     memo["shared"] = Shared(
         config=config,
         actuators=Actuators(
@@ -140,6 +147,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         source=PrometheusSource(max_workers=32),
         emit=incidents.capture(_emit),
         watches=watches,
+        status_pool=concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="stampede-status"),
     )
 
 
@@ -148,16 +156,38 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     if "shared" in memo:
         shared = _shared(memo)
         shared.source.close()
+        if shared.status_pool is not None:
+            shared.status_pool.shutdown(wait=False, cancel_futures=True)
         if shared.watches is not None:
             shared.watches.close()
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
+STORM_INDEX = "stampede_open_incidents"
+
+
 async def stampede_open_incidents(
     *, name: str, namespace: str | None, status: kopf.Status, **_: Any
 ) -> dict[tuple[str, str], str]:
     """The storm breaker's count, from every policy's status: complete before any poll, so it survives a restart."""
     return storm.index_entry(namespace=namespace or "", name=name, status=status)
+
+
+_storm_index_served = False
+
+
+def serve_storm_index(registry: kopf.OperatorRegistry | None = None) -> None:
+    """Index every policy's incident state for the storm breaker; `stampede run` calls it only when the breaker is on.
+
+    A kopf index over the policies holds every policy's handlers back until all of them are indexed, through one
+    toggle per policy whose every change wakes every policy already waiting: quadratic in the number of policies
+    at startup (py-spy, `bench/scale.py --profile`: a third of a 1,500-policy start's CPU, most of a 10,000-policy
+    one). With the breaker off (STAMPEDE_MAX_CONCURRENT_INCIDENTS=0, the default) nothing reads the index.
+    """
+    global _storm_index_served
+    if _storm_index_served:
+        return
+    kopf.index(GROUP, VERSION, PLURAL, id=STORM_INDEX, registry=registry)(stampede_open_incidents)
+    _storm_index_served = True
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="poll", cancellation_timeout=30)
@@ -173,7 +203,7 @@ async def poll(
 ) -> None:
     """The policy's poll loop; the body is kopf's live view, so spec edits apply at the next tick."""
     shared = _shared(memo)
-    shared.incidents.index = kwargs.get("stampede_open_incidents")  # kopf passes every index by its name
+    shared.incidents.index = kwargs.get(STORM_INDEX)  # kopf passes every index by its name (None: not served)
     runner = PolicyRunner(shared=shared, namespace=namespace or "", name=name)
     loop = asyncio.get_running_loop()
     try:
@@ -209,7 +239,13 @@ _registry._spawning._handlers[:] = [  # pinned kopf==1.45.2: the registry has no
 ]
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
+def _is_deletion(type: str, **_: Any) -> bool:
+    # kopf checks this filter before invoking the handler; every status write comes back as a MODIFIED event,
+    # and invoking the handler for each cost a few per cent of the operator's steady-state CPU (py-spy).
+    return type == "DELETED"
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_is_deletion)
 async def forget_deleted(*, type: str, uid: str, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     """Stop the loop of a policy that is gone (no finalizer means kopf may not stop the daemon itself)."""
     if type == "DELETED":

@@ -64,7 +64,7 @@ def update_metrics(report: TickReport) -> None:
     metrics.INCIDENT_ACTIVE.labels(*labels).set(1 if status.incident else 0)
     for name, value in report.readings.items():
         if value is not None:  # unknown readings were counted, by kind, when they were read
-            metrics.SIGNAL_VALUE.labels(*labels, name).set(value)
+            metrics.set_signal_value(report.namespace, report.policy, name, value)
     for event in report.events:
         if event.reason == Reason.INCIDENT_OPENED and status.incident:
             metrics.INCIDENTS_TOTAL.labels(*labels, status.incident.severity.value).inc()

@@ -17,6 +17,7 @@ scrape sees contradicts a status already written.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import math
@@ -48,7 +49,7 @@ from .problems import EventSink, Problems
 from .reporting import Listener, TickReport, count_outcomes, update_metrics
 from .scheduling import Schedule
 from .specs import InvalidSpec, resolve_spec, spec_error_text
-from .status_writes import StatusWrites
+from .status_writes import StatusWrites, refresh_offset
 from .storm import Incidents
 
 log = logging.getLogger("stampede")
@@ -69,6 +70,9 @@ class Shared:
     """The watch cache of held targets: events on them wake `PolicyRunner.correct_drift` (None: no watches)."""
     incidents: Incidents = field(default_factory=Incidents)
     """Every served policy's incident state, for the storm breaker."""
+    status_pool: concurrent.futures.Executor | None = None
+    """Threads for status writes alone (None: the loop's default executor). With a slow API server, thousands of
+    pending status writes would otherwise hold every thread the ticks' reads and target writes need."""
 
 
 @dataclass
@@ -140,6 +144,11 @@ class PolicyRunner:
             return 5.0  # the live body picks up a fixed spec; look again soon
         self.invalid_generation = None
         self.spec, self.generation = spec, generation
+        self.writes.first_refresh_early = refresh_offset(
+            f"{self.namespace}/{self.name}",
+            interval=spec.poll_interval.total_seconds(),
+            refresh=self.shared.config.status_refresh_seconds,
+        )
         if status.journal:  # a write under way when the operator stopped (or a target unreadable since)
             status = await self._reconcile(body, spec, status, now=now)
         self.intents = []
@@ -192,7 +201,7 @@ class PolicyRunner:
         if not new.applied and new.state == State.IDLE and FINALIZER in _finalizers(body):
             await self._forget_journals(spec, new)  # once per incident, as its last change is rolled back
             await asyncio.to_thread(self.shared.policies.set_finalizer, self.namespace, self.name, present=False)
-        metrics.POLL_DURATION.labels(self.namespace, self.name).observe(time.monotonic() - started)
+        metrics.observe_poll(self.namespace, self.name, time.monotonic() - started)
         return self.schedule.plan(spec, decision, now=now)
 
     # -- drift, seen by the watches --------------------------------------------------------------
@@ -293,8 +302,9 @@ class PolicyRunner:
             # Only the first tick trusts the body's status: kopf's live body lags behind this loop's
             # own status writes, and this loop is the status's only writer while it runs.
             raw_status = dict(body.get("status") or {})
-            self.writes.last_written = raw_status
             self.current = _parse_status(raw_status)
+            # The refresh clock resumes from the last write (its lastPollTime): a restart rewrites no unchanged status.
+            self.writes.resume(raw_status, last_poll_time=self.current.last_poll_time)
         return self.current
 
     def _hold(self) -> Outcome | None:
@@ -438,7 +448,8 @@ class PolicyRunner:
 
     async def _write(self, status: PolicyStatus, *, now: datetime, force: bool) -> None:
         async def patch(old: dict[str, Any], new: dict[str, Any]) -> object:
-            return await self._call(self.shared.policies.write_status, self.namespace, self.name, old=old, new=new)
+            write = functools.partial(self.shared.policies.write_status, self.namespace, self.name, old=old, new=new)
+            return await asyncio.get_running_loop().run_in_executor(self.shared.status_pool, write)
 
         await self.writes.write(status, patch, now=now, force=force, who=f"{self.namespace}/{self.name}")
 

@@ -4,9 +4,11 @@ When a shared cache or database fails, every service's policy fires at once, and
 scaling up and restarting together feed the stampede. `decide` holds a newly opened incident while
 STAMPEDE_MAX_CONCURRENT_INCIDENTS other policies already act on theirs; this module gives it that
 count. It comes from two places: a kopf index over the policies' status (complete before any poll
-runs, so the count survives a restart) and what each loop decided a moment ago (the index lags
-behind the status writes; all loops share one event loop and nothing awaits between reading the
-count and recording the decision, so two policies firing in the same second cannot both slip in).
+runs, so the count survives a restart; served only while the breaker is on, since the index makes
+kopf's startup quadratic in the number of policies: `operator.serve_storm_index`) and what each
+loop decided a moment ago (the index lags behind the status writes; all loops share one event loop
+and nothing awaits between reading the count and recording the decision, so two policies firing in
+the same second cannot both slip in).
 """
 
 from __future__ import annotations
