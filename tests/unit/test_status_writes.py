@@ -29,7 +29,11 @@ def idle(at: datetime, value: str = "0.9") -> PolicyStatus:
 
 
 def poll(writes: StatusWrites, recorder: Recorder, at: datetime) -> None:
-    asyncio.run(writes.write(idle(at, value=str(at.second)), recorder, now=at, force=False, who="ns/p"))
+    async def write_and_settle() -> None:
+        await writes.write(idle(at, value=str(at.second)), recorder, now=at, force=False, who="ns/p")
+        await writes.flush()  # a refresh runs in the background
+
+    asyncio.run(write_and_settle())
 
 
 def test_the_first_refresh_comes_early_by_the_offset_and_later_ones_a_whole_period_apart() -> None:
@@ -67,3 +71,30 @@ def test_refresh_offsets_are_whole_poll_intervals_spread_evenly_over_one_refresh
     assert min(offsets.values()) > 800  # 1000 each on average; crc32 spreads names evenly
     assert refresh_offset("ns/p", interval=15, refresh=60) == refresh_offset("ns/p", interval=15, refresh=60)
     assert refresh_offset("ns/p", interval=120, refresh=60) == 0.0
+
+
+def test_a_refresh_patches_only_the_refreshed_fields_so_a_journal_recorded_meanwhile_is_never_undone() -> None:
+    class Patches(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patches: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+        async def __call__(self, old: dict[str, Any], new: dict[str, Any]) -> object:
+            self.patches.append((old, new))
+            return await super().__call__(old, new)
+
+    writes, recorder = StatusWrites(refresh_seconds=60), Patches()
+    writes.resume(idle(T0).wire(), last_poll_time=T0)
+    journal = [{"action": "flag", "kind": "ConfigMap", "name": "cfg"}]
+
+    async def refresh_after_a_journal() -> None:
+        later = T0 + timedelta(seconds=60)
+        await writes.write(idle(later, value="0.5"), recorder, now=later, force=False, who="ns/p")
+        writes.journalled(journal)  # execute's worker thread, while the refresh is in flight
+        await writes.flush()
+
+    asyncio.run(refresh_after_a_journal())
+    [(old, new)] = recorder.patches
+    assert set(old) <= {"lastPollTime", "signals"} and set(new) == {"lastPollTime", "signals"}
+    assert writes.last_written is not None and writes.last_written["journal"] == journal
+    assert writes.last_written["signals"] == [{"name": "hitRate", "value": "0.5"}]

@@ -74,6 +74,12 @@ PROMETHEUS_ERRORS = Counter(
     (*_LABELS, "signal", "kind"),
     registry=REGISTRY,
 )
+STATUS_REFRESHES_COALESCED = Counter(
+    "stampede_status_refreshes_coalesced_total",
+    "Refresh-only status writes (lastPollTime, signal values) replaced by a newer one before they were sent, "
+    "because the API server had not yet taken the policy's previous refresh.",
+    registry=REGISTRY,
+)
 POLL_DURATION = Histogram(
     "stampede_poll_duration_seconds",
     "Time of one poll (query, decide, act, report).",
@@ -200,3 +206,7 @@ KPI_TARGET = Gauge(
     (*_LABELS, "kpi"),
     registry=REGISTRY,
 )
+
+
+def count_coalesced_refresh() -> None:
+    STATUS_REFRESHES_COALESCED.inc()

@@ -148,6 +148,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         emit=incidents.capture(_emit),
         watches=watches,
         status_pool=concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="stampede-status"),
+        refresh_pool=concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="stampede-refresh"),
     )
 
 
@@ -156,8 +157,9 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     if "shared" in memo:
         shared = _shared(memo)
         shared.source.close()
-        if shared.status_pool is not None:
-            shared.status_pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (shared.status_pool, shared.refresh_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         if shared.watches is not None:
             shared.watches.close()
 

@@ -73,6 +73,9 @@ class Shared:
     status_pool: concurrent.futures.Executor | None = None
     """Threads for status writes alone (None: the loop's default executor). With a slow API server, thousands of
     pending status writes would otherwise hold every thread the ticks' reads and target writes need."""
+    refresh_pool: concurrent.futures.Executor | None = None
+    """Threads for refresh-only status writes (None: `status_pool`): a transition write never queues behind
+    thousands of background refreshes for a thread."""
 
 
 @dataclass
@@ -438,7 +441,7 @@ class PolicyRunner:
             return f"its originals could not be recorded in status first ({error.message}); nothing was changed"
         self.intents = entries
         # The tick's own status write then clears the journal as a difference from what was written.
-        self.writes.last_written = {**(self.writes.last_written or {}), "journal": wire}
+        self.writes.journalled(wire)
         return None
 
     # -- notifications --------------------------------------------------------------------------
@@ -447,11 +450,24 @@ class PolicyRunner:
         self.notifier.dispatch(report, self.body)
 
     async def _write(self, status: PolicyStatus, *, now: datetime, force: bool) -> None:
-        async def patch(old: dict[str, Any], new: dict[str, Any]) -> object:
-            write = functools.partial(self.shared.policies.write_status, self.namespace, self.name, old=old, new=new)
-            return await asyncio.get_running_loop().run_in_executor(self.shared.status_pool, write)
+        """Write status as due: a transition awaited here, a refresh-only write in the background (status_writes)."""
 
-        await self.writes.write(status, patch, now=now, force=force, who=f"{self.namespace}/{self.name}")
+        def on(pool: concurrent.futures.Executor | None) -> Callable[[dict[str, Any], dict[str, Any]], Any]:
+            async def patch(old: dict[str, Any], new: dict[str, Any]) -> object:
+                policies = self.shared.policies
+                write = functools.partial(policies.write_status, self.namespace, self.name, old=old, new=new)
+                return await asyncio.get_running_loop().run_in_executor(pool, write)
+
+            return patch
+
+        await self.writes.write(
+            status,
+            on(self.shared.status_pool),
+            now=now,
+            force=force,
+            who=f"{self.namespace}/{self.name}",
+            refresh_patch=on(self.shared.refresh_pool or self.shared.status_pool),
+        )
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a blocking client call in a worker thread."""
