@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stampede.api.status import PolicyStatus, State
+from stampede.handlers import metrics
 from stampede.handlers.status_writes import StatusWrites, refresh_offset
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -98,3 +101,43 @@ def test_a_refresh_patches_only_the_refreshed_fields_so_a_journal_recorded_meanw
     assert set(old) <= {"lastPollTime", "signals"} and set(new) == {"lastPollTime", "signals"}
     assert writes.last_written is not None and writes.last_written["journal"] == journal
     assert writes.last_written["signals"] == [{"name": "hitRate", "value": "0.5"}]
+
+
+def test_a_transition_withdraws_a_refresh_still_waiting_for_a_thread_and_does_not_wait_behind_it() -> None:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    busy = threading.Event()
+    pool.submit(busy.wait, 30)  # the refresh threads are all taken (other policies' refreshes)
+    refreshed: list[dict[str, Any]] = []
+    writes, recorder = StatusWrites(refresh_seconds=60), Recorder()
+    writes.resume(idle(T0).wire(), last_poll_time=T0)
+    before = metrics.STATUS_REFRESHES_COALESCED._value.get()
+    incident = PolicyStatus.model_validate(
+        {"state": State.ROLLING_BACK.value, "lastPollTime": (T0 + timedelta(seconds=75)).isoformat()}
+    )
+
+    async def refresh_then_transition() -> None:
+        later = T0 + timedelta(seconds=60)
+        await writes.write(
+            idle(later, value="0.5"),
+            recorder,
+            now=later,
+            force=False,
+            who="ns/p",
+            refresh_patch=lambda old, new: refreshed.append(new),
+            refresh_pool=pool,
+        )
+        await asyncio.sleep(0.05)  # the refresh is now waiting for the pool's one thread
+        then = T0 + timedelta(seconds=75)
+        await asyncio.wait_for(writes.write(incident, recorder, now=then, force=False, who="ns/p"), timeout=10)
+        assert recorder.writes == [incident.wire()], "the transition waited for the queued refresh"
+        busy.set()
+        await writes.flush()
+
+    try:
+        asyncio.run(refresh_then_transition())
+    finally:
+        busy.set()
+        pool.shutdown(wait=True)
+    assert refreshed == [], "a withdrawn refresh was sent (and would have landed after the transition)"
+    assert metrics.STATUS_REFRESHES_COALESCED._value.get() - before == 1
+    assert writes.last_written == incident.wire()

@@ -451,22 +451,24 @@ class PolicyRunner:
 
     async def _write(self, status: PolicyStatus, *, now: datetime, force: bool) -> None:
         """Write status as due: a transition awaited here, a refresh-only write in the background (status_writes)."""
+        policies, namespace, name = self.shared.policies, self.namespace, self.name
 
-        def on(pool: concurrent.futures.Executor | None) -> Callable[[dict[str, Any], dict[str, Any]], Any]:
-            async def patch(old: dict[str, Any], new: dict[str, Any]) -> object:
-                policies = self.shared.policies
-                write = functools.partial(policies.write_status, self.namespace, self.name, old=old, new=new)
-                return await asyncio.get_running_loop().run_in_executor(pool, write)
+        def blocking(old: dict[str, Any], new: dict[str, Any]) -> object:
+            return policies.write_status(namespace, name, old=old, new=new)
 
-            return patch
+        async def patch(old: dict[str, Any], new: dict[str, Any]) -> object:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.shared.status_pool, functools.partial(blocking, old, new)
+            )
 
         await self.writes.write(
             status,
-            on(self.shared.status_pool),
+            patch,
             now=now,
             force=force,
-            who=f"{self.namespace}/{self.name}",
-            refresh_patch=on(self.shared.refresh_pool or self.shared.status_pool),
+            who=f"{namespace}/{name}",
+            refresh_patch=blocking,
+            refresh_pool=self.shared.refresh_pool or self.shared.status_pool,
         )
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -20,15 +20,18 @@ replaces it (counted in `stampede_status_refreshes_coalesced_total`), so a slow 
 `lastPollTime`s, never an unbounded queue. A refresh patches only the refreshed fields, whatever else was
 written meanwhile (the journal `_intend` writes from a worker thread), so it can never undo a journal entry.
 
-Every other write (incident, journal, applied changes, conditions) is a transition: awaited, in order, and
-only after the refresh in flight has landed, with any queued refresh dropped (the transition carries newer
-values). A stale refresh can therefore never land after a transition, and the status-first journal's order
-of writes is the order of the ticks.
+Every other write (incident, journal, applied changes, conditions) is a transition: awaited, in order. Any
+refresh not yet sent is dropped (the transition carries newer values of the same fields): the waiting one,
+and the one in flight too while it still waits for a thread (claimed under a lock, so it is either withdrawn
+or being sent, never both). A refresh already being sent is awaited first. A stale refresh can therefore
+never land after a transition, the status-first journal's order of writes is the order of the ticks, and a
+breaching policy's transition never waits behind thousands of other policies' queued refreshes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import zlib
@@ -44,6 +47,8 @@ from . import metrics
 log = logging.getLogger("stampede")
 Patch = Callable[[dict[str, Any], dict[str, Any]], Awaitable[object]]
 """(old, new) → patches the difference onto the policy's status."""
+SyncPatch = Callable[[dict[str, Any], dict[str, Any]], object]
+"""The same, blocking (run in a worker thread)."""
 REFRESHED = ("lastPollTime", "signals")
 """The fields a refresh-only write carries; anything else differing makes a write a transition."""
 
@@ -67,6 +72,12 @@ class _Refresh:
     stamp: datetime
     previous: datetime | None
     """The refresh clock before this refresh was sent: restored when it fails, so the next poll retries."""
+    blocking: SyncPatch | None = None
+    """Sends it from a thread of `pool`, which lets a transition withdraw it while it waits for a thread."""
+    pool: concurrent.futures.Executor | None = None
+    sending: bool = False
+    """Claimed for sending (under `StatusWrites.lock`): from then on a transition waits for it to land."""
+    withdrawn: bool = False
 
 
 @dataclass
@@ -79,9 +90,10 @@ class StatusWrites:
     first_refresh_early: float = 0.0
     """Seconds by which the first refresh after this process's first write comes early (`refresh_offset`)."""
     refreshing: asyncio.Task[None] | None = field(default=None, repr=False)
+    in_flight: _Refresh | None = field(default=None, repr=False)
     queued: _Refresh | None = field(default=None, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    """Guards `last_written`: the journal is recorded in it from execute's worker thread."""
+    """Guards `last_written` (the journal is recorded in it from execute's worker thread) and the claims."""
 
     def resume(self, written: Mapping[str, Any], *, last_poll_time: datetime | None) -> None:
         """The status found when this process started serving the policy: what was written, and when."""
@@ -102,10 +114,15 @@ class StatusWrites:
         now: datetime,
         force: bool,
         who: str,
-        refresh_patch: Patch | None = None,
+        refresh_patch: SyncPatch | None = None,
+        refresh_pool: concurrent.futures.Executor | None = None,
     ) -> None:
-        """Write what is due: a transition awaited in order, or a refresh in the background (through
-        `refresh_patch` when given, so refreshes queue on their own threads, not before transitions)."""
+        """Write what is due: a transition awaited in order, or a refresh in the background.
+
+        `refresh_patch` (blocking, run on `refresh_pool`) sends refreshes from their own threads; a refresh still
+        waiting for a thread when a transition comes is withdrawn, so the transition never waits behind a queue
+        of other policies' refreshes. Without it, refreshes go through `patch`.
+        """
         new = status.wire()
         with self.lock:
             old = self.last_written or {}
@@ -120,10 +137,12 @@ class StatusWrites:
             return
         refresh = _Refresh(
             fields={k: new[k] for k in REFRESHED if k in new},
-            patch=refresh_patch or patch,
+            patch=patch,
             who=who,
             stamp=stamp,
             previous=self.last_write_at,
+            blocking=refresh_patch,
+            pool=refresh_pool,
         )
         # Counted as written when sent: a refresh slower than the period is not sent again at every poll.
         self.last_write_at = stamp
@@ -140,10 +159,19 @@ class StatusWrites:
             await asyncio.shield(self.refreshing)
 
     async def _transition(self, new: dict[str, Any], patch: Patch, *, stamp: datetime, who: str) -> None:
-        if self.queued is not None:  # this write carries newer values of the same fields
+        # Every refresh not yet sent is dropped: this write carries newer values of the same fields.
+        if self.queued is not None:
             self.queued = None
             metrics.count_coalesced_refresh()
-        await self.flush()  # an older refresh must land before this write, never after it
+        current = self.in_flight
+        if current is not None:
+            with self.lock:
+                withdraw = not current.sending and not current.withdrawn
+                current.withdrawn = current.withdrawn or not current.sending
+            if withdraw:
+                metrics.count_coalesced_refresh()
+            elif current.sending:
+                await self.flush()  # a refresh being sent must land before this write, never after it
         with self.lock:
             old = self.last_written or {}
         try:
@@ -162,17 +190,40 @@ class StatusWrites:
         item: _Refresh | None = refresh
         try:
             while item is not None:
+                self.in_flight = item
                 await self._send(item)
                 item, self.queued = self.queued, None
         finally:
-            self.refreshing = None
+            self.refreshing = self.in_flight = None
+
+    def _claim(self, refresh: _Refresh) -> dict[str, Any] | None:
+        """What the refresh patches from, once it is claimed for sending; None when it was withdrawn."""
+        with self.lock:
+            if refresh.withdrawn:
+                return None
+            refresh.sending = True
+            written = self.last_written or {}
+            return {k: written[k] for k in REFRESHED if k in written}
 
     async def _send(self, refresh: _Refresh) -> None:
-        with self.lock:
-            written = self.last_written or {}
-            old = {k: written[k] for k in REFRESHED if k in written}
         try:
-            await refresh.patch(old, refresh.fields)
+            if refresh.blocking is None:
+                old = self._claim(refresh)
+                if old is None:
+                    return
+                await refresh.patch(old, refresh.fields)
+            else:
+                blocking = refresh.blocking
+
+                def send() -> bool:
+                    claimed = self._claim(refresh)
+                    if claimed is None:
+                        return False
+                    blocking(claimed, refresh.fields)
+                    return True
+
+                if not await asyncio.get_running_loop().run_in_executor(refresh.pool, send):
+                    return
         except KubeError as error:
             log.warning("%s: status refresh failed: %s", refresh.who, error.message)
             if error.not_found:
