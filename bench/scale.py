@@ -67,6 +67,17 @@ TARGET_RESOURCES = {"configmaps", "deployments", "jobs", "horizontalpodautoscale
 WRITES = {"create", "patch", "update", "delete", "deletecollection"}
 
 
+COALESCED = "stampede_status_refreshes_coalesced_total"
+
+
+def counter_value(text: str, name: str) -> float:
+    """An unlabelled counter's value in a /metrics text (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.rpartition(" ")[2])
+    return 0.0
+
+
 def namespace_of(index: int) -> str:
     return f"bench-{index % NAMESPACES:02d}"
 
@@ -359,7 +370,8 @@ class Bench:
         log(f"scale: steady state with {self.count} policies for {rounds} rounds ({rounds * POLL:g}s)")
         mark = self.stack.harness.log.last_id
         prom_before = self.prometheus_query_total()
-        hist_before = histogram_totals(scrape(self.metrics_url), "stampede_poll_duration_seconds")
+        text_before = scrape(self.metrics_url)
+        hist_before = histogram_totals(text_before, "stampede_poll_duration_seconds")
         PROFILER.start(int(self.pids["operator"]), f"steady-{self.count}")
         sample = Sample.take(self.pids)
         t0 = time.time()
@@ -367,9 +379,9 @@ class Bench:
         t1 = time.time()
         PROFILER.stop()
         cpu = Sample.take(self.pids).minus(sample)
-        hist = histogram_delta(
-            histogram_totals(scrape(self.metrics_url), "stampede_poll_duration_seconds"), hist_before
-        )
+        text_after = scrape(self.metrics_url)
+        hist = histogram_delta(histogram_totals(text_after, "stampede_poll_duration_seconds"), hist_before)
+        coalesced = counter_value(text_after, COALESCED) - counter_value(text_before, COALESCED)
         prom_after = self.prometheus_query_total()
         minutes = (t1 - t0) / 60
         api = self.api_counts(since=mark, until=t1)
@@ -395,6 +407,8 @@ class Bench:
             "api_requests_by_kind_per_min": {k: round(v / minutes, 1) for k, v in sorted(api["by_kind"].items())},
             "target_writes": api["target_writes"],
             "status_writes_per_policy_per_min": round(status_writes / self.count / minutes, 3),
+            # Refresh-only writes replaced by a newer one before they were sent (the API server lagging behind).
+            "status_refreshes_coalesced_per_min": round(coalesced / minutes, 1),
             "prometheus_requests_per_round": round(len(proxied) / rounds, 2),
             "prometheus_requests_by_round": sorted(per_round.values()),
             "distinct_queries_seen": len(distinct),

@@ -97,8 +97,9 @@ def load_api_client(*, config_file: str | None = None, context: str | None = Non
         )
     # urllib3's default retries would turn one slow GET into four timeouts; the next poll is the retry.
     configuration.retries = 0
-    # One connection per worker thread (the operator's pool has 64), or urllib3 opens and drops extras.
-    configuration.connection_pool_maxsize = 64
+    # One connection per worker thread (64 for reads and target writes, 16 for status transitions, 16 for
+    # status refreshes: handlers/operator.py), or urllib3 opens and drops extras.
+    configuration.connection_pool_maxsize = 96
     return k8s.ApiClient(configuration)
 
 

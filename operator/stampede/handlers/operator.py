@@ -148,7 +148,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         emit=incidents.capture(_emit),
         watches=watches,
         status_pool=concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="stampede-status"),
-        refresh_pool=concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="stampede-refresh"),
+        refresh_pool=concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="stampede-refresh"),
     )
 
 
