@@ -151,6 +151,7 @@ class StatusWrites:
                 metrics.count_coalesced_refresh()
             self.queued = refresh
             return
+        self.in_flight = refresh  # before the task first runs, so a transition in between still finds it
         self.refreshing = asyncio.ensure_future(self._refreshes(refresh))
 
     async def flush(self) -> None:
