@@ -254,7 +254,8 @@ def print_summary(results: dict[str, Any]) -> None:
     t = results.get("takeover")
     if t:
         lines.append(
-            f"takeover after SIGKILL (lifetime {t['lifetime_s']} s): {t['samples_s']} s, bound {t['bound_s']} s"
+            f"takeover after SIGKILL (lifetime {t['lifetime_s']} s): first poll {t['samples_s']} s, bound "
+            f"{t['bound_s']} s; first status write p50 {(t.get('first_status_write_s') or {}).get('p50')} s"
         )
     b = results.get("runbook")
     if b and "error" not in b:

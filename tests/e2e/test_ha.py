@@ -94,8 +94,14 @@ def test_two_replicas_started_together_create_the_peering_object_elect_one_and_i
 ) -> None:
     pair.start_together()
     active, standby = pair.elected()
-    peering = ha_stack.custom.get_cluster_custom_object(*PEERINGS, "stampede-operator")
-    assert len(peering.get("status") or {}) == 2, "both replicas heartbeat into the object they created"
+
+    # Both heartbeat into the object they created. Waited for, not read once: under load a heartbeat can come
+    # later than the peer's lifetime, and kopf then drops that peer's entry until its next heartbeat.
+    def heartbeats() -> bool:
+        peering = ha_stack.custom.get_cluster_custom_object(*PEERINGS, "stampede-operator")
+        return len(peering.get("status") or {}) == 2
+
+    ha_stack.wait_for("both replicas' heartbeats in the peering object", heartbeats, timeout=60)
 
     case = Case(ha_stack, "ha-one-acts", prefix="ha")
     before = case.snapshot()

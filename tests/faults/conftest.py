@@ -9,7 +9,9 @@ tests error: never a skip.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +31,17 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
             running.operator.env["STAMPEDE_ALLOWED_PROMETHEUS_URLS"] = running.prometheus.url
         running.operator.start()
         yield running
+        keep = os.environ.get("STAMPEDE_E2E_KEEP_LOGS")  # a directory to keep the operator's logs and requests in
+        if keep:
+            where = Path(keep) / request.module.__name__.rpartition(".")[2]
+            where.mkdir(parents=True, exist_ok=True)
+            (where / "operator.log").write_text(running.operator.logs())
+            (where / "requests.log").write_text(
+                "\n".join(
+                    f"{e.time:.3f} {e.method} {e.path} {e.status} {e.content_type or ''}"
+                    for e in running.harness.log.entries()
+                )
+            )
 
 
 @pytest.fixture

@@ -183,3 +183,37 @@ def test_the_configmap_gone_takes_its_journal_secret_with_it(h: HarnessThread, k
     outcome = act.undo(TARGET, change, now=T1, dry_run=False)
     assert outcome.ok, outcome.message
     assert [r.verb for r in writes(h, resource="secrets")][-1] == "delete"
+
+
+def test_a_change_whose_record_was_lost_takes_its_originals_from_the_journal_secret_and_rolls_back_exactly(
+    h: HarnessThread, kube: Kube, act: Actuators
+) -> None:
+    # Killed twice around a restart, the operator can lose the record of a change that landed: the ConfigMap
+    # has the action's values and the policy's mark, and the engine plans the action again. The originals
+    # must come from the journal Secret that first apply kept, never from the values now there.
+    h.apply([configmap({"ttl": MARKER, "mode": "normal"})])
+    first = applied(act, {"ttl": "600", "coalesce": "true"})
+    mark = h.log.last_id
+
+    again = applied(act, {"ttl": "600", "coalesce": "true"})
+
+    assert again.original == first.original == {"ttl": digest(MARKER), "coalesce": None}
+    assert again.applied == {"ttl": "600", "coalesce": "true"}
+    assert writes(h, since=mark) == [], "the values are there already: nothing is written again"
+    undone = act.undo(TARGET, again, now=T1, dry_run=False)
+    assert undone.ok, undone.message
+    cm = kube.get(path("ConfigMap", NS, "cache-config"))
+    assert cm["data"] == {"ttl": MARKER, "mode": "normal"}
+    assert not (cm["metadata"].get("annotations") or {}), "the mark goes with the rollback"
+
+
+def test_without_its_journal_secret_a_marked_configmap_records_nothing_it_cannot_roll_back(
+    h: HarnessThread, kube: Kube, act: Actuators
+) -> None:
+    h.apply([configmap({"ttl": MARKER})])
+    applied(act, {"ttl": "600"})
+    kube.delete(secret_path())
+
+    again = applied(act, {"ttl": "600"})
+
+    assert again.applied == {}, "with no originals to be had, the change records no value it would restore wrongly"

@@ -452,3 +452,48 @@ async def test_a_journal_secret_no_status_entry_refers_to_goes_when_the_incident
     with pytest.raises(KubeError) as gone:
         runner.shared.actuators.kube.get(secret)
     assert gone.value.not_found
+
+
+class DyingPolicies(WatchedPolicies):
+    """The operator is killed after its journal writes, before the tick's status write lands."""
+
+    def write_status(self, namespace: str, name: str, *, old: JSON, new: JSON) -> JSON | None:
+        raise KubeError(0, "killed before the status write")
+
+
+async def test_a_change_adopted_at_restart_stays_journalled_until_a_status_write_records_it(h: HarnessThread) -> None:
+    """Killed twice: after a target write, then after the restart adopted it and journalled the next action."""
+    kube = make_kube(h)
+    h.apply([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg2", "namespace": NS}, "data": {}}])
+    second = {
+        "name": "second",
+        "after": "1m",
+        "actions": [{"name": "flag2", "configMap": {"name": "cfg2", "data": {"G": "on"}}}],
+    }
+    spec = {**SPEC, "phases": [*SPEC["phases"], second]}
+    source = Source()
+    runner, policies = runner_for(h, "twice", source, spec=spec)
+    t = await _open_incident(runner, policies, "twice", source)
+    # The first death: `flag` reached its target, the status write recording it did not.
+    (record,) = policies.read(NS, "twice")["status"]["applied"]
+    kube.merge(policy_path(NS, "twice", "status"), {"status": {"applied": None, "journal": [record]}})
+
+    restarted, _ = _restarted(h, "twice", source)
+    dying = DyingPolicies(kube, namespace=NS, name="twice")
+    restarted.shared.policies = dying
+    t += timedelta(minutes=1)  # the second phase is due: its action is journalled and written
+    await restarted.tick(dying.read(NS, "twice"), now=t)
+    assert _cm(kube)["data"] == {"F": "on"} and kube.get(path("ConfigMap", NS, "cfg2"))["data"] == {"G": "on"}
+
+    # The second death, before the tick's status write. The stored status must still account for `flag`.
+    stored = policies.read(NS, "twice")["status"]
+    held = {c["action"] for c in [*(stored.get("applied") or []), *(stored.get("journal") or [])]}
+    assert held == {"flag", "flag2"}, stored
+    third, policies = _restarted(h, "twice", source)
+    source.load = 1.0
+    while third.current is None or third.current.state != "Idle":
+        t += timedelta(seconds=15)
+        await third.tick(policies.read(NS, "twice"), now=t)
+        assert t < T0 + timedelta(minutes=15), third.current
+    assert _cm(kube).get("data") in (None, {}), "flag rolled back to its true original (no key)"
+    assert kube.get(path("ConfigMap", NS, "cfg2")).get("data") in (None, {})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -45,9 +46,40 @@ def find_prometheus(binary: str = "prometheus") -> str:
     return found
 
 
+_PORTS = random.SystemRandom()  # not `random`: a test that seeds it must not make two workers draw alike
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    """A loopback port that was free a moment ago (good enough for single-machine tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A loopback port that was free a moment ago, below the kernel's ephemeral range.
+
+    Not `bind(0)`: that hands out a port of the ephemeral range (`ip_local_port_range`), which every
+    outgoing connection on the machine draws from too, and under load (two test workers, a benchmark
+    beside them) a client socket took such a port between this call and the server's own bind
+    (`OSError: [Errno 98] Address already in use` at the operator's start). Below that range only
+    servers that ask for a port take one: a random one, tried with a bind and never handed out twice by
+    this process, collides only with another process's draw from ~12,000 ports.
+    """
+    high = _ephemeral_low() - 1
+    for _ in range(100):
+        port = _PORTS.randint(20000, high)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded machine: the kernel's choice
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 

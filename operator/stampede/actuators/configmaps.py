@@ -72,6 +72,9 @@ class ConfigMaps:
         data: dict[str, str] = dict(cm.get("data") or {})
         original, applied = plan_configmap(data, spec.data)
         restart = [WorkloadStatusRef(kind=w.kind.value, name=w.name) for w in spec.restart]
+        recovered = None if applied or dry_run or not owner.holds(cm) else self._recover(namespace, owner, action)
+        if recovered is not None:
+            original, applied = recovered, dict(spec.data)
         change = AppliedChange(
             action=action.name,
             kind=ChangeKind.CONFIG_MAP,
@@ -84,6 +87,8 @@ class ConfigMaps:
         )
         if dry_run:
             return outcomes.configmap_set(change, configmap=spec.name, dry_run=True)
+        if recovered is not None:  # nothing to write: the values are there, the record is what was missing
+            return outcomes.configmap_set(change, configmap=spec.name, dry_run=False, restarts=restart)
         if applied:
             # The originals first, then their digests in status: if the operator dies after the target
             # write below, status says what to restore and the Secret holds it.
@@ -121,6 +126,22 @@ class ConfigMaps:
             )
         # The caller restarts the workloads, once per poll for all the actions that ask (restart coalescing).
         return outcomes.configmap_set(change, configmap=spec.name, dry_run=False, restarts=restart if applied else [])
+
+    def _recover(self, namespace: str, owner: Ownership, action: Action) -> dict[str, str | None] | None:
+        """The originals of a change that already landed but whose record was lost; None when it is not that case.
+
+        The engine plans only actions the policy holds no record of, so a ConfigMap that already has every value
+        of the action and this policy's mark was changed by an earlier apply of it whose record is gone (killed
+        twice around a restart). Planning against it would record the policy's own values as the originals (or
+        nothing at all) and lose the real ones, which that apply kept in the action's journal Secret. Keys the
+        Secret does not hold were absent before. Without the Secret nothing can be recovered (None).
+        """
+        spec = action.config_map
+        assert spec is not None
+        kept = self.journals.kept(namespace=namespace, policy=owner.policy, action=action.name, configmap=spec.name)
+        if kept is None:
+            return None
+        return {key: kept.get(key) for key in spec.data}
 
     def landed(self, namespace: str, owner: Ownership, change: AppliedChange) -> bool:
         """Whether a journalled write reached the ConfigMap: it is marked and holds a value it set."""

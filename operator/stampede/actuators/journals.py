@@ -87,6 +87,31 @@ class Journals:
 
         retry_conflicts(replace)
 
+    def kept(self, *, namespace: str, policy: str, action: str, configmap: str) -> dict[str, str] | None:
+        """The originals an earlier apply of the action kept for `configmap`; None without a (readable) Secret.
+
+        Only for a change whose record was lost (see `ConfigMaps.apply`): there is no digest to check against,
+        so the Secret must at least be the one this action wrote for this ConfigMap, every value decodable.
+        """
+        name = journal_name(namespace=namespace, policy=policy, action=action)
+        try:
+            secret = self.kube.get(path("Secret", self.namespace, name))
+        except KubeError as error:
+            if error.not_found:
+                return None
+            raise
+        notes = meta(secret).get("annotations") or {}
+        written_for = (notes.get(JOURNAL_OF), notes.get(ACTION), notes.get(CONFIGMAP))
+        if written_for != (f"{namespace}/{policy}", action, configmap):
+            return None
+        out: dict[str, str] = {}
+        for key, value in (secret.get("data") or {}).items():
+            decoded = _decoded(value)
+            if decoded is None:
+                return None
+            out[key] = decoded
+        return out
+
     def originals(self, change: AppliedChange, *, namespace: str, policy: str) -> dict[str, str | None]:
         """The values a rollback restores, each checked against the digest status recorded.
 

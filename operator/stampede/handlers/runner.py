@@ -431,10 +431,12 @@ class PolicyRunner:
         if change in self.intents:  # a retry (after a 409) of a write already journalled as it is
             return None
         entries = [*(e for e in self.intents if e.action != change.action), change]
-        problem = journal.too_large(self.current or PolicyStatus(), entries)
+        fresh = {e.action for e in entries}
+        stored = [*(e for e in self._unrecorded() if e.action not in fresh), *entries]
+        problem = journal.too_large(self.current or PolicyStatus(), stored)
         if problem is not None:
             return problem
-        wire = [e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in entries]
+        wire = [e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in stored]
         try:
             self.shared.policies.write_journal(self.namespace, self.name, wire)
         except KubeError as error:
@@ -443,6 +445,23 @@ class PolicyRunner:
         # The tick's own status write then clears the journal as a difference from what was written.
         self.writes.journalled(wire)
         return None
+
+    def _unrecorded(self) -> list[AppliedChange]:
+        """What the stored status may not account for yet, which a journal write must therefore keep.
+
+        The journal write replaces `status.journal` on the server. Kept in it: the entries `reconcile` left
+        (a target it could not read), and held changes no status write has recorded yet (adopted at this
+        restart, or applied at a tick whose status write failed). Dropping them there before the tick's
+        status write lands would lose them to a crash in between: the next restart would find neither an
+        entry nor a record, and re-plan the change over the values it set, taking them for the originals.
+        """
+        current = self.current or PolicyStatus()
+        with self.writes.lock:
+            written = (self.writes.last_written or {}).get("applied") or []
+        unwritten = [
+            c for c in current.applied if c.model_dump(mode="json", by_alias=True, exclude_none=True) not in written
+        ]
+        return [*current.journal, *unwritten]
 
     # -- notifications --------------------------------------------------------------------------
     def _notify(self, report: TickReport) -> None:
