@@ -10,6 +10,7 @@ prometheus binary instead. This module has no pytest dependency so the demo and 
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
@@ -57,6 +58,57 @@ def _ephemeral_low() -> int:
         return 32768  # Linux's default
 
 
+_CLAIMS = Path(tempfile.gettempdir()) / "stampede-test-ports"
+
+
+def _claim(port: int) -> bool:
+    """Reserve a port for this process's lifetime among every process using this module (a file per port).
+
+    A claim whose process is gone is taken over; this process's claims go when it exits.
+    """
+    _CLAIMS.mkdir(exist_ok=True)
+    claim = _CLAIMS / str(port)
+    for _ in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if _alive(claim):
+                return False
+            claim.unlink(missing_ok=True)  # left by a process that died without its exit hook
+            continue
+        with os.fdopen(fd, "w") as out:
+            out.write(str(os.getpid()))
+        if not _claimed:
+            atexit.register(_release_claims)
+        _claimed.append(claim)
+        return True
+    return False
+
+
+def _alive(claim: Path) -> bool:
+    try:
+        pid = int(claim.read_text() or "0")
+    except (OSError, ValueError):
+        return True  # being written right now by its owner
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _release_claims() -> None:
+    for claim in _claimed:
+        claim.unlink(missing_ok=True)
+
+
+_claimed: list[Path] = []
+
+
 def free_port() -> int:
     """A loopback port that was free a moment ago, below the kernel's ephemeral range.
 
@@ -64,20 +116,22 @@ def free_port() -> int:
     outgoing connection on the machine draws from too, and under load (two test workers, a benchmark
     beside them) a client socket took such a port between this call and the server's own bind
     (`OSError: [Errno 98] Address already in use` at the operator's start). Below that range only
-    servers that ask for a port take one: a random one, tried with a bind and never handed out twice by
-    this process, collides only with another process's draw from ~12,000 ports.
+    servers that ask for a port take one: a random one, tried with a bind and claimed machine-wide
+    (`_claim`), so neither this process nor another test process (the other pytest worker, a benchmark,
+    a second checkout's suite) hands it out again while this one lives. Without the claim two processes
+    did draw the same port once in a full run beside two other suites.
     """
     high = _ephemeral_low() - 1
     for _ in range(100):
         port = _PORTS.randint(20000, high)
-        if port in _handed_out:
+        if port in _handed_out or not _claim(port):
             continue
+        _handed_out.add(port)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-        _handed_out.add(port)
         return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded machine: the kernel's choice
         sock.bind(("127.0.0.1", 0))
