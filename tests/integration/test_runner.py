@@ -92,10 +92,7 @@ class WatchedPolicies(Policies):
 
 @pytest.fixture
 def h(tmp_path: pathlib.Path) -> Iterator[HarnessThread]:
-    with harness_with_namespace(tmp_path, NS) as harness:
-        harness.apply(
-            [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": NS}, "data": {}}]
-        )
+    with harness_with_namespace(tmp_path, NS, configmaps=["cfg"]) as harness:
         yield harness
 
 

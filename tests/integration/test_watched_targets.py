@@ -32,10 +32,7 @@ T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def h(tmp_path: pathlib.Path) -> Iterator[HarnessThread]:
-    with harness_with_namespace(tmp_path, NS) as harness:
-        harness.apply(
-            [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": NS}, "data": {}}]
-        )
+    with harness_with_namespace(tmp_path, NS, configmaps=["cfg"]) as harness:
         yield harness
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import kubernetes
@@ -22,8 +22,21 @@ def make_kube(harness: HarnessThread, cls: type[Kube] = Kube) -> Kube:
 
 
 @contextmanager
-def harness_with_namespace(tmp_path: pathlib.Path, namespace: str) -> Iterator[HarnessThread]:
-    """An emulated API server with the repo's CRDs and one namespace."""
+def harness_with_namespace(
+    tmp_path: pathlib.Path, namespace: str, *, configmaps: Iterable[str] = ()
+) -> Iterator[HarnessThread]:
+    """An emulated API server with the repo's CRDs, one namespace and, in it, the empty ConfigMaps named."""
     with HarnessThread(crds=[REPO / "crds"], kubeconfig=tmp_path / "kubeconfig") as harness:
         harness.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}])
+        harness.apply(
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "data": {},
+                }
+                for name in configmaps
+            ]
+        )
         yield harness
