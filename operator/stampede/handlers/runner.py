@@ -78,7 +78,7 @@ class Shared:
     thousands of background refreshes for a thread."""
 
 
-@dataclass
+@dataclass(slots=True)  # thousands of these live at once: no per-instance __dict__
 class PolicyRunner:
     shared: Shared
     namespace: str

@@ -19,7 +19,7 @@ EARLY = timedelta(milliseconds=100)
 MAX_LATE = timedelta(seconds=5)
 
 
-@dataclass
+@dataclass(slots=True)
 class Schedule:
     """The tick time one policy's loop last slept towards, and how late a wake-up may still count as it."""
 
