@@ -49,7 +49,7 @@ class Entry:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Rendered:
     key: tuple[str, str, str]
     spec: PolicySpec
