@@ -117,6 +117,8 @@ async def _track(
     tracker = _trackers.get(key) or _Tracker()
     captured = list(_captured.pop(key, ()))
     events = captured or list(decision.events)
+    if decision.status.incident is not None or events:  # kept from here on, as before a lookup that may fail
+        tracker = _trackers.setdefault(key, tracker)
     await _look_up(records, tracker, decision, events, namespace=namespace, policy=policy)
     touched = follow(
         tracker.records,
