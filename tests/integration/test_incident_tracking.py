@@ -43,3 +43,36 @@ async def test_a_record_store_that_breaks_leaves_the_polls_status_untouched() ->
     assert after == decision.status
     assert kube.calls >= 1  # it did try
     incidents.forget("aurum", "exploding")
+
+
+async def test_a_policy_without_an_incident_keeps_no_tracker_and_one_with_an_incident_does() -> None:
+    spec = tiny_spec()
+    quiet = decide(spec=spec, status=PolicyStatus(), readings={"load": 1.0}, now=at(0))
+    assert quiet.status.incident is None and not quiet.events
+    kube = ExplodingKube()
+    body = {"metadata": {"namespace": "aurum", "name": "idle", "uid": "u"}}
+    after = await incidents.track(
+        kube,  # type: ignore[arg-type]
+        body,
+        spec,
+        quiet,
+        quiet.status,
+        readings={"load": 1.0},
+        now=at(0),
+    )
+    assert after == quiet.status and kube.calls == 0
+    assert ("aurum", "idle") not in incidents._trackers, "an idle policy holds no incident tracker"
+
+    status = decide(spec=spec, status=PolicyStatus(), readings={"load": 20.0}, now=at(0)).status
+    opened = decide(spec=spec, status=status, readings={"load": 20.0}, now=at(60))
+    await incidents.track(
+        kube,  # type: ignore[arg-type]
+        body,
+        spec,
+        opened,
+        opened.status,
+        readings={"load": 20.0},
+        now=at(60),
+    )
+    assert ("aurum", "idle") in incidents._trackers, "the incident's record is tracked from its first poll"
+    incidents.forget("aurum", "idle")

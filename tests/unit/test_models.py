@@ -569,3 +569,19 @@ def test_a_duration_longer_than_a_year_is_rejected_naming_the_value() -> None:
     assert parse_duration("8760h").days == 365
     with pytest.raises(ValueError, match="'9999999999999h' is longer than the maximum 8760h"):
         parse_duration("9999999999999h")
+
+
+def test_models_with_the_same_fields_set_share_one_set_that_a_copy_never_changes() -> None:
+    from stampede.api.status import StatusCondition
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    a = StatusCondition(type="Ready", status="True", reason="Valid", message="ok", last_transition_time=now)
+    b = StatusCondition(type="Held", status="False", reason="NotHeld", message="no", last_transition_time=now)
+    assert a.model_fields_set is b.model_fields_set
+    copied = a.model_copy(update={"observed_generation": 3})
+    assert "observed_generation" in copied.model_fields_set
+    assert "observed_generation" not in a.model_fields_set and "observed_generation" not in b.model_fields_set
+    assert set(b.model_dump(exclude_unset=True)) == {"type", "status", "reason", "message", "last_transition_time"}
+    with pytest.raises(ValidationError):
+        a.reason = "Changed"  # type: ignore[misc]
+    assert a.model_fields_set == b.model_fields_set == set(b.model_dump(exclude_unset=True))

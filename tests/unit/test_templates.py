@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from stampede.api.crd import render_crd_yaml
+from stampede.api.spec import PolicySpec
 from stampede.api.template_crds import render_template_crd
 from stampede.api.templates import TemplateDocument, TemplateProblem, render, render_spec, substitute
 from stampede.handlers.templates import TemplateStore, entry_of
@@ -255,6 +256,36 @@ def test_an_invalid_template_is_reported_on_its_policies() -> None:
     store.attach(namespaced={}, cluster={"runbook": [broken]})
     with pytest.raises(TemplateProblem, match=r"runbook is invalid: spec.policy: Field required"):
         store.policy_spec(_body("a", {"templateRef": REF}))
+
+
+def test_policies_from_one_template_share_their_equal_parts_and_keep_their_own() -> None:
+    policy = _plain()
+    policy["signals"][0]["query"] = 'sum(hits{service="$(service)"})'
+    store = TemplateStore()
+    store.attach(namespaced={}, cluster={"runbook": [_entry(policy)]})
+    store.cluster_served = True
+    a = store.policy_spec(_body("a", {"templateRef": REF, "arguments": {"service": "a"}}))
+    b = store.policy_spec(_body("b", {"templateRef": REF, "arguments": {"service": "b"}}))
+    assert a.severities[0] is b.severities[0] and a.recovery is b.recovery, "equal parts are one object"
+    assert a.signals[1] is b.signals[1]
+    assert a.signals[0] is not b.signals[0], "parts that differ are not shared"
+    assert (a.signals[0].query, b.signals[0].query) == ('sum(hits{service="a"})', 'sum(hits{service="b"})')
+    assert a.template_generation == b.template_generation == 1
+    assert (
+        a.model_dump()
+        == render_spec({"templateRef": REF, "arguments": {"service": "a"}}, _entry(policy).document).model_dump()
+    )
+
+
+def test_a_plain_policys_shared_parts_equal_what_validation_gives() -> None:
+    store = TemplateStore()
+    store.attach(namespaced={}, cluster={})
+    bodies = [{"metadata": {"namespace": "shop", "name": n, "uid": n, "generation": 1}, "spec": _plain()} for n in "ab"]
+    a, b = (store.policy_spec(body) for body in bodies)
+    assert a.signals[0] is b.signals[0] and a.phases[0] is b.phases[0]
+    assert a is not b, "the spec itself is each policy's own"
+    assert a == b == PolicySpec.model_validate(_plain())
+    assert a.model_dump() == PolicySpec.model_validate(_plain()).model_dump()
 
 
 # -- the CRDs ---------------------------------------------------------------------------------------

@@ -108,7 +108,7 @@ def recipients(spec: PolicySpec, notice: formats.Notice) -> list[NotificationTar
     return [t for t in targets if t.name not in own]
 
 
-@dataclass
+@dataclass(slots=True)
 class Notifier:
     """One policy loop's sender: where Secrets are read, failures posted, attempts noted, tasks kept."""
 

@@ -17,6 +17,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import socket
+import sys
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
@@ -206,7 +207,9 @@ async def poll(
     """The policy's poll loop; the body is kopf's live view, so spec edits apply at the next tick."""
     shared = _shared(memo)
     shared.incidents.index = kwargs.get(STORM_INDEX)  # kopf passes every index by its name (None: not served)
-    runner = PolicyRunner(shared=shared, namespace=namespace or "", name=name)
+    del kwargs  # kopf's other keyword arguments: not held for the daemon's whole life (~1 KiB per policy)
+    # One string per namespace, not one per policy: it is kept by the runner, its metric series and its problems.
+    runner = PolicyRunner(shared=shared, namespace=sys.intern(namespace or ""), name=name)
     loop = asyncio.get_running_loop()
     try:
         while not stopped and uid not in _deleted:

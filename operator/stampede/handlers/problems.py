@@ -25,7 +25,7 @@ EventSink = Callable[[Mapping[str, Any], str, str, str], None]
 """(body, type, reason, message) → posts a Kubernetes event on the policy."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Problems:
     """One policy's events and standing problems."""
 

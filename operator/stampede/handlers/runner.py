@@ -78,7 +78,7 @@ class Shared:
     thousands of background refreshes for a thread."""
 
 
-@dataclass
+@dataclass(slots=True)  # thousands of these live at once: no per-instance __dict__
 class PolicyRunner:
     shared: Shared
     namespace: str
@@ -102,8 +102,7 @@ class PolicyRunner:
     generation: int | None = None
     watched: frozenset[TargetKey] = frozenset()
     """The targets this policy holds changes on and watches for reverts."""
-    drifted: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set (from a watch thread) when a watched target changed: the loop runs `correct_drift` at once."""
+    _drifted: asyncio.Event | None = None
     loop: asyncio.AbstractEventLoop | None = None
     rollback_now_consumed: bool = False
     """The rollback-now annotation was acted on and its removal sent; kopf's live body may still show it."""
@@ -120,6 +119,16 @@ class PolicyRunner:
             background=self.background,
         )
         self.listeners = [update_metrics, self._notify]
+
+    @property
+    def drifted(self) -> asyncio.Event:
+        """Set (from a watch thread) when a watched target changed: the loop runs `correct_drift` at once.
+
+        Made when first needed (a policy that holds a change): an Event is ~0.8 KiB, and most policies are idle.
+        """
+        if self._drifted is None:
+            self._drifted = asyncio.Event()
+        return self._drifted
 
     @property
     def target(self) -> Target:
@@ -220,6 +229,7 @@ class PolicyRunner:
             )
         if keys != self.watched:
             self.loop = self.loop or asyncio.get_running_loop()
+            _ = self.drifted  # made here, in the loop's thread, before a watch thread can set it
             watches.track(f"{self.namespace}/{self.name}", keys, self._target_changed)
             self.watched = keys
 
@@ -306,8 +316,13 @@ class PolicyRunner:
             # own status writes, and this loop is the status's only writer while it runs.
             raw_status = dict(body.get("status") or {})
             self.current = _parse_status(raw_status)
+            # What was written, as the diff base: the parsed status's own wire form when it equals the body's (the
+            # same diffs), whose strings are the parsed status's, rather than a part of kopf's body kept alive
+            # after kopf has moved on to newer bodies (a copy of every idle policy's status after a restart).
+            wire = self.current.wire()
+            written = wire if wire == raw_status else raw_status
             # The refresh clock resumes from the last write (its lastPollTime): a restart rewrites no unchanged status.
-            self.writes.resume(raw_status, last_poll_time=self.current.last_poll_time)
+            self.writes.resume(written, last_poll_time=self.current.last_poll_time)
         return self.current
 
     def _hold(self) -> Outcome | None:

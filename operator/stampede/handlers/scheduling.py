@@ -26,7 +26,7 @@ MIN_DELAY = 0.2
 EARLY = timedelta(milliseconds=100)
 
 
-@dataclass
+@dataclass(slots=True)
 class Schedule:
     """The tick time one policy's loop last slept towards, and how late a wake-up may still count as it."""
 

@@ -80,7 +80,7 @@ class _Refresh:
     withdrawn: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class StatusWrites:
     """The last status written for one policy, and when; the refresh in flight and the one waiting behind it."""
 

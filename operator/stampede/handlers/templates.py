@@ -10,6 +10,10 @@ Rendering 500 policies on every poll would be wasted work while nothing changes:
 kept per policy and reused while the policy's spec and the template's resourceVersion are the ones it
 was rendered from (see bench/templates.py for the numbers).
 
+The parts of a kept spec equal to another policy's (the same signal, severities, recovery, rollback, often
+all but the actions) are one shared object (`share_parts`): thousands of policies from one template or one
+generator differ in a few names, and the validated models are frozen (docs/performance.md, memory per policy).
+
 Cluster-scoped templates are watched only when the operator watches every namespace (`-A`): with
 `-n NS` the operator holds a Role in its namespaces only, and a cluster-wide watch would be refused.
 A policy naming a ClusterStampedePolicyTemplate then says so in its InvalidSpec message.
@@ -18,18 +22,20 @@ A policy naming a ClusterStampedePolicyTemplate then says so in its InvalidSpec 
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..api import GROUP, VERSION
 from ..api.spec import PolicySpec, TemplateKind
 from ..api.templates import CLUSTER_TEMPLATE_PLURAL, TEMPLATE_PLURAL, TemplateDocument, TemplateProblem, render_spec
 from ..linting import validation_lines
 
+M = TypeVar("M", bound=BaseModel)
 NAMESPACED_INDEX = "stampede_templates"
 CLUSTER_INDEX = "stampede_cluster_templates"
 
@@ -43,10 +49,47 @@ class Entry:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Rendered:
     key: tuple[str, str, str]
     spec: PolicySpec
+
+
+_PARTS: weakref.WeakValueDictionary[tuple[type[BaseModel], str], BaseModel] = weakref.WeakValueDictionary()
+"""Every part of a kept spec, by its model and its JSON: held as long as some policy's spec holds it."""
+
+
+def share_parts(spec: M) -> M:
+    """`spec` with each of its parts replaced by an equal part another kept spec already holds.
+
+    Equal JSON is an equal value: the models are frozen and hold nothing their JSON does not show, apart
+    from the spec's own private fields (`PolicySpec._template_generation`), which stay with `spec` itself:
+    only its parts are shared, never the spec. Runs once per kept spec (a new policy or generation), not per poll.
+    """
+    update: dict[str, Any] = {}
+    for name, value in spec.__dict__.items():
+        shared = _shared(value)
+        if shared is not value:
+            update[name] = shared
+    return spec.model_copy(update=update) if update else spec
+
+
+def _shared(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        part = share_parts(value)
+        key = (type(part), part.model_dump_json())
+        held = _PARTS.get(key)
+        if held is not None:
+            return held
+        _PARTS[key] = part
+        return part
+    if isinstance(value, list) and value:
+        items = [_shared(item) for item in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, dict) and value:
+        members = {k: _shared(v) for k, v in value.items()}
+        return value if all(members[k] is v for k, v in value.items()) else members
+    return value
 
 
 class TemplateStore:
@@ -93,7 +136,7 @@ class TemplateStore:
             hit = self._rendered.get((namespace, policy))
             if hit is not None and hit.key == own:
                 return hit.spec
-            own_spec = render_spec(raw, None)
+            own_spec = share_parts(render_spec(raw, None))
             self._rendered[(namespace, policy)] = _Rendered(key=own, spec=own_spec)
             return own_spec
         kind, name = str(ref.get("kind") or ""), str(ref.get("name") or "")
@@ -113,7 +156,7 @@ class TemplateStore:
         if cached is not None and cached.key == key:
             return cached.spec
         self.renders += 1
-        spec = render_spec(raw, entry.document)
+        spec = share_parts(render_spec(raw, entry.document))
         self._rendered[(namespace, policy)] = _Rendered(key=key, spec=spec)
         return spec
 
