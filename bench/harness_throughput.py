@@ -5,7 +5,7 @@ operator's status writes queued behind it. This measures the harness alone, with
 Prometheus: it starts the harness as `tests/e2e/stack.py` does (a thread of this process, CRDs from
 crds/, the default strictness), creates N StampedePolicies shaped like bench/scale.py's, opens one watch
 on all policies (as the operator keeps one), and then sends, with the operator's own JSON client
-(`stampede.actuators.kube.Kube`):
+(`stampede.actuators.kube.Kube`), in a process of its own:
 
 - `PATCH .../stampedepolicies/NAME/status` (merge patch, a status like the operator's first write, with a
   new `lastPollTime` each round so that no write is a no-op), from 1 and from 16 threads;
@@ -27,15 +27,17 @@ import datetime
 import json
 import os
 import pathlib
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
+from functools import partial
 from typing import Any
 
 from common import ROOT, machine
-from scale import policy_for, set_namespaces
+from scale import namespace_of, policy_for, set_namespaces
 from tests.e2e.stack import GROUP, PLURAL, VERSION
 from tests.harness.server import HarnessThread
 
@@ -106,21 +108,60 @@ class Watch:
         self._response.close()
 
 
-def measure(name: str, harness_tid: int, calls: list[Any], *, threads: int, results: dict[str, Any]) -> dict[str, Any]:
-    cpu0, t0 = thread_cpu(harness_tid), time.monotonic()
-    if threads == 1:
+def requests_for(kind: str, *, kube: Kube, count: int, round_: int, policies: int, namespaces: int) -> list[Any]:
+    """The calls of one measurement; names and namespaces as `scale.policy_for` makes them."""
+    set_namespaces(namespaces)
+    base = f"/apis/{GROUP}/{VERSION}"
+
+    def where(i: int) -> str:
+        return f"{base}/namespaces/{namespace_of(i % policies)}/{PLURAL}/p-{i % policies}"
+
+    if kind == "patch":
+        return [partial(kube.merge, f"{where(i)}/status", {"status": status_for(i, round_, 1)}) for i in range(count)]
+    if kind == "get":
+        return [partial(kube.get, where(i)) for i in range(count)]
+    if kind == "list-namespace":
+        return [partial(kube.get, f"{base}/namespaces/{namespace_of(i)}/{PLURAL}") for i in range(count)]
+    if kind == "list-all":
+        return [partial(kube.get, f"{base}/{PLURAL}") for _ in range(count)]
+    raise ValueError(kind)
+
+
+def client(spec: dict[str, Any]) -> None:
+    """The load, in a process of its own: client threads in the harness's process would compete with it
+    for the GIL, and the operator is another process too."""
+    kube = Kube(load_api_client(config_file=spec["kubeconfig"]))
+    calls = requests_for(
+        spec["kind"],
+        kube=kube,
+        count=spec["count"],
+        round_=spec["round"],
+        policies=spec["policies"],
+        namespaces=spec["namespaces"],
+    )
+    started = time.monotonic()
+    if spec["threads"] == 1:
         for call in calls:
             call()
     else:
-        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        with concurrent.futures.ThreadPoolExecutor(spec["threads"]) as pool:
             for future in [pool.submit(call) for call in calls]:
                 future.result()
-    wall, cpu = time.monotonic() - t0, thread_cpu(harness_tid) - cpu0
+    print(json.dumps({"wall_s": time.monotonic() - started}))
+
+
+def measure(name: str, harness_tid: int, spec: dict[str, Any], *, results: dict[str, Any]) -> dict[str, Any]:
+    cpu0 = thread_cpu(harness_tid)
+    out = subprocess.run(
+        [sys.executable, __file__, "--client", json.dumps(spec)], check=True, capture_output=True, text=True
+    ).stdout
+    wall, cpu = json.loads(out.strip().splitlines()[-1])["wall_s"], thread_cpu(harness_tid) - cpu0
+    count = spec["count"]
     row = {
-        "requests": len(calls),
-        "threads": threads,
-        "requests_per_s": round(len(calls) / wall, 1),
-        "harness_cpu_ms_per_request": round(cpu / len(calls) * 1000, 3),
+        "requests": count,
+        "threads": spec["threads"],
+        "requests_per_s": round(count / wall, 1),
+        "harness_cpu_ms_per_request": round(cpu / count * 1000, 3),
     }
     results[name] = row
     print(
@@ -139,7 +180,11 @@ def main() -> None:
     parser.add_argument("--lists", type=int, default=100, help="namespace LISTs (and a tenth as many of all)")
     parser.add_argument("--out", help="write the figures as JSON here")
     parser.add_argument("--profile", help="cProfile the harness thread during the status PATCHes; pstats file")
+    parser.add_argument("--client", help=argparse.SUPPRESS)  # internal: run one measurement's load
     args = parser.parse_args()
+    if args.client:
+        client(json.loads(args.client))
+        return
     set_namespaces(args.namespaces)
 
     results: dict[str, Any] = {"policies": args.policies, "namespaces": args.namespaces, "machine": machine()}
@@ -159,48 +204,40 @@ def main() -> None:
             for start in range(0, len(policies), 500):
                 harness.apply(policies[start : start + 500])
             print(f"created {args.policies} policies in {time.monotonic() - started:.1f}s")
-            kube = Kube(load_api_client(config_file=str(harness.kubeconfig)))
             watch = Watch(harness.url)
-            targets = [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in policies]
-
-            def patch(i: int, round_: int) -> Any:
-                ns, name = targets[i % len(targets)]
-                path = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{name}/status"
-                return lambda: kube.merge(path, {"status": status_for(i, round_, 1)})
-
-            def get(i: int) -> Any:
-                ns, name = targets[i % len(targets)]
-                return lambda: kube.get(f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{name}")
-
             while watch.events < args.policies:  # the initial ADDED events first
                 time.sleep(0.05)
             events0 = watch.events
-            profiler = cProfile.Profile() if args.profile else None
+            common = {
+                "kubeconfig": str(harness.kubeconfig),
+                "policies": args.policies,
+                "namespaces": args.namespaces,
+                "round": 0,
+            }
+            profiler = cProfile.Profile(time.thread_time) if args.profile else None
             if profiler is not None:
                 harness.call(profiler.enable)
-            measure(
-                "patch status, 1 thread", tid, [patch(i, 1) for i in range(args.patches)], threads=1, results=results
-            )
-            measure(
-                "patch status, 16 threads", tid, [patch(i, 2) for i in range(args.patches)], threads=16, results=results
-            )
+            patches = {**common, "kind": "patch", "count": args.patches}
+            measure("patch status, 1 thread", tid, {**patches, "threads": 1, "round": 1}, results=results)
+            measure("patch status, 16 threads", tid, {**patches, "threads": 16, "round": 2}, results=results)
             if profiler is not None:
                 harness.call(profiler.disable)
                 profiler.dump_stats(args.profile)
-            measure("get, 16 threads", tid, [get(i) for i in range(args.gets)], threads=16, results=results)
-            ns_list = [
-                (
-                    lambda ns=f"bench-{i % args.namespaces:02d}": kube.get(
-                        f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}"
-                    )
-                )
-                for i in range(args.lists)
-            ]
             measure(
-                f"list one namespace ({args.policies // args.namespaces})", tid, ns_list, threads=4, results=results
+                "get, 16 threads", tid, {**common, "kind": "get", "count": args.gets, "threads": 16}, results=results
             )
-            all_list = [lambda: kube.get(f"/apis/{GROUP}/{VERSION}/{PLURAL}")] * max(1, args.lists // 10)
-            measure(f"list all ({args.policies})", tid, all_list, threads=1, results=results)
+            measure(
+                f"list one namespace ({args.policies // args.namespaces})",
+                tid,
+                {**common, "kind": "list-namespace", "count": args.lists, "threads": 4},
+                results=results,
+            )
+            measure(
+                f"list all ({args.policies})",
+                tid,
+                {**common, "kind": "list-all", "count": max(1, args.lists // 10), "threads": 1},
+                results=results,
+            )
             deadline = time.monotonic() + 30
             while watch.events - events0 < 2 * args.patches and time.monotonic() < deadline:
                 time.sleep(0.1)
