@@ -323,7 +323,7 @@ class Store:
 
     def _decorate(self, info: ResourceInfo, obj: Obj) -> Obj:
         """A copy of a stored object for a caller, who may change it."""
-        result = clone(obj)
+        result: Obj = clone(obj)
         result["apiVersion"] = info.api_version
         result["kind"] = info.kind
         return result
