@@ -31,6 +31,24 @@ _NAME_KEYED_LISTS = frozenset(
 )
 
 
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of JSON-shaped data, several times faster than `copy.deepcopy` on objects of dicts and lists.
+
+    Anything else (a `datetime` from a YAML seed) falls back to `copy.deepcopy`.
+    """
+    kind = type(value)
+    if kind is dict:
+        return {k: clone(v) for k, v in value.items()}
+    if kind is list:
+        return [clone(v) for v in value]
+    if kind in _ATOMS:
+        return value
+    return copy.deepcopy(value)
+
+
 class PatchError(Exception):
     """A patch that cannot be applied; the server answers 422 (test failures) or 400."""
 
@@ -42,7 +60,7 @@ class PatchError(Exception):
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: dicts merge recursively, null deletes, anything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -61,15 +79,15 @@ def evanphx_merge_patch(target: Any, patch: Any) -> Any:
     `[{"a": null}]` is stored as `[{}]`. Null elements of an array themselves are kept.
     """
     if not isinstance(patch, dict):
-        return _prune_nulls(copy.deepcopy(patch))
+        return _prune_nulls(clone(patch))
     if not isinstance(target, dict):
-        return _prune_nulls(copy.deepcopy(patch))
+        return _prune_nulls(clone(patch))
     result = dict(target)
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
         elif result.get(key) is None:
-            result[key] = _prune_nulls(copy.deepcopy(value))
+            result[key] = _prune_nulls(clone(value))
         else:
             result[key] = _evanphx_merge(result[key], value)
     return result
@@ -79,9 +97,9 @@ def _evanphx_merge(current: Any, patch: Any) -> Any:
     """evanphx `merge`: a non-object current value is replaced by the pruned patch; a non-object
     patch over an object replaces it as is."""
     if not isinstance(current, dict):
-        return _prune_nulls(copy.deepcopy(patch))
+        return _prune_nulls(clone(patch))
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     return evanphx_merge_patch(current, patch)
 
 
@@ -100,7 +118,7 @@ def strategic_merge_patch(target: Any, patch: Any, *, key: str = "") -> Any:
         if patch.get("$patch") == "delete":
             return None
         if patch.get("$patch") == "replace":
-            return {k: copy.deepcopy(v) for k, v in patch.items() if not k.startswith("$")}
+            return {k: clone(v) for k, v in patch.items() if not k.startswith("$")}
         result = dict(target) if isinstance(target, dict) else {}
         for k, value in patch.items():
             if k.startswith("$"):  # directives such as $setElementOrder/$retainKeys: not emulated
@@ -120,7 +138,7 @@ def strategic_merge_patch(target: Any, patch: Any, *, key: str = "") -> Any:
         and key in _NAME_KEYED_LISTS
         and all(isinstance(i, dict) and "name" in i for i in patch + target)
     ):
-        merged_list = [copy.deepcopy(i) for i in target]
+        merged_list = [clone(i) for i in target]
         for item in patch:
             idx = next((n for n, old in enumerate(merged_list) if old["name"] == item["name"]), None)
             if item.get("$patch") == "delete":
@@ -131,7 +149,7 @@ def strategic_merge_patch(target: Any, patch: Any, *, key: str = "") -> Any:
             else:
                 merged_list[idx] = strategic_merge_patch(merged_list[idx], item)
         return merged_list
-    return copy.deepcopy(patch)
+    return clone(patch)
 
 
 def json_patch(target: dict[str, Any], ops: Any) -> dict[str, Any]:

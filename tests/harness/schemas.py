@@ -12,10 +12,13 @@ back-references) that RE2 refuses and that the schemas here do not use.
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
+import hashlib
 import json
 import re
+import threading
 from typing import Any
 
 Obj = dict[str, Any]
@@ -408,6 +411,42 @@ def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile(re.sub(r"(?<!\\)\$", r"\\Z", pattern), re.ASCII)
 
 
+# -- memoised validation of whole top-level properties --------------------------------------------
+
+_VERDICTS: collections.OrderedDict[bytes, tuple[Schema, str, tuple[str, ...]]] = collections.OrderedDict()
+_VERDICTS_MAX = 65_536
+_VERDICTS_LOCK = threading.Lock()
+
+
+def _validate_property(value: Any, schema: Schema, *, path: str) -> list[str]:
+    """`validate_value` of a top-level property (`spec`, `status`), remembered by the value's exact JSON.
+
+    Every write of a custom resource validates the whole object, as the real server does, but a status
+    write leaves `spec` as it was: its structural checks and CEL rules (cel-python interprets them, several
+    ms a rule) gave the same verdict for the same value before. `validate_value` is a pure function of the
+    value and the schema, so its remembered answer *is* its answer; the key is the value's JSON in its own
+    key order (1, 1.0 and true stay distinct, and error order follows the value's), and the schema must be
+    the very same object, so a changed CRD never reuses a verdict. The 64 Ki most recent verdicts are kept,
+    enough for a spec and a status per object of the 10,000-policy benchmark.
+    """
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):  # not JSON (a YAML seed's datetime): validate without remembering
+        return validate_value(value, schema, path=path)
+    key = hashlib.blake2b(f"{id(schema)}\0{path}\0{text}".encode(), digest_size=20).digest()
+    with _VERDICTS_LOCK:
+        found = _VERDICTS.get(key)
+        if found is not None and found[0] is schema and found[1] == path:
+            _VERDICTS.move_to_end(key)
+            return list(found[2])
+    errors = validate_value(value, schema, path=path)
+    with _VERDICTS_LOCK:
+        _VERDICTS[key] = (schema, path, tuple(errors))
+        if len(_VERDICTS) > _VERDICTS_MAX:
+            _VERDICTS.popitem(last=False)
+    return errors
+
+
 # -- one call for the store ----------------------------------------------------------------------
 
 
@@ -424,7 +463,7 @@ def admit_custom_resource(obj: Obj, schema: Schema) -> tuple[Obj, list[str]]:
         if name in ("apiVersion", "kind", "metadata"):
             continue
         if name in properties:
-            errors += validate_value(item, properties[name], path=name)
+            errors += _validate_property(item, properties[name], path=name)
     if not errors:
         body = {k: v for k, v in defaulted.items()}
         errors += _cel_errors(body, schema, "<root>")

@@ -299,8 +299,12 @@ class HarnessHandler(kmock.RawHandler):
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         # kmock's own parser raises on `/api/v1/namespaces` (it expects a name after "namespaces");
         # fall back to an unparsed kmock Request so that such paths still reach the emulation.
+        # The parsed form (the body decoded once more, the path guessed) serves only kmock's DSL reactions and
+        # its request list; without either, the emulation reads the raw request and parsing is skipped.
         body = await raw_request.read()
         try:
+            if not (self._payloads or self.keep_kmock_requests):
+                raise LookupError("kmock's parsed request is not needed")
             request = await kmock.Request._parse(raw_request, id=len(self._requests))
         except Exception:
             request = kmock.Request(

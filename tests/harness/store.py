@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import copy
 import dataclasses
 import datetime
 import os
@@ -23,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from . import managed, patches, rules, schemas
+from .patches import clone
 from .resources import Catalogue, ResourceInfo, resources_from_crd
 
 Obj = dict[str, Any]
@@ -164,13 +164,21 @@ def _spec_part(obj: Obj) -> Obj:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "kind", "apiVersion")}
 
 
-def _comparable(obj: Obj) -> Obj:
-    """The object minus fields that change on every write, for no-op detection."""
-    result = {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("kind", "apiVersion")}
-    meta = result.setdefault("metadata", {})
-    for key in ("resourceVersion", "managedFields", "generation"):
-        meta.pop(key, None)
-    return result
+_VOLATILE_TOP = frozenset({"kind", "apiVersion", "metadata"})
+_VOLATILE_META = frozenset({"resourceVersion", "managedFields", "generation"})
+
+
+def _same_but_volatile(a: Obj, b: Obj) -> bool:
+    """Whether two objects are equal but for fields that change on every write, for no-op detection.
+
+    Compares in place: copying both objects only to drop three keys cost more than the rest of a write.
+    """
+    if {k: v for k, v in a.items() if k not in _VOLATILE_TOP} != {k: v for k, v in b.items() if k not in _VOLATILE_TOP}:
+        return False
+    meta_a, meta_b = a.get("metadata") or {}, b.get("metadata") or {}
+    return {k: v for k, v in meta_a.items() if k not in _VOLATILE_META} == {
+        k: v for k, v in meta_b.items() if k not in _VOLATILE_META
+    }
 
 
 def _field_sets(obj: Obj) -> list[Obj]:
@@ -314,10 +322,20 @@ class Store:
         return self._objects[info.key]
 
     def _decorate(self, info: ResourceInfo, obj: Obj) -> Obj:
-        result = copy.deepcopy(obj)
+        """A copy of a stored object for a caller, who may change it."""
+        result: Obj = clone(obj)
         result["apiVersion"] = info.api_version
         result["kind"] = info.kind
         return result
+
+    @staticmethod
+    def _view(info: ResourceInfo, obj: Obj) -> Obj:
+        """A stored object with its kind, sharing everything below the top level with the store.
+
+        Only for readers that change nothing (watch events, controllers, patch functions, which build
+        new objects): stored objects are never changed in place, every write stores a new one.
+        """
+        return {**obj, "apiVersion": info.api_version, "kind": info.kind}
 
     def get(self, info: ResourceInfo, *, namespace: str | None, name: str) -> Obj:
         obj = self._bucket(info).get((namespace or "", name))
@@ -334,13 +352,11 @@ class Store:
         field_selector: str | None = None,
     ) -> list[Obj]:
         labels, fields = patches.label_selector(label_selector), patches.field_selector(field_selector)
-        result = []
-        for (ns, _), obj in sorted(self._bucket(info).items()):
-            if namespace is not None and ns != namespace:
-                continue
-            if labels(obj) and fields(obj):
-                result.append(self._decorate(info, obj))
-        return result
+        bucket = self._bucket(info)
+        # The namespace first, then the order by (namespace, name): sorting all of a kind's objects for one
+        # namespace's list made every LIST cost the whole store.
+        keys = sorted(bucket if namespace is None else (key for key in bucket if key[0] == namespace))
+        return [self._decorate(info, bucket[key]) for key in keys if labels(bucket[key]) and fields(bucket[key])]
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -353,8 +369,8 @@ class Store:
             rv=self._rv,
             type=kind,
             key=info.key,
-            obj=self._decorate(info, obj),
-            old=self._decorate(info, old) if old is not None else None,
+            obj=self._view(info, obj),
+            old=self._view(info, old) if old is not None else None,
         )
         if len(self._history) == self._history.maxlen:
             self._forgotten_rv = self._history[0].rv
@@ -489,8 +505,8 @@ class Store:
     ) -> Obj:
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
-        applied = copy.deepcopy(body) if operation == "Apply" else None
-        obj = {k: copy.deepcopy(v) for k, v in body.items() if k not in ("kind", "apiVersion")}
+        applied = clone(body) if operation == "Apply" else None
+        obj = {k: clone(v) for k, v in body.items() if k not in ("kind", "apiVersion")}
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise ApiError(400, "BadRequest", "metadata must be an object")
@@ -612,7 +628,7 @@ class Store:
         if all(status.get(k) == v for k, v in wanted.items()):
             return
         status.update(wanted)
-        new = copy.deepcopy(old)
+        new = clone(old)
         new["status"] = status
         self._write(info, old=old, new=new, subresource="status", field_manager=None, operation="Update")
 
@@ -647,18 +663,18 @@ class Store:
         # fieldmanager.go decodeLiveOrNew: managedFields sent through a subresource are ignored.
         requested = None if subresource else new.get("metadata", {}).get("managedFields")
         if subresource == "status":
-            result = copy.deepcopy(old)
+            result = {k: clone(v) for k, v in old.items() if k != "status"}
             if "status" in new:
-                result["status"] = copy.deepcopy(new["status"])
+                result["status"] = clone(new["status"])
             else:
                 result.pop("status", None)
         else:
-            result = copy.deepcopy(new)
+            result = clone(new)
             result.pop("kind", None)
             result.pop("apiVersion", None)
             if info.status:  # the main endpoint cannot touch the status when it is a subresource
                 if "status" in old:
-                    result["status"] = copy.deepcopy(old["status"])
+                    result["status"] = clone(old["status"])
                 else:
                     result.pop("status", None)
             meta = result.setdefault("metadata", {})
@@ -673,7 +689,7 @@ class Store:
                 "managedFields",
             ):
                 if key in meta_old:
-                    meta[key] = copy.deepcopy(meta_old[key])
+                    meta[key] = clone(meta_old[key])
                 else:
                     meta.pop(key, None)
             if meta_old.get("deletionTimestamp"):
@@ -700,7 +716,7 @@ class Store:
         )
         # A no-op write (no new RV, no watch event) unless the field sets moved, as an Apply of
         # unchanged values does; the timestamps of managedFields alone do not count.
-        if _comparable(result) == _comparable(old) and _field_sets(result) == _field_sets(old):
+        if _same_but_volatile(result, old) and _field_sets(result) == _field_sets(old):
             return self._decorate(info, old)
 
         if _spec_part(result) != _spec_part(old):
@@ -808,7 +824,7 @@ class Store:
 
         if subresource == "scale":
             return self._scale_write(info, old, apply, field_manager=field_manager, dry_run=dry_run)
-        new = apply(self._decorate(info, old))
+        new = apply(self._view(info, old))
         return self._write(
             info,
             old=old,
@@ -849,7 +865,7 @@ class Store:
         if old["metadata"].get("finalizers"):
             if old["metadata"].get("deletionTimestamp"):
                 return self._decorate(info, old), False
-            new = copy.deepcopy(old)
+            new = clone(old)
             new["metadata"]["deletionTimestamp"] = now_iso()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
             new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
@@ -862,7 +878,7 @@ class Store:
         if dry_run:
             return self._decorate(info, old), True
         gone = self._bucket(info).pop(key)
-        gone = copy.deepcopy(gone)
+        gone = clone(gone)
         gone["metadata"]["resourceVersion"] = self._next_rv()
         self._commit(info, "DELETED", gone, old)
         self._after_delete(info, gone)
@@ -880,7 +896,7 @@ class Store:
             self.catalogue.remove_crd(obj)
 
     def _force_delete(self, info: ResourceInfo, namespace: str, name: str) -> None:
-        gone = copy.deepcopy(self._bucket(info).pop((namespace, name)))
+        gone = clone(self._bucket(info).pop((namespace, name)))
         gone["metadata"]["resourceVersion"] = self._next_rv()
         self._commit(info, "DELETED", gone, gone)
 
@@ -924,7 +940,7 @@ class Store:
         replicas = (new_scale.get("spec") or {}).get("replicas")
         if not isinstance(replicas, int) or replicas < 0:
             raise invalid(info, old["metadata"]["name"], "spec.replicas: must be a non-negative integer")
-        new = copy.deepcopy(old)
+        new = clone(old)
         node = new
         *parents, leaf = info.spec_replicas_path.lstrip(".").split(".")
         for part in parents:

@@ -19,7 +19,7 @@ import yaml
 from tests.harness import patches, schemas
 from tests.harness.resources import load_yaml_documents
 from tests.harness.server import Harness
-from tests.harness.store import ApiError, Store, Strictness
+from tests.harness.store import MERGE, ApiError, Store, Strictness
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NS = "default"
@@ -488,3 +488,38 @@ async def test_request_bodies_are_taken_up_to_the_api_servers_3_mib_and_refused_
             assert rsp.status == 201, await rsp.text()
         async with api.post(path, json=secret("over", 3 * 1024 * KiB + 4)) as rsp:
             assert rsp.status == 413, await rsp.text()
+
+
+def test_a_remembered_verdict_is_never_reused_for_another_schema_or_another_value() -> None:
+    loose: Obj = {
+        "type": "object",
+        "properties": {"spec": {"type": "object", "properties": {"n": {"type": "integer"}}}},
+    }
+    strict = copy.deepcopy(loose)
+    strict["properties"]["spec"]["properties"]["n"]["maximum"] = 3
+    for _ in range(2):  # the second round answers from what the first remembered
+        assert schemas.admit_custom_resource({"spec": {"n": 5}}, loose)[1] == []
+        assert schemas.admit_custom_resource({"spec": {"n": 5}}, strict)[1] != []
+        assert schemas.admit_custom_resource({"spec": {"n": 3}}, strict)[1] == []
+        assert schemas.admit_custom_resource({"spec": {"n": 3.5}}, loose)[1] != []
+
+
+def test_a_status_write_still_refuses_an_invalid_status_and_watch_events_keep_each_version() -> None:
+    s = store()
+    create(s, policy())
+    info = s.catalogue.by_kind("stampede.aurum.io/v1alpha1", "StampedePolicy")
+    assert info is not None
+    watcher = s.watch(info, namespace=NS, since=s.resource_version)
+    for state in ("Idle", "Incident"):
+        s.patch(
+            info, namespace=NS, name="p", body={"status": {"state": state}}, content_type=MERGE, subresource="status"
+        )
+    with pytest.raises(ApiError) as caught:
+        s.patch(
+            info, namespace=NS, name="p", body={"status": {"state": "Bogus"}}, content_type=MERGE, subresource="status"
+        )
+    assert caught.value.code == 422
+    s.get(info, namespace=NS, name="p")["status"]["state"] = "changed by a caller"
+    events = [watcher.queue.get_nowait() for _ in range(watcher.queue.qsize())]
+    assert [(kind, obj["status"]["state"]) for kind, obj in events] == [("MODIFIED", "Idle"), ("MODIFIED", "Incident")]
+    assert s.get(info, namespace=NS, name="p")["status"]["state"] == "Incident"
