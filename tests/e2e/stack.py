@@ -124,7 +124,10 @@ class Stack:
             env = {"STAMPEDE_PROMETHEUS_URL": self.prometheus.url, **self._operator_env}
             kwargs: dict[str, Any] = {}
             if self._operator_args is not None:
-                kwargs["args"] = list(self._operator_args)
+                args = list(self._operator_args)
+                # The default metrics port (9102) is one per machine: two stacks at once (two test workers)
+                # would have the second operator fail at its start with EADDRINUSE.
+                kwargs["args"] = args if "--metrics-port" in args else [*args, "--metrics-port", "0"]
             self.operator = Operator(kubeconfig=self.harness.kubeconfig, env=env, log_dir=self.dir, **kwargs)
             if self._start_operator:
                 self.operator.start()
