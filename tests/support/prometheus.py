@@ -118,8 +118,7 @@ def free_port() -> int:
     (`OSError: [Errno 98] Address already in use` at the operator's start). Below that range only
     servers that ask for a port take one: a random one, tried with a bind and claimed machine-wide
     (`_claim`), so neither this process nor another test process (the other pytest worker, a benchmark,
-    a second checkout's suite) hands it out again while this one lives. Without the claim two processes
-    did draw the same port once in a full run beside two other suites.
+    a second checkout's suite, run beside CI on this shared machine) hands it out again while this one lives.
     """
     high = _ephemeral_low() - 1
     for _ in range(100):
