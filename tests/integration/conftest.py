@@ -8,12 +8,17 @@ blocks can only be added before the server starts.
 from __future__ import annotations
 
 import os
+import pathlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
+from stampede.actuators.kube import Kube
+from stampede.actuators.targets import Actuators
+from tests.harness.server import HarnessThread
+from tests.support.kube import harness_with_namespace, make_kube
 from tests.support.prometheus import Exporter, PrometheusMissing, PrometheusServer, openmetrics_gauge
 
 REPLAY_METRIC = "stampede_replay_value"
@@ -60,3 +65,34 @@ def prometheus() -> Iterator[PrometheusFixture]:
     finally:
         server.close()
         exporter.close()
+
+
+# -- the emulated API server and the actuators over it, for modules that act on targets --------------
+# A module sets NS (the targets' namespace) and may set JOURNAL_NS (the operator's namespace, where
+# journal Secrets go; NS by default) and MAX_REPLICAS (10 by default). A module's own fixture of the
+# same name takes precedence.
+
+
+@pytest.fixture
+def h(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[HarnessThread]:
+    module = request.module
+    with harness_with_namespace(tmp_path, module.NS) as harness:
+        journal_ns = getattr(module, "JOURNAL_NS", module.NS)
+        if journal_ns != module.NS:
+            harness.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": journal_ns}}])
+        yield harness
+
+
+@pytest.fixture
+def kube(h: HarnessThread) -> Kube:
+    return make_kube(h)
+
+
+@pytest.fixture
+def act(request: pytest.FixtureRequest, kube: Kube) -> Actuators:
+    module = request.module
+    return Actuators(
+        kube,
+        max_replicas=getattr(module, "MAX_REPLICAS", 10),
+        journal_namespace=getattr(module, "JOURNAL_NS", module.NS),
+    )

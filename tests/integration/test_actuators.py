@@ -40,7 +40,7 @@ from stampede.api.status import AppliedChange, WorkloadStatusRef, format_time
 from stampede.engine.changes import apply_merge_patch, configmap_apply_patch, configmap_rollback, plan_configmap
 from stampede.engine.digests import digest
 from tests.harness.server import HarnessThread
-from tests.support.kube import harness_with_namespace, make_kube
+from tests.support.kube import make_kube
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -56,22 +56,6 @@ WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 
 
 # -- fixtures and helpers ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def h(tmp_path: pathlib.Path) -> Iterator[HarnessThread]:
-    with harness_with_namespace(tmp_path, NS) as harness:
-        yield harness
-
-
-@pytest.fixture
-def kube(h: HarnessThread) -> Kube:
-    return make_kube(h)
-
-
-@pytest.fixture
-def act(kube: Kube) -> Actuators:
-    return Actuators(kube, max_replicas=MAX_REPLICAS, journal_namespace=NS)
 
 
 TARGET = Target(namespace=NS, policy=POLICY)

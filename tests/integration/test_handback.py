@@ -9,8 +9,6 @@ them: every entry whose manager is `stampede-operator`, whatever its operation o
 from __future__ import annotations
 
 import logging
-import pathlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,7 +20,7 @@ from stampede.api.spec import Action
 from stampede.api.status import AppliedChange, WorkloadStatusRef
 from tests.harness import managed
 from tests.harness.server import HarnessThread
-from tests.support.kube import harness_with_namespace, make_kube
+from tests.support.kube import make_kube
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -41,22 +39,6 @@ RESOURCES = {
     "StatefulSet": ("apps", "v1", "statefulsets"),
     "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
 }
-
-
-@pytest.fixture
-def h(tmp_path: pathlib.Path) -> Iterator[HarnessThread]:
-    with harness_with_namespace(tmp_path, NS) as harness:
-        yield harness
-
-
-@pytest.fixture
-def kube(h: HarnessThread) -> Kube:
-    return make_kube(h)
-
-
-@pytest.fixture
-def act(kube: Kube) -> Actuators:
-    return Actuators(kube, max_replicas=10, journal_namespace=NS)
 
 
 def as_argocd(h: HarnessThread, obj: JSON, *, server_side: bool) -> None:

@@ -7,8 +7,6 @@ they go to a Secret in the operator's namespace, and the change's record (status
 from __future__ import annotations
 
 import base64
-import pathlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,33 +19,15 @@ from stampede.api.spec import Action
 from stampede.api.status import AppliedChange
 from stampede.engine.digests import digest
 from tests.harness.server import HarnessThread
-from tests.support.kube import harness_with_namespace, make_kube
 
 NS = "shop"
-OPERATOR_NS = "stampede-system"
+OPERATOR_NS = JOURNAL_NS = "stampede-system"
 POLICY = "cache-guard"
 TARGET = Target(namespace=NS, policy=POLICY)
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 T1 = datetime(2025, 1, 1, 12, 30, tzinfo=UTC)
 MARKER = "ORIGINAL-ONLY-THE-OPERATOR-MAY-READ"
 WRITE_VERBS = {"create", "update", "patch", "delete"}
-
-
-@pytest.fixture
-def h(tmp_path: pathlib.Path) -> Iterator[HarnessThread]:
-    with harness_with_namespace(tmp_path, NS) as harness:
-        harness.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NS}}])
-        yield harness
-
-
-@pytest.fixture
-def kube(h: HarnessThread) -> Kube:
-    return make_kube(h)
-
-
-@pytest.fixture
-def act(kube: Kube) -> Actuators:
-    return Actuators(kube, max_replicas=10, journal_namespace=OPERATOR_NS)
 
 
 def configmap(data: dict[str, str]) -> JSON:

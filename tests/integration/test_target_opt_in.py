@@ -22,14 +22,11 @@ from tests.integration.test_actuators import (
     T0,
     T1,
     TARGET,
-    act,
     cm_action,
     configmap,
     cronjob,
-    h,
     hpa,
     job_action,
-    kube,
     ok,
     other_writer,
     read,
@@ -39,7 +36,6 @@ from tests.integration.test_actuators import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-FIXTURES = (act, h, kube)  # the emulated API server and clients of the actuator tests, shared
 
 
 @pytest.fixture
