@@ -22,7 +22,6 @@ import argparse
 import functools
 import inspect
 import json
-import math
 import os
 import pathlib
 import tempfile
@@ -33,11 +32,10 @@ from typing import Any
 
 from common import CountingProxy, log, memory_kb
 from scale import (
-    HEALTHY,
     POLL,
     SHARD,
     Bench,
-    namespace_of,
+    prepare,
     set_namespaces,
     set_shard_size,
 )
@@ -125,18 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         directory = pathlib.Path(snaps)
         proxy = CountingProxy(stack.prometheus.url)
         try:
-            for shard in range(math.ceil(args.policies / SHARD)):
-                stack.exporter.set("bench_hit_rate", HEALTHY, shard=f"s{shard}")
-                stack.exporter.set("bench_db", 10.0, shard=f"s{shard}")
-            stack.exporter.set("bench_queue", 3.0)
-            last = f"s{math.ceil(args.policies / SHARD) - 1}"
-            stack.prometheus.wait_for(f'sum(bench_db{{shard="{last}"}})', lambda v: v == 10.0, timeout=20)
-            stack.harness.apply(
-                [
-                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace_of(i)}}
-                    for i in range(args.namespaces)
-                ]
-            )
+            prepare(stack, policies=args.policies)
             stack.operator.env["STAMPEDE_PROMETHEUS_URL"] = proxy.url
             if not args.rss_only:
                 stack.operator.env.update(

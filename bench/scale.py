@@ -96,6 +96,20 @@ def set_namespaces(count: int) -> None:
     NAMESPACES = max(1, count)
 
 
+def prepare(stack: Stack, *, policies: int) -> None:
+    """Healthy signals for every shard of `policies` (scraped before anything polls) and the namespaces."""
+    assert stack.prometheus is not None and stack.exporter is not None
+    shards = math.ceil(policies / SHARD)
+    for shard in range(shards):
+        stack.exporter.set("bench_hit_rate", HEALTHY, shard=f"s{shard}")
+        stack.exporter.set("bench_db", 10.0, shard=f"s{shard}")
+    stack.exporter.set("bench_queue", 3.0)
+    stack.prometheus.wait_for(f'sum(bench_db{{shard="s{shards - 1}"}})', lambda v: v == 10.0, timeout=20)
+    stack.harness.apply(
+        [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace_of(i)}} for i in range(NAMESPACES)]
+    )
+
+
 def objects_for(indexes: range) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for i in indexes:
@@ -625,18 +639,7 @@ def run(
         assert stack.prometheus is not None and stack.operator is not None and stack.exporter is not None
         proxy = CountingProxy(stack.prometheus.url)
         try:
-            for shard in range(math.ceil(max(levels) / SHARD)):
-                stack.exporter.set("bench_hit_rate", HEALTHY, shard=f"s{shard}")
-                stack.exporter.set("bench_db", 10.0, shard=f"s{shard}")
-            stack.exporter.set("bench_queue", 3.0)
-            last = f"s{math.ceil(max(levels) / SHARD) - 1}"
-            stack.prometheus.wait_for(f'sum(bench_db{{shard="{last}"}})', lambda v: v == 10.0, timeout=20)
-            stack.harness.apply(
-                [
-                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace_of(i)}}
-                    for i in range(NAMESPACES)
-                ]
-            )
+            prepare(stack, policies=max(levels))
             if preload:
                 log(f"scale: creating {max(levels)} policies and their targets before the operator starts")
                 docs = objects_for(range(max(levels)))
